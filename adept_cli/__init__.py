@@ -1,0 +1,34 @@
+"""adept: ADePT, DePT and prompt tuning for any Hugging Face seq2seq or causal language model.
+
+The public names below load lazily so that `adept --help` and `adept budget` start without torch.
+"""
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("adept-cli")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+local"
+
+_EXPORTS = {
+    "AdapterError": "adapter_io",
+    "load_adapter": "adapter_io",
+    "save_adapter": "adapter_io",
+    "PromptTunedModel": "model",
+    "AdeptConfig": "methods.config",
+    "ConfigError": "methods.config",
+    "DeptConfig": "methods.config",
+    "MethodConfig": "methods.config",
+    "PromptTuningConfig": "methods.config",
+    "method_config": "methods.config",
+    "BudgetError": "methods.budget",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,97 @@
+"""`adept budget`: the largest ADePT bottleneck / DePT rank under a trainable-parameter budget."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+from rich.table import Table
+
+from ..methods.budget import DEFAULT_MAX_LENGTH, BudgetSolution, default_budget, solve, solve_table
+from .common import console, examples, fail, print_json, user_errors
+
+NAMES = {"adept": "ADePT", "dept": "DePT"}
+SIZE_NAMES = {"adept": "bottleneck", "dept": "rank"}
+
+
+class SizedMethod(str, Enum):
+    adept = "adept"
+    dept = "dept"
+
+
+EXAMPLES = examples(
+    ("ADePT on T5-base (r = 19, 76,051 parameters)", "adept budget --dim 768 --prompt-len 60"),
+    ("Table for l = 0, 20, ..., 100", "adept budget --dim 768"),
+    ("Width read from a model's config (no weights downloaded)", "adept budget --model t5-3b --prompt-len 60"),
+    ("DePT, as JSON", "adept budget --method dept --dim 768 --prompt-len 40 --json"),
+)
+
+
+@user_errors
+def budget(
+    dim: int = typer.Option(None, "--dim", help="Embedding width d of the model."),
+    model: str = typer.Option(
+        None, "--model", help="Read d from this model's config (hub id, directory, .gguf or embedded name)."
+    ),
+    prompt_len: int = typer.Option(None, "--prompt-len", help="Soft-prompt length l; omit for a table of lengths."),
+    method: SizedMethod = typer.Option(SizedMethod.adept, "--method", help="Method whose size to solve."),
+    budget: int = typer.Option(None, "--budget", help="Parameter budget. Default: vanilla PT with 100 tokens, 100 x d."),
+    max_length: int = typer.Option(
+        DEFAULT_MAX_LENGTH, "--max-length", help="DePT: maximum input length s (rows of A)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Solve the largest bottleneck (ADePT) or rank (DePT) that fits the parameter budget.
+
+    ADePT count = l d + 2 d r + r + d; DePT count = l d + s r + r d. No weights are downloaded.
+    """
+    if (dim is None) == (model is None):
+        fail("give exactly one of --dim D or --model M (the model's config supplies d)")
+    if model is not None:
+        from ..models import load_config, model_dim
+
+        dim = model_dim(load_config(model))
+    method_name = method.value
+    if prompt_len is None:
+        rows = solve_table(method_name, dim, budget=budget, max_length=max_length)
+        if as_json:
+            print_json([row.to_dict() for row in rows])
+        else:
+            _print_table(rows, max_length)
+        return
+    solution = solve(method_name, dim, prompt_len, budget, max_length)
+    if as_json:
+        print_json(solution.to_dict())
+    else:
+        console.print(_sentence(solution, max_length), highlight=False, soft_wrap=True)
+
+
+def _sentence(solution: BudgetSolution, max_length: int) -> str:
+    size = SIZE_NAMES[solution.method]
+    extra = f", s = {max_length}" if solution.method == "dept" else ""
+    return (
+        f"{NAMES[solution.method]} d = {solution.dim}, l = {solution.prompt_len}{extra}: "
+        f"{size} r = {solution.bottleneck}, {solution.trainable_params:,} trainable parameters "
+        f"(budget {solution.budget:,})"
+    )
+
+
+def _print_table(rows: list[BudgetSolution], max_length: int) -> None:
+    first = rows[0]
+    extra = f", s = {max_length}" if first.method == "dept" else ""
+    budget_note = " (vanilla PT, 100 tokens)" if first.budget == default_budget(first.dim) else ""
+    table = Table(
+        title=f"{NAMES[first.method]}, d = {first.dim}{extra}, budget {first.budget:,}{budget_note}",
+        title_justify="left",
+    )
+    table.add_column("prompt length l", justify="right")
+    table.add_column(f"{SIZE_NAMES[first.method]} r", justify="right")
+    table.add_column("trainable parameters", justify="right")
+    for row in rows:
+        if row.bottleneck is None:
+            table.add_row(str(row.prompt_len), "does not fit", "-")
+        else:
+            table.add_row(str(row.prompt_len), str(row.bottleneck), f"{row.trainable_params:,}")
+    console.print(table)
+
+

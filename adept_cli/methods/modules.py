@@ -1,0 +1,83 @@
+"""The trainable parts: the soft prompt and the two kinds of input-embedding offsets.
+
+Init follows the reference code: the offsets are exactly zero at the start (ADePT's W_up, b1, b2 and
+DePT's B are zero), so every method starts as plain prompt tuning.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import AdeptConfig, DeptConfig, MethodConfig
+
+
+def _uniform_fan_in(tensor: torch.Tensor) -> None:
+    # kaiming_uniform(a=sqrt(5)) on a (rows x r) tensor: bound 1/sqrt(r), as the reference code.
+    nn.init.kaiming_uniform_(tensor, a=math.sqrt(5))
+
+
+class TokenOffsets(nn.Module):
+    """ADePT's offset network f(e) = ReLU(e W_down + b1) W_up + b2, shared by every token."""
+
+    def __init__(self, dim: int, bottleneck: int, dropout: float = 0.0):
+        super().__init__()
+        self.down = nn.Parameter(torch.empty(dim, bottleneck))
+        self.down_bias = nn.Parameter(torch.zeros(bottleneck))
+        self.up = nn.Parameter(torch.zeros(bottleneck, dim))
+        self.up_bias = nn.Parameter(torch.zeros(dim))
+        self.dropout = nn.Dropout(dropout)
+        _uniform_fan_in(self.down)
+
+    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(embeds @ self.down + self.down_bias)
+        return self.dropout(hidden) @ self.up + self.up_bias
+
+
+class PositionOffsets(nn.Module):
+    """DePT's offsets A B: row i of A B is added to the token at content position i (0 <= i < s)."""
+
+    def __init__(self, dim: int, rank: int, max_length: int):
+        super().__init__()
+        self.a = nn.Parameter(torch.empty(max_length, rank))
+        self.b = nn.Parameter(torch.zeros(rank, dim))
+        _uniform_fan_in(self.a)
+
+    @property
+    def max_length(self) -> int:
+        return self.a.shape[0]
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """Offsets for content positions (batch x n); positions outside [0, s) get zero."""
+        inside = (positions >= 0) & (positions < self.max_length)
+        rows = self.a[positions.clamp(0, self.max_length - 1)] * inside.unsqueeze(-1).to(self.a.dtype)
+        return rows @ self.b
+
+
+class PromptAdapter(nn.Module):
+    """Soft prompt (l x d) plus the method's offset network, if any. Holds every trainable tensor."""
+
+    def __init__(self, config: MethodConfig, dim: int):
+        super().__init__()
+        self.config = config
+        self.prompt = nn.Parameter(torch.zeros(config.prompt_len, dim))
+        self.token_offsets: TokenOffsets | None = None
+        self.position_offsets: PositionOffsets | None = None
+        if isinstance(config, AdeptConfig):
+            self.token_offsets = TokenOffsets(dim, config.bottleneck, config.dropout)
+        elif isinstance(config, DeptConfig):
+            self.position_offsets = PositionOffsets(dim, config.rank, config.max_length)
+
+    @property
+    def prompt_len(self) -> int:
+        return self.prompt.shape[0]
+
+    def offsets(self, embeds: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor | None:
+        """The offsets to add to `embeds` (None for vanilla PT). `positions` is needed by DePT only."""
+        if self.token_offsets is not None:
+            return self.token_offsets(embeds.to(self.prompt.dtype)).to(embeds.dtype)
+        if self.position_offsets is not None:
+            return self.position_offsets(positions).to(embeds.dtype)
+        return None

@@ -1,0 +1,300 @@
+"""The method x model matrix: forward, training lowers the loss, generate, cached == uncached.
+
+Models: tiny RANDOM T5, BART and GPT-2 built from configs (no pretrained weights offline) and the real
+pretrained stories260K Llama.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adept_cli import AdeptConfig, DeptConfig, PromptTunedModel, PromptTuningConfig
+from adept_cli.methods.budget import adept_params, dept_params, pt_params
+
+from .conftest import MODEL_FACTORIES
+
+METHODS = ("pt", "dept", "adept")
+MODELS = tuple(MODEL_FACTORIES)
+INPUTS = ["Once upon a time there was a little", "Lily saw a big red ball", "The cat"]
+TARGETS = ["girl", "and she was happy", "slept"]
+
+
+def small_config(method: str, **overrides):
+    settings = {
+        "pt": dict(prompt_len=6),
+        "dept": dict(prompt_len=4, rank=3, max_length=48),
+        "adept": dict(prompt_len=4, bottleneck=3),
+    }[method]
+    settings.update(overrides)
+    return {"pt": PromptTuningConfig, "dept": DeptConfig, "adept": AdeptConfig}[method](**settings)
+
+
+def wrap(method: str, model_name: str, **overrides):
+    base, tokenizer = MODEL_FACTORIES[model_name]()
+    torch.manual_seed(1)
+    model = PromptTunedModel(base, small_config(method, **overrides), tokenizer=tokenizer)
+    return model, tokenizer
+
+
+def training_batch(model: PromptTunedModel, tokenizer) -> dict[str, torch.Tensor]:
+    """Right-padded inputs; seq2seq labels are the targets, causal labels cover the target tokens only."""
+    tokenizer.padding_side = "right"
+    if model.is_seq2seq:
+        batch = tokenizer(INPUTS, return_tensors="pt", padding=True)
+        labels = tokenizer(TARGETS, return_tensors="pt", padding=True)
+        batch["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
+        return dict(batch)
+    prompts = [tokenizer(text)["input_ids"] for text in INPUTS]
+    answers = [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in TARGETS]
+    width = max(len(p) + len(a) for p, a in zip(prompts, answers))
+    ids, mask, labels = [], [], []
+    for prompt, answer in zip(prompts, answers):
+        pad = width - len(prompt) - len(answer)
+        ids.append(prompt + answer + [tokenizer.pad_token_id] * pad)
+        mask.append([1] * (len(prompt) + len(answer)) + [0] * pad)
+        labels.append([-100] * len(prompt) + answer + [-100] * pad)
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+
+
+def generation_batch(model: PromptTunedModel, tokenizer) -> dict[str, torch.Tensor]:
+    tokenizer.padding_side = "right" if model.is_seq2seq else "left"
+    return dict(tokenizer(INPUTS, return_tensors="pt", padding=True))
+
+
+def train_steps(model: PromptTunedModel, batch, steps: int, lr: float = 0.05) -> list[float]:
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def perturb(model: PromptTunedModel, scale: float = 0.3) -> None:
+    """Give every adapter tensor non-zero values, as after training."""
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in model.adapter.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_forward_train_generate(method: str, model_name: str) -> None:
+    model, tokenizer = wrap(method, model_name)
+    batch = training_batch(model, tokenizer)
+
+    output = model(**batch)
+    assert torch.isfinite(output.loss)
+    if not model.is_seq2seq:  # causal logits are aligned with the input, prompt slots removed
+        assert output.logits.shape[:2] == batch["input_ids"].shape
+
+    losses = train_steps(model, batch, steps=20, lr=0.1)
+    assert losses[-1] < 0.95 * losses[0], losses
+
+    model.eval()
+    inputs = generation_batch(model, tokenizer)
+    cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True)
+    uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+    if model.is_seq2seq:
+        assert cached.shape[0] == len(INPUTS)
+    else:  # returned rows start with the caller's input ids, then at least one new token
+        assert torch.equal(cached[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+        assert cached.shape[1] > inputs["input_ids"].shape[1]
+        assert int(cached.max()) < model.vocab_size  # no prompt slots leak into the output
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_only_adapter_trains_and_count_matches_budget_formula(method: str, model_name: str) -> None:
+    model, tokenizer = wrap(method, model_name)
+    batch = training_batch(model, tokenizer)
+    train_steps(model, batch, steps=1)  # after one step W_up / B are non-zero, so every tensor gets gradient
+    model.zero_grad(set_to_none=True)
+    model(**batch).loss.backward()
+
+    adapter_ids = {id(p) for p in model.adapter.parameters()}
+    for name, parameter in model.named_parameters():
+        if id(parameter) in adapter_ids:
+            assert parameter.requires_grad, name
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+        else:
+            assert not parameter.requires_grad and parameter.grad is None, name
+
+    d, config = model.dim, model.config
+    expected = {
+        "pt": lambda: pt_params(d, config.prompt_len),
+        "dept": lambda: dept_params(d, config.prompt_len, config.rank, config.max_length),
+        "adept": lambda: adept_params(d, config.prompt_len, config.bottleneck),
+    }[method]()
+    assert model.num_trainable_params() == expected
+
+
+@pytest.mark.parametrize("model_name", ["t5", "llama"])
+def test_sizes_left_unset_are_solved_from_the_budget(model_name: str) -> None:
+    base, tokenizer = MODEL_FACTORIES[model_name]()
+    d = base.get_input_embeddings().weight.shape[1]
+    model = PromptTunedModel(base, AdeptConfig(prompt_len=60), tokenizer=tokenizer)
+    assert model.config.bottleneck == (100 * d - 60 * d - d) // (2 * d + 1)
+    assert model.num_trainable_params() <= 100 * d
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("method", ["dept", "adept"])
+def test_offsets_are_exactly_zero_at_init(method: str, model_name: str) -> None:
+    model, tokenizer = wrap(method, model_name)
+    ids = generation_batch(model, tokenizer)["input_ids"]
+    embeds = model.adapted_embedding.embedding(ids)
+    positions = torch.arange(ids.shape[1]).expand_as(ids)
+    offsets = model.adapter.offsets(embeds, positions)
+    assert torch.count_nonzero(offsets) == 0
+    base_embeds = model.adapted_embedding.embedding(ids)
+    assert torch.equal(model.adapted_embedding(ids), base_embeds)
+
+
+def _offsets_of(model: PromptTunedModel, ids: torch.Tensor) -> torch.Tensor:
+    """Offsets the model adds to each token of `ids` in a real forward pass (prompt slots dropped)."""
+    extended = model.insert_prompt(ids)
+    captured = {}
+
+    def grab(module, args, output):
+        captured["embeds"] = output
+
+    handle = model.adapted_embedding.register_forward_hook(grab)
+    try:
+        with torch.no_grad():
+            if model.is_seq2seq:
+                model(ids, decoder_input_ids=torch.zeros_like(ids[:, :1]))
+            else:
+                model(ids)
+    finally:
+        handle.remove()
+    embeds = captured["embeds"][:, model.prompt_len :]
+    assert embeds.shape[1] == extended["input_ids"].shape[1] - model.prompt_len
+    return embeds - model.adapted_embedding.embedding(ids)
+
+
+@pytest.mark.parametrize("model_name", ["t5", "llama"])
+def test_adept_offsets_do_not_move_when_tokens_are_prepended(model_name: str) -> None:
+    model, tokenizer = wrap("adept", model_name)
+    perturb(model)
+    ids = tokenizer("Lily saw a big red ball", return_tensors="pt")["input_ids"]
+    prefix = tokenizer("Once upon a time there was a cat.", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    shifted = torch.cat([prefix, ids], dim=1)
+    alone = _offsets_of(model, ids)
+    after_prefix = _offsets_of(model, shifted)[:, prefix.shape[1] :]
+    assert torch.count_nonzero(alone) > 0
+    assert torch.equal(alone, after_prefix)
+
+
+@pytest.mark.parametrize("model_name", ["t5", "llama"])
+def test_dept_offsets_move_when_tokens_are_prepended(model_name: str) -> None:
+    model, tokenizer = wrap("dept", model_name)
+    perturb(model)
+    ids = tokenizer("Lily saw a big red ball", return_tensors="pt")["input_ids"]
+    prefix = tokenizer("Once upon a time", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    alone = _offsets_of(model, ids)
+    after_prefix = _offsets_of(model, torch.cat([prefix, ids], dim=1))[:, prefix.shape[1] :]
+    assert not torch.allclose(alone, after_prefix)
+    # and the offset of position i is row i of A B
+    expected = (model.adapter.position_offsets.a @ model.adapter.position_offsets.b)[: ids.shape[1]]
+    torch.testing.assert_close(alone[0], expected)
+
+
+def _manual_embeds(model: PromptTunedModel, ids: torch.Tensor) -> torch.Tensor:
+    """The method's definition, written out: [P, E + offsets] for one unpadded row."""
+    adapter = model.adapter
+    embeds = model.adapted_embedding.embedding(ids)
+    if adapter.token_offsets is not None:
+        f = adapter.token_offsets
+        embeds = embeds + torch.relu(embeds @ f.down + f.down_bias) @ f.up + f.up_bias
+    if adapter.position_offsets is not None:
+        p = adapter.position_offsets
+        embeds = embeds + (p.a @ p.b)[: ids.shape[1]]
+    return torch.cat([adapter.prompt.unsqueeze(0), embeds], dim=1)
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_forward_matches_the_method_definition_and_ignores_padding(method: str, model_name: str) -> None:
+    model, tokenizer = wrap(method, model_name)
+    perturb(model)
+    model.eval()
+    tokenizer.padding_side = "right" if model.is_seq2seq else "left"
+    padded = tokenizer(INPUTS, return_tensors="pt", padding=True)
+    decoder = {"decoder_input_ids": torch.tensor([[0, 5, 9]])} if model.is_seq2seq else {}
+    with torch.no_grad():
+        for row, text in enumerate(INPUTS):
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            reference = model.base(inputs_embeds=_manual_embeds(model, ids), **decoder).logits
+            if not model.is_seq2seq:
+                reference = reference[:, model.prompt_len :]
+            ours = model(ids, **decoder).logits
+            torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+            # the same row inside a padded batch gives the same logits
+            row_decoder = {k: v.expand(len(INPUTS), -1) for k, v in decoder.items()}
+            batch_logits = model(padded["input_ids"], padded["attention_mask"], **row_decoder).logits[row]
+            if not model.is_seq2seq:
+                real = padded["attention_mask"][row].bool()
+                batch_logits = batch_logits[real]
+            torch.testing.assert_close(batch_logits, ours[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["dept", "adept"])
+@pytest.mark.parametrize("model_name", ["gpt2", "llama"])
+def test_causal_generation_applies_offsets_to_generated_tokens(method: str, model_name: str) -> None:
+    """Greedy generation equals a loop that re-embeds the whole sequence (offsets on every token)."""
+    model, tokenizer = wrap(method, model_name)
+    perturb(model)
+    model.eval()
+    ids = tokenizer("Lily saw a big", return_tensors="pt")["input_ids"]
+    expected = ids
+    with torch.no_grad():
+        for _ in range(8):
+            logits = model.base(inputs_embeds=_manual_embeds(model, expected)).logits
+            expected = torch.cat([expected, logits[:, -1:].argmax(-1)], dim=1)
+    generated = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None)
+    assert torch.equal(generated, expected)
+    # without the offsets on generated tokens the continuation differs (the reference code's bug)
+    assert model.adapter.offsets(model.adapted_embedding.embedding(expected), torch.arange(12)[None]).abs().sum() > 0
+
+
+def test_beam_search_and_sampling_run_with_the_prompt() -> None:
+    model, tokenizer = wrap("adept", "llama")
+    perturb(model)
+    inputs = generation_batch(model, tokenizer)
+    beams = model.generate(**inputs, max_new_tokens=4, num_beams=3, do_sample=False)
+    torch.manual_seed(0)
+    sampled = model.generate(**inputs, max_new_tokens=4, do_sample=True, top_k=5)
+    assert beams.shape[0] == sampled.shape[0] == len(INPUTS)
+
+
+def test_unwrap_restores_the_base_model() -> None:
+    model, tokenizer = wrap("dept", "llama")
+    ids = tokenizer("Lily", return_tensors="pt")["input_ids"]
+    fresh, _ = MODEL_FACTORIES["llama"]()
+    base = model.unwrap()
+    with torch.no_grad():
+        torch.testing.assert_close(base(ids).logits, fresh(ids).logits)
+    assert not base._forward_pre_hooks
+
+
+def test_wrapping_twice_is_refused() -> None:
+    model, tokenizer = wrap("pt", "llama")
+    with pytest.raises(ValueError, match="already carries"):
+        PromptTunedModel(model.base, small_config("pt"))
+
+
+def test_text_init_uses_the_text_embeddings() -> None:
+    base, tokenizer = MODEL_FACTORIES["llama"]()
+    config = PromptTuningConfig(prompt_len=5, prompt_init="text", prompt_init_text="Once upon")
+    model = PromptTunedModel(base, config, tokenizer=tokenizer)
+    ids = tokenizer("Once upon", add_special_tokens=False)["input_ids"]
+    ids = (ids * 5)[:5]
+    expected = model.adapted_embedding.embedding(torch.tensor(ids))
+    torch.testing.assert_close(model.adapter.prompt.detach(), expected)
