@@ -13,6 +13,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# Nothing in the tests may reach the network: fail at once instead of retrying the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def shared_dir() -> Path:
@@ -25,6 +28,16 @@ def shared_dir() -> Path:
             pytrace=False,
         )
     return candidate
+
+
+def data_dir() -> Path:
+    return shared_dir() / "data"
+
+
+@pytest.fixture(autouse=True)
+def _offline_data(monkeypatch):
+    """Tasks find the offline data with no options, as they would with ../shared/data beside the project."""
+    monkeypatch.setenv("ADEPT_DATA_DIR", str(data_dir()))
 
 
 STORIES = "stories260K-hf"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import budget
+from . import budget, tasks
 
 app = typer.Typer(
     name="adept",
@@ -34,6 +34,7 @@ def _root(
 
 
 app.command("budget", epilog=budget.EXAMPLES)(budget.budget)
+app.command("tasks", epilog=tasks.EXAMPLES)(tasks.tasks)
 
 
 def _pending(name: str, issue: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -29,17 +30,22 @@ EXAMPLES = examples(
 
 @user_errors
 def budget(
-    dim: int = typer.Option(None, "--dim", help="Embedding width d of the model."),
-    model: str = typer.Option(
-        None, "--model", help="Read d from this model's config (hub id, directory, .gguf or embedded name)."
-    ),
-    prompt_len: int = typer.Option(None, "--prompt-len", help="Soft-prompt length l; omit for a table of lengths."),
-    method: SizedMethod = typer.Option(SizedMethod.adept, "--method", help="Method whose size to solve."),
-    budget: int = typer.Option(None, "--budget", help="Parameter budget. Default: vanilla PT with 100 tokens, 100 x d."),
-    max_length: int = typer.Option(
-        DEFAULT_MAX_LENGTH, "--max-length", help="DePT: maximum input length s (rows of A)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    dim: Annotated[int | None, typer.Option("--dim", help="Embedding width d of the model.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Read d from this model's config (hub id, directory, .gguf or embedded name)."),
+    ] = None,
+    prompt_len: Annotated[
+        int | None, typer.Option("--prompt-len", help="Soft-prompt length l; omit for a table of lengths.")
+    ] = None,
+    method: Annotated[SizedMethod, typer.Option("--method", help="Method whose size to solve.")] = SizedMethod.adept,
+    budget: Annotated[
+        int | None, typer.Option("--budget", help="Parameter budget. Default: vanilla PT with 100 tokens, 100 x d.")
+    ] = None,
+    max_length: Annotated[
+        int, typer.Option("--max-length", help="DePT: maximum input length s (rows of A).")
+    ] = DEFAULT_MAX_LENGTH,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Solve the largest bottleneck (ADePT) or rank (DePT) that fits the parameter budget.
 
@@ -93,5 +99,3 @@ def _print_table(rows: list[BudgetSolution], max_length: int) -> None:
         else:
             table.add_row(str(row.prompt_len), str(row.bottleneck), f"{row.trainable_params:,}")
     console.print(table)
-
-

@@ -1,0 +1,170 @@
+"""Predictions and metrics for a task split: generation + string match, or rank classification.
+
+- ``generate``: greedy decoding, then the task's scoring (label words matched after normalisation,
+  numbers parsed, answers compared, code executed), as the paper.
+- ``rank``: classification tasks only: the label word whose tokens (and end token) the model finds
+  most likely wins; no output can be invalid.
+
+Under several processes each evaluates its own slice of the examples with the unwrapped model and the
+results are gathered by example index, so every example counts exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from .data import IGNORE_INDEX, Encoder, pad_batch
+from .metrics import score
+from .tasks.spec import Example, Task, TaskError
+
+Scoring = Literal["generate", "rank"]
+NEW_TOKENS = {"regression": 8, "text": 48, "code": 384}
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    outputs: list[Any]  # generated text, or class index (rank)
+    count: int
+    scoring: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main(self) -> float:
+        return next(iter(self.metrics.values()))
+
+
+def max_new_tokens(task: Task, encoder: Encoder) -> int:
+    if task.kind == "classification":
+        return max(len(encoder.target_ids(word)) for word in task.label_words) + 1
+    return NEW_TOKENS[task.kind]
+
+
+def _batches(indices: Sequence[int], size: int) -> list[list[int]]:
+    return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
+
+
+def _by_length(examples: Sequence[Example], indices: Sequence[int], encoder: Encoder) -> list[int]:
+    # Longest first: similar lengths share a batch (less padding) and memory peaks at the start.
+    return sorted(indices, key=lambda i: -len(examples[i].source))
+
+
+@torch.no_grad()
+def generate_outputs(
+    model: Any,
+    encoder: Encoder,
+    examples: Sequence[Example],
+    indices: Sequence[int],
+    batch_size: int,
+    new_tokens: int,
+) -> dict[int, str]:
+    tokenizer = encoder.tokenizer
+    side = "right" if encoder.is_seq2seq else "left"
+    device = next(model.parameters()).device
+    outputs: dict[int, str] = {}
+    for batch_indices in _batches(_by_length(examples, indices, encoder), batch_size):
+        features = [{"input_ids": encoder.source_ids(examples[i].source)} for i in batch_indices]
+        batch = pad_batch(features, tokenizer.pad_token_id, side=side)
+        generated = model.generate(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        if not encoder.is_seq2seq:
+            generated = generated[:, batch["input_ids"].shape[1] :]
+        texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        outputs.update(zip(batch_indices, texts))
+    return outputs
+
+
+@torch.no_grad()
+def rank_outputs(
+    model: Any,
+    encoder: Encoder,
+    examples: Sequence[Example],
+    indices: Sequence[int],
+    batch_size: int,
+    candidates: Sequence[str],
+) -> dict[int, int]:
+    tokenizer = encoder.tokenizer
+    device = next(model.parameters()).device
+    outputs: dict[int, int] = {}
+    for batch_indices in _batches(_by_length(examples, indices, encoder), batch_size):
+        scores = []
+        for candidate in candidates:
+            features = [encoder.scoring_features(examples[i], candidate) for i in batch_indices]
+            batch = {k: v.to(device) for k, v in pad_batch(features, tokenizer.pad_token_id).items()}
+            scores.append(_sequence_log_prob(model, batch, encoder.is_seq2seq))
+        best = torch.stack(scores, dim=1).argmax(dim=1).tolist()
+        outputs.update(zip(batch_indices, best))
+    return outputs
+
+
+def _sequence_log_prob(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool) -> torch.Tensor:
+    """Sum of log-probabilities of the label tokens of each row."""
+    logits = model(**batch).logits
+    labels = batch["labels"]
+    if not is_seq2seq:  # position t predicts token t + 1
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    picked = logits[mask].float()  # only label positions: (tokens, vocab)
+    token_log_probs = picked.log_softmax(-1).gather(1, labels[mask].unsqueeze(1)).squeeze(1)
+    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(labels)[mask]
+    return torch.zeros(labels.shape[0], device=labels.device).index_add(0, rows, token_log_probs)
+
+
+def evaluate(
+    model: Any,
+    encoder: Encoder,
+    task: Task,
+    examples: Sequence[Example],
+    scoring: Scoring = "generate",
+    batch_size: int = 16,
+    accelerator: Any = None,
+) -> EvalResult:
+    """Metrics of `model` on `examples`; `accelerator` shards the work over processes."""
+    if scoring == "rank" and task.kind != "classification":
+        raise TaskError(f"rank classification needs label words; {task.name} is a {task.kind} task (use generate)")
+    if accelerator is not None:
+        model = accelerator.unwrap_model(model)
+    was_training = model.training
+    model.eval()
+    all_indices = list(range(len(examples)))
+    try:
+        if accelerator is not None and accelerator.num_processes > 1:
+            with accelerator.split_between_processes(all_indices) as mine:
+                local = _predict(model, encoder, task, examples, mine, scoring, batch_size)
+            from accelerate.utils import gather_object
+
+            pairs = gather_object(sorted(local.items()))
+            outputs_by_index = dict(pairs)
+        else:
+            outputs_by_index = _predict(model, encoder, task, examples, all_indices, scoring, batch_size)
+    finally:
+        model.train(was_training)
+    if sorted(outputs_by_index) != all_indices:
+        raise RuntimeError(f"evaluation produced {len(outputs_by_index)} outputs for {len(examples)} examples")
+    outputs = [outputs_by_index[i] for i in all_indices]
+    return EvalResult(score(task, examples, outputs), outputs, len(outputs), scoring)
+
+
+def _predict(
+    model: Any,
+    encoder: Encoder,
+    task: Task,
+    examples: Sequence[Example],
+    indices: Sequence[int],
+    scoring: Scoring,
+    batch_size: int,
+) -> dict[int, Any]:
+    if scoring == "rank":
+        return rank_outputs(model, encoder, examples, indices, batch_size, task.label_words)
+    return generate_outputs(model, encoder, examples, indices, batch_size, max_new_tokens(task, encoder))

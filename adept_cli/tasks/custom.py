@@ -1,0 +1,162 @@
+"""User-defined tasks from a small YAML file.
+
+```yaml
+name: review-sentiment
+data_files: {train: train.jsonl, validation: dev.jsonl, test: test.csv}   # relative to this file
+template: "Review: {text}\\nIs it positive or negative? Answer:"
+label_field: label
+label_words: {0: negative, 1: positive}     # or a list: [negative, positive] for labels 0, 1
+metrics: [accuracy, f1]                      # the first selects checkpoints
+```
+
+Free-text tasks give `target_field` instead of label words (metrics em / f1); regression tasks give
+`regression: true` (metrics pearson / spearman). `data_dir` may replace `data_files` (a folder with
+`<split>.jsonl|json|csv|tsv|parquet`); `split: halve | holdout` applies the paper's split rules.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .spec import SplitRule, Task, TaskError
+
+KEYS = {
+    "name": "task name",
+    "description": "one line shown by `adept tasks`",
+    "data_files": "mapping split -> file (relative to the YAML file)",
+    "data_dir": "folder with <split>.<ext> files (relative to the YAML file)",
+    "template": "input text, a str.format template over the row's fields",
+    "label_field": "field holding the label (default: label)",
+    "label_words": "list (labels 0, 1, ...) or mapping label value -> word",
+    "target_field": "field holding the free-text answer (string or list of strings)",
+    "regression": "true for a numeric target in label_field",
+    "metrics": "list of metric names; the first selects checkpoints",
+    "metric": "a single metric name",
+    "split": "none (default), halve or holdout",
+    "max_length": "maximum input tokens (default 256)",
+}
+METRICS_BY_KIND = {
+    "classification": ("accuracy", "f1", "macro_f1", "mcc"),
+    "regression": ("pearson", "spearman"),
+    "text": ("f1", "em"),
+}
+SPLIT_FILES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+
+
+def load_task_file(path: str | Path) -> Task:
+    path = Path(path)
+    where = str(path)
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise TaskError(f"cannot read task file {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise TaskError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(spec, dict):
+        raise TaskError(f"{path}: expected a mapping of settings, got {type(spec).__name__}")
+
+    problems = [f"unknown key {key!r}" for key in spec if key not in KEYS]
+    for required in ("name", "template"):
+        if not isinstance(spec.get(required), str) or not spec.get(required):
+            problems.append(f"{required!r} is required and must be a string")
+    kind, label_words, label_values = _target(spec, problems)
+    metrics = _metrics(spec, kind, problems)
+    data_files = _data_files(spec, path.parent, problems)
+    split = spec.get("split", "none")
+    if split not in ("none", "halve", "holdout"):
+        problems.append(f"split must be none, halve or holdout; got {split!r}")
+    max_length = spec.get("max_length", 256)
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        problems.append(f"max_length must be a positive integer; got {max_length!r}")
+    if isinstance(spec.get("template"), str):
+        _check_template(spec["template"], problems)
+    if problems:
+        raise TaskError(f"{where}: " + "; ".join(problems) + f" (known keys: {', '.join(KEYS)})")
+
+    rule = {"none": SplitRule("fixed"), "halve": SplitRule("halve"), "holdout": SplitRule("holdout")}[split]
+    return Task(
+        name=spec["name"],
+        description=spec.get("description", f"defined in {path.name}"),
+        kind=kind,
+        template=spec["template"],
+        metrics=metrics,
+        split_rule=rule,
+        label_field=spec.get("label_field", "label"),
+        label_words=label_words,
+        label_values=label_values,
+        target_field=spec.get("target_field"),
+        regression_step=None,
+        max_length=max_length,
+        data_files=data_files,
+        origin=where,
+    )
+
+
+def _target(spec: dict[str, Any], problems: list[str]) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+    words = spec.get("label_words")
+    given = [key for key in ("label_words", "target_field", "regression") if spec.get(key)]
+    if len(given) != 1:
+        problems.append("give exactly one of label_words, target_field or regression: true")
+        return "classification", (), ()
+    if spec.get("regression"):
+        return "regression", (), ()
+    if spec.get("target_field"):
+        return "text", (), ()
+    if isinstance(words, list) and words and all(isinstance(w, (str, int, float)) for w in words):
+        return "classification", tuple(str(w) for w in words), ()
+    if isinstance(words, dict) and words:
+        return "classification", tuple(str(w) for w in words.values()), tuple(words.keys())
+    problems.append("label_words must be a non-empty list or mapping")
+    return "classification", (), ()
+
+
+def _metrics(spec: dict[str, Any], kind: str, problems: list[str]) -> tuple[str, ...]:
+    metrics = spec.get("metrics", [spec["metric"]] if "metric" in spec else None)
+    allowed = METRICS_BY_KIND[kind]
+    if metrics is None:
+        return (allowed[0],)
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    bad = [m for m in metrics if m not in allowed]
+    if bad or not metrics:
+        problems.append(f"metrics {bad or metrics} not available for a {kind} task; choose from {', '.join(allowed)}")
+        return (allowed[0],)
+    return tuple(metrics)
+
+
+def _data_files(spec: dict[str, Any], base: Path, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    files, folder = spec.get("data_files"), spec.get("data_dir")
+    if (files is None) == (folder is None):
+        problems.append("give exactly one of data_files (split -> file) or data_dir")
+        return ()
+    if folder is not None:
+        root = (base / str(folder)).resolve()
+        found = {}
+        for split in ("train", "validation", "test"):
+            for suffix in SPLIT_FILES:
+                if (root / f"{split}{suffix}").is_file():
+                    found.setdefault(split, str(root / f"{split}{suffix}"))
+        if not found:
+            problems.append(f"data_dir {root} holds no train/validation/test{{{','.join(SPLIT_FILES)}}} file")
+        return tuple(found.items())
+    if not isinstance(files, dict) or not files:
+        problems.append("data_files must map split names to files")
+        return ()
+    unknown = [split for split in files if split not in ("train", "validation", "test")]
+    if unknown:
+        problems.append(f"data_files has unknown split(s) {unknown}; use train, validation, test")
+    return tuple((str(split), str((base / str(file)).resolve())) for split, file in files.items())
+
+
+def _check_template(template: str, problems: list[str]) -> None:
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:
+        problems.append(f"template is not a valid format string ({error})")
+        return
+    if not fields:
+        problems.append("template uses no {field}: every input would be the same text")
