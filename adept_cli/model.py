@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .methods import AdeptConfig, DeptConfig, MethodConfig, solve
@@ -56,7 +57,8 @@ class AdaptedEmbedding(nn.Module):
         prompt_len = self.adapter.prompt_len
         if prompt_len:
             slot = (input_ids - self.vocab_size).clamp(0, prompt_len - 1)
-            prompt = self.adapter.prompt.to(embeds.dtype)[slot]
+            # F.embedding, not indexing: its CPU backward is deterministic, so reruns match bit for bit.
+            prompt = F.embedding(slot, self.adapter.prompt.to(embeds.dtype))
             embeds = torch.where(virtual.unsqueeze(-1), prompt, embeds)
         return embeds
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from .. import __version__
-from . import budget, tasks
+from . import budget, eval, tasks, train
 
 app = typer.Typer(
     name="adept",
@@ -31,10 +33,15 @@ def _root(
     ),
 ) -> None:
     """ADePT, DePT and prompt tuning for Hugging Face language models."""
+    # Our own progress and log lines say what is happening; the libraries' per-file bars are noise here.
+    # (transformers reads this when first imported, which the subcommands do later.)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 app.command("budget", epilog=budget.EXAMPLES)(budget.budget)
 app.command("tasks", epilog=tasks.EXAMPLES)(tasks.tasks)
+app.command("train", epilog=train.EXAMPLES)(train.train)
+app.command("eval", epilog=eval.EXAMPLES)(eval.eval_command)
 
 
 def _pending(name: str, issue: str):
@@ -48,8 +55,6 @@ def _pending(name: str, issue: str):
 
 
 for _name, _issue in (
-    ("train", "training through Accelerate"),
-    ("eval", "evaluation of a run or adapter"),
     ("shift-probe", "robustness to position shifts"),
     ("export", "native, PEFT and merged export"),
 ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import AdeptConfig, DeptConfig, MethodConfig
@@ -52,7 +53,7 @@ class PositionOffsets(nn.Module):
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """Offsets for content positions (batch x n); positions outside [0, s) get zero."""
         inside = (positions >= 0) & (positions < self.max_length)
-        rows = self.a[positions.clamp(0, self.max_length - 1)] * inside.unsqueeze(-1).to(self.a.dtype)
+        rows = F.embedding(positions.clamp(0, self.max_length - 1), self.a) * inside.unsqueeze(-1).to(self.a.dtype)
         return rows @ self.b
 
 

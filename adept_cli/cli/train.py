@@ -1,0 +1,67 @@
+"""`adept train`: train ADePT, DePT, PT, LoRA or full fine-tuning on a task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, examples, fail, print_json, user_errors
+
+EXAMPLES = examples(
+    (
+        "ADePT with the embedded SmolLM2-135M on SST-2 (CPU-sized recipe)",
+        "adept train --recipe recipes/cpu/smollm2-sst2.yaml",
+    ),
+    (
+        "The paper's T5-base setting for a small GLUE/SuperGLUE task",
+        "adept train --model t5-base --task boolq --recipe recipes/t5-base-small-data.yaml",
+    ),
+    ("Override any setting with key=value", "adept train --task rte steps=2000 lr_prompt=0.3 bottleneck=19"),
+    ("Continue an interrupted run", "adept train --output-dir runs/rte-adept --resume auto"),
+    ("Several GPUs", "accelerate launch -m adept_cli train --recipe recipes/t5-base-small-data.yaml --task rte"),
+    ("Every setting, with help", "adept train --list-settings"),
+)
+
+
+@user_errors
+def train(
+    overrides: Annotated[list[str] | None, typer.Argument(help="Settings as key=value (see --list-settings).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Hub id, local directory, .gguf file or embedded name.")
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Task name or task YAML file.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="adept | dept | pt | lora | full.")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="YAML recipe (see recipes/).")] = None,
+    output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Folder with <task>/<split> files.")] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="'auto' (newest checkpoint of the run) or a checkpoint path.")
+    ] = None,
+    list_settings: Annotated[bool, typer.Option("--list-settings", help="Print every setting and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results.json on stdout at the end.")] = False,
+) -> None:
+    """Train a method on a task; the run directory gets config.yaml, metrics.jsonl, checkpoints/, best/
+    and results.json. Without --model the embedded SmolLM2-135M-Instruct is used."""
+    from ..training.config import TrainConfig, build_config, field_help, load_run_config
+
+    if list_settings:
+        defaults = TrainConfig().to_dict()
+        for name, text in field_help().items():
+            console.print(f"[bold]{name}[/] = {defaults[name]!r}  [dim]{text}[/]", highlight=False)
+        return
+    options = {"model": model, "task": task, "method": method, "output_dir": output_dir, "data_dir": data_dir}
+    config = build_config(recipe, options, overrides)
+    if resume is not None and recipe is None and not overrides:
+        saved = config.resolved_output_dir() / "config.yaml"
+        if saved.is_file():  # continue with the run's own settings
+            config = load_run_config(saved)
+    from ..training.loop import train as run_training
+
+    try:
+        results = run_training(config, resume=resume, console=console if not as_json else None)
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    if as_json:
+        print_json(results)

@@ -1,0 +1,121 @@
+"""What differs between methods in training: building the trainable model, its optimizer groups, and
+saving / restoring its trained weights. PT, DePT and ADePT use `PromptTunedModel`; `lora` goes through
+the `peft` library; `full` trains every weight. The loop itself is the same for all five.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from ..adapter_io import ADAPTER_WEIGHTS, load_adapter, write_adapter
+from ..methods import method_config
+from ..model import PromptTunedModel, is_seq2seq
+from .config import TrainConfig, method_settings
+
+DEFAULT_LORA_RANK = 16  # the paper's decoder-only LoRA baseline
+
+
+def dept_positions(config: TrainConfig, source_length: int, seq2seq: bool) -> int:
+    """DePT's s: every content position that can carry an offset. Causal inputs hold source + target."""
+    return source_length if seq2seq else source_length + config.max_target_length
+
+
+def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: int) -> Any:
+    """The base model made trainable by `config.method` (the base stays frozen for adapters)."""
+    if config.uses_prompt:
+        settings = method_settings(config)
+        if config.method == "dept":
+            settings["max_length"] = dept_positions(config, source_length, is_seq2seq(base))
+        return PromptTunedModel(base, method_config(config.method, **settings), tokenizer, base_model_name=config.model)
+    if config.method == "lora":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        lora = LoraConfig(
+            r=config.rank or DEFAULT_LORA_RANK,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq(base) else TaskType.CAUSAL_LM,
+        )
+        return get_peft_model(base, lora)
+    base.requires_grad_(True)
+    return base
+
+
+def parameter_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:
+    """Two learning rates for prompt methods (soft prompt; offset network), one otherwise."""
+    if isinstance(model, PromptTunedModel):
+        prompt = [model.adapter.prompt]
+        offsets = [p for name, p in model.adapter.named_parameters() if name != "prompt"]
+        groups = [{"params": prompt, "lr": config.lr_prompt, "name": "prompt"}]
+        if offsets:
+            groups.append({"params": offsets, "lr": config.lr_offsets, "name": "offsets"})
+        return [g for g in groups if g["params"] and g["params"][0].numel()]
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "name": "weights"}]
+
+
+def trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    """Every tensor that trains, by parameter name: what a checkpoint holds (never the frozen base)."""
+    return {name: p.detach().to("cpu").clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: Any, state: dict[str, torch.Tensor], where: str) -> None:
+    parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(set(parameters) - set(state))
+    unexpected = sorted(set(state) - set(parameters))
+    if missing or unexpected:
+        raise RuntimeError(f"{where} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for name, parameter in parameters.items():
+            parameter.copy_(state[name].to(parameter.device, parameter.dtype))
+
+
+def save_trained(model: Any, directory: Path) -> None:
+    """The deployable result: an adept adapter, a PEFT LoRA adapter, or the whole fine-tuned model."""
+    if isinstance(model, PromptTunedModel):
+        write_adapter(model, directory)
+    else:
+        model.save_pretrained(directory, safe_serialization=True)
+
+
+def restore_trained(model: Any, directory: Path) -> None:
+    """Load the weights `save_trained` wrote into the live `model` (same method and base)."""
+    if isinstance(model, PromptTunedModel):
+        model.adapter.load_state_dict(load_file(str(directory / ADAPTER_WEIGHTS)))
+        return
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
+        return
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(directory.glob("*.safetensors")):  # save_pretrained shards large models
+        state.update(load_file(str(shard)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    if unexpected or [key for key in missing if key not in tied]:
+        raise RuntimeError(f"{directory} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def load_trained(method: str, directory: Path, model_name: str, dtype: Any = None) -> Any:
+    """A fresh model with the trained weights of `directory`, for evaluation or export."""
+    from ..models import load_model
+
+    if method in ("adept", "dept", "pt"):
+        return load_adapter(directory, base=load_model(model_name, dtype), base_model_name=model_name)
+    if method == "lora":
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_model(model_name, dtype), directory)
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    config = AutoConfig.from_pretrained(directory)
+    loader = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    return loader.from_pretrained(directory, **kwargs).eval()

@@ -1,0 +1,119 @@
+"""What a run tells the user: metrics.jsonl always; a rich progress bar on a terminal, plain log lines
+otherwise; TensorBoard through Accelerate's trackers when asked. Only the main process writes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class RunReporter:
+    def __init__(self, metrics_path: Path, accelerator: Any, config: Any, console: Console | None = None):
+        self.path = metrics_path
+        self.accelerator = accelerator
+        self.main = accelerator.is_main_process
+        self.console = console or Console(stderr=True)
+        self.tensorboard = bool(config.tensorboard)
+        self.config = config
+        self.progress: Progress | None = None
+        self.task_id: Any = None
+        self.total = 0
+        self.started = time.time()
+        self.first_step = 0
+        self.last: dict[str, Any] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, step: int, total: int, headline: str) -> None:
+        self.total, self.first_step, self.started = total, step, time.time()
+        if not self.main:
+            return
+        self.console.print(headline, highlight=False, soft_wrap=True)
+        if self.tensorboard:
+            self.accelerator.init_trackers("tensorboard", config=_flat(self.config.to_dict()))
+        if self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]train[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self.progress.start()
+            self.task_id = self.progress.add_task("train", total=total, completed=step, status="")
+
+    def advance(self, step: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task_id, completed=step)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def finish(self, results: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        test = ", ".join(f"{k} {v:.2f}" for k, v in results["test"].items())
+        self.console.print(
+            f"best step {results['best_step']} (validation {results['main_metric']} "
+            f"{results['validation'][results['main_metric']]:.2f}); test: {test}",
+            highlight=False,
+        )
+
+    def note(self, text: str) -> None:
+        if self.main:
+            self.console.print(text, highlight=False, soft_wrap=True)
+
+    # -- records -----------------------------------------------------------------------------------
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.tensorboard:
+            values = {f"{record['kind']}/{k}": v for k, v in record.items() if isinstance(v, (int, float))}
+            values.pop(f"{record['kind']}/step", None)
+            self.accelerator.log(values, step=record["step"])
+
+    def train_log(self, record: dict[str, Any]) -> None:
+        record = {"kind": "train", **record}
+        self._write(record)
+        if not self.main:
+            return
+        lrs = "/".join(f"{v:.1e}" for k, v in record.items() if k.startswith("lr_"))
+        status = f"loss {record['loss']:.4f}  lr {lrs}  {record['tokens_per_s']:,.0f} tok/s"
+        if self.progress is not None:
+            self.progress.update(self.task_id, status=status)
+        else:
+            step = record["step"]
+            done = step - self.first_step
+            eta = (time.time() - self.started) / max(done, 1) * (self.total - step)
+            self.console.print(f"step {step}/{self.total}  {status}  ETA {_duration(eta)}", highlight=False)
+
+    def eval_log(self, step: int, split: str, result: Any, best: bool) -> None:
+        metrics = result.metrics
+        self._write({"kind": split, "step": step, "examples": result.count, **metrics})
+        if self.main:
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+            self.console.print(f"step {step} {split}: {shown}{'  (best so far)' if best else ''}", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    # TensorBoard's hparams take scalars and strings only.
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.items()}

@@ -1,0 +1,281 @@
+"""End-to-end training through the CLI and the library: run directory, resume, accumulation, errors.
+
+Runs use the real stories260K Llama (its metric is meaningless: it writes children's stories) and a tiny
+RANDOM T5 saved to disk with the real T5 tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from adept_cli.cli import app
+from adept_cli.training import build_config, train
+from adept_cli.training.config import TrainConfigError
+from adept_cli.training.reporting import RunReporter
+
+from .conftest import REPO, STORIES, T5_TOKENIZER, model_path, tiny_t5
+
+runner = CliRunner()
+SMOKE = REPO / "recipes" / "cpu" / "stories260k-rte.yaml"
+
+
+@pytest.fixture(scope="session")
+def t5_dir(tmp_path_factory) -> str:
+    """A tiny random T5 saved like a hub checkpoint, with the real T5 tokenizer files."""
+    directory = tmp_path_factory.mktemp("t5-tiny")
+    model, tokenizer = tiny_t5()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def stories_config(tmp_path: Path, *overrides: str, name: str = "run"):
+    options = {"model": model_path(STORIES), "output_dir": str(tmp_path / name)}
+    return build_config(SMOKE, options, list(overrides))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_cli_train_writes_the_run_directory_and_eval_reproduces_it(tmp_path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--recipe", str(SMOKE), "--model", model_path(STORIES), "-o", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best",
+        "checkpoints",
+        "config.yaml",
+        "metrics.jsonl",
+        "results.json",
+    ]
+    assert sorted(p.name for p in (out / "best").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["step_00000006", "step_00000012"]  # eval_every 6, keep 2
+    assert sorted(p.name for p in (out / "checkpoints" / "step_00000012").iterdir()) == [
+        "optimizer.pt", "rng_state_0.pt", "scheduler.pt", "trainable.safetensors", "trainer_state.json",
+    ]  # fmt: skip
+    # the checkpoint holds the adapter only, never the frozen base
+    trainable = load_file(str(out / "checkpoints" / "step_00000012" / "trainable.safetensors"))
+    results = json.loads((out / "results.json").read_text())
+    assert sum(t.numel() for t in trainable.values()) == results["trainable_params"] < 10_000
+
+    records = read_jsonl(out / "metrics.jsonl")
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert [r["step"] for r in records if r["kind"] == "validation"] == [6, 12]
+    assert {"lr_prompt", "lr_offsets", "tokens_per_s"} <= set(records[0])
+    assert results["examples"] == {"train": 128, "validation": 16, "test": 16}
+    assert json.loads(result.stdout[result.stdout.index("{") :]) == results
+
+    saved = (out / "config.yaml").read_text()
+    assert "steps: 12" in saved and "method: adept" in saved
+
+    evaluated = runner.invoke(app, ["eval", "--run", str(out), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["metrics"] == results["test"]
+
+
+@pytest.mark.parametrize("method", ["pt", "dept"])
+def test_seq2seq_training_runs_end_to_end(tmp_path, t5_dir, method) -> None:
+    config = build_config(
+        SMOKE, {"model": t5_dir, "method": method, "output_dir": str(tmp_path / method)}, ["lr_prompt=0.3"]
+    )
+    results = train(config)
+    losses = [r["loss"] for r in read_jsonl(tmp_path / method / "metrics.jsonl") if r["kind"] == "train"]
+    assert losses[-1] < losses[0]
+    assert results["test"]["accuracy"] >= 0 and results["examples"]["test"] == 16
+    if method == "dept":  # DePT's s covers the encoder input
+        adapter = json.loads((tmp_path / method / "best" / "adapter_config.json").read_text())
+        assert adapter["method_config"]["max_length"] == 96
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_lora_and_full_use_the_same_loop(tmp_path, method) -> None:
+    config = stories_config(tmp_path, f"method={method}", "lr=1e-3", "rank=4", "steps=6", "eval_every=3")
+    results = train(config)
+    best = {p.name for p in (tmp_path / "run" / "best").iterdir()}
+    if method == "lora":
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= best
+        assert results["trainable_params"] < results["total_params"] / 10
+    else:
+        assert "model.safetensors" in best and results["trainable_params"] == results["total_params"]
+    evaluated = runner.invoke(app, ["eval", "--run", str(tmp_path / "run"), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["metrics"] == results["test"]
+
+
+def _final_state(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(sorted((run / "checkpoints").iterdir())[-1] / "trainable.safetensors"))
+
+
+def _curve(run: Path) -> list[tuple]:
+    return [
+        (r["kind"], r["step"], r.get("loss"), r.get("lr_prompt"), r.get("accuracy"))
+        for r in read_jsonl(run / "metrics.jsonl")
+    ]
+
+
+RESUME = ("steps=8", "eval_every=4", "checkpoint_every=2", "log_every=1", "keep_checkpoints=10", "dropout=0.2")
+
+
+def test_resume_after_ctrl_c_equals_the_uninterrupted_run(tmp_path, monkeypatch) -> None:
+    reference = stories_config(tmp_path, *RESUME, name="reference")
+    train(reference)
+
+    original = RunReporter.advance
+
+    def interrupt_at_step_3(self, step):
+        original(self, step)
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: stop after this step with a checkpoint
+
+    monkeypatch.setattr(RunReporter, "advance", interrupt_at_step_3)
+    interrupted = stories_config(tmp_path, *RESUME, name="interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted)
+    assert (tmp_path / "interrupted" / "checkpoints" / "step_00000003").is_dir()
+    assert not (tmp_path / "interrupted" / "results.json").exists()
+    monkeypatch.setattr(RunReporter, "advance", original)
+
+    train(interrupted, resume="auto")
+    assert _curve(tmp_path / "interrupted") == _curve(tmp_path / "reference")
+    final, expected = _final_state(tmp_path / "interrupted"), _final_state(tmp_path / "reference")
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    results = [json.loads((tmp_path / n / "results.json").read_text()) for n in ("interrupted", "reference")]
+    assert results[0]["test"] == results[1]["test"]
+
+
+def test_resume_after_a_crash_restarts_from_the_last_checkpoint(tmp_path, monkeypatch) -> None:
+    reference = stories_config(tmp_path, *RESUME, name="reference")
+    train(reference)
+    original = RunReporter.advance
+
+    def crash_at_step_5(self, step):
+        original(self, step)
+        if step == 5:
+            raise RuntimeError("power cut")
+
+    monkeypatch.setattr(RunReporter, "advance", crash_at_step_5)
+    crashed = stories_config(tmp_path, *RESUME, name="crashed")
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(crashed)
+    monkeypatch.setattr(RunReporter, "advance", original)
+    result = runner.invoke(app, ["train", "-o", str(tmp_path / "crashed"), "--resume", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output and "step_00000004" in result.output
+    assert _curve(tmp_path / "crashed") == _curve(tmp_path / "reference")
+
+
+def test_accumulation_1x8_equals_4x2(tmp_path) -> None:
+    common = ("steps=3", "eval_every=3", "batch_size=8", "max_grad_norm=null")
+    train(stories_config(tmp_path, *common, "grad_accum=1", name="one"))
+    train(stories_config(tmp_path, *common, "grad_accum=4", name="four"))
+    one, four = _final_state(tmp_path / "one"), _final_state(tmp_path / "four")
+    for key in one:
+        torch.testing.assert_close(one[key], four[key], atol=1e-5, rtol=1e-4)
+    losses = [
+        [r["loss"] for r in read_jsonl(tmp_path / n / "metrics.jsonl") if r["kind"] == "train"] for n in ("one", "four")
+    ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_unknown_override_key_fails_with_a_suggestion(tmp_path) -> None:
+    result = runner.invoke(app, ["train", "stpes=5", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "unknown key 'stpes' (did you mean 'steps'?)" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_problem_is_reported_at_once(tmp_path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("steps: 0\nmethod: magic\nlr_prompt: -1\nbatch_size: 10\ngrad_accum: 3\nwarmup: 5\n")
+    with pytest.raises(TrainConfigError) as error:
+        build_config(recipe, {}, ["seed=x"])
+    message = str(error.value)
+    for problem in (
+        "unknown key 'warmup' (did you mean 'warmup_steps'?)",
+        "seed must be an integer; got 'x'",
+        "method must be one of",
+        "steps must be >= 1",
+        "lr_prompt must be > 0",
+        "not divisible by grad_accum",
+    ):
+        assert problem in message
+
+
+def test_values_are_coerced_to_their_types() -> None:
+    config = build_config(
+        None, {}, ["lr_prompt=1e-4", "adam_betas=[0.9, 0.99]", "max_grad_norm=null", "tensorboard=yes"]
+    )
+    assert config.lr_prompt == 1e-4 and config.adam_betas == [0.9, 0.99]
+    assert config.max_grad_norm is None and config.tensorboard is True
+    with pytest.raises(TrainConfigError, match="steps must be an integer; got 'many'"):
+        build_config(None, {}, ["steps=many"])
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path) -> None:
+    config = stories_config(tmp_path, "steps=2", "eval_every=2")
+    train(config)
+    with pytest.raises(TrainConfigError, match="already holds a run; continue it with --resume auto"):
+        train(config)
+    changed = stories_config(tmp_path, "steps=4", "eval_every=2")
+    with pytest.raises(TrainConfigError, match=r"different settings \(steps: 2 -> 4\)"):
+        train(changed, resume="auto")
+
+
+def test_bad_data_fails_before_any_model_is_loaded(tmp_path, monkeypatch) -> None:
+    folder = tmp_path / "data" / "rte"
+    folder.mkdir(parents=True)
+    shutil.copy(Path(model_path(STORIES)).parents[1] / "data" / "rte" / "train.jsonl", folder / "train.jsonl")
+    (folder / "validation.jsonl").write_text('{"premise": "p", "hypothesis": "h", "label": 0}\n{"premise": "p"}\n')
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the data was checked")
+
+    monkeypatch.setattr("adept_cli.training.loop.load_model", no_models)
+    result = runner.invoke(
+        app, ["train", "--task", "rte", "--data-dir", str(tmp_path / "data"), "-o", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    assert "validation.jsonl:2: missing field 'hypothesis'" in result.output
+
+
+def test_every_shipped_recipe_is_valid() -> None:
+    problems = {}
+    for recipe in sorted((REPO / "recipes").rglob("*.yaml")):
+        try:
+            build_config(recipe)
+        except TrainConfigError as error:
+            problems[str(recipe.relative_to(REPO))] = str(error)
+        text = recipe.read_text()
+        if not text.startswith("#") or "adept train" not in text.split("\n\n")[0]:
+            problems[str(recipe.relative_to(REPO))] = "header comment with the command to run it is missing"
+    assert not problems, json.dumps(problems, indent=2)
+    assert len(list((REPO / "recipes").rglob("*.yaml"))) >= 6
+
+
+def test_t5_tokenizer_fixture_is_the_real_one() -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path(T5_TOKENIZER))
+    assert tokenizer("translate English to German: Hello world")["input_ids"] == [
+        13959,
+        1566,
+        12,
+        2968,
+        10,
+        8774,
+        296,
+        1,
+    ]
