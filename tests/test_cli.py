@@ -13,7 +13,7 @@ from adept_cli.cli import app
 from .conftest import REPO
 
 runner = CliRunner()
-SUBCOMMANDS = ("train", "eval", "budget", "shift-probe", "export")
+SUBCOMMANDS = ("train", "eval", "budget", "tasks", "shift-probe", "offsets", "export")
 
 
 def test_help_lists_every_subcommand() -> None:

@@ -7,7 +7,7 @@ import os
 import typer
 
 from .. import __version__
-from . import budget, eval, tasks, train
+from . import analysis, budget, eval, export, tasks, train
 
 app = typer.Typer(
     name="adept",
@@ -42,23 +42,9 @@ app.command("budget", epilog=budget.EXAMPLES)(budget.budget)
 app.command("tasks", epilog=tasks.EXAMPLES)(tasks.tasks)
 app.command("train", epilog=train.EXAMPLES)(train.train)
 app.command("eval", epilog=eval.EXAMPLES)(eval.eval_command)
-
-
-def _pending(name: str, issue: str):
-    def command() -> None:
-        from .common import fail
-
-        fail(f"`adept {name}` is not available yet ({issue})", code=1)
-
-    command.__doc__ = f"[not available yet] {issue}"
-    return command
-
-
-for _name, _issue in (
-    ("shift-probe", "robustness to position shifts"),
-    ("export", "native, PEFT and merged export"),
-):
-    app.command(_name)(_pending(_name, _issue))
+app.command("shift-probe", epilog=analysis.SHIFT_EXAMPLES)(analysis.shift_probe)
+app.command("offsets", epilog=analysis.OFFSET_EXAMPLES)(analysis.offsets)
+app.command("export", epilog=export.EXAMPLES)(export.export_command)
 
 
 def main() -> None:

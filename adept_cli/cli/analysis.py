@@ -1,0 +1,126 @@
+"""`adept shift-probe` and `adept offsets`: the paper's Tables 1 and 2 as commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .common import console, examples, fail, print_json, user_errors
+
+SHIFT_EXAMPLES = examples(
+    ("The paper's shifts on a run's test split", "adept shift-probe --run runs/rte-dept"),
+    ("Chosen shifts, 200 examples, JSON", "adept shift-probe --run runs/rte-adept --shifts 0,25,50 --limit 200 --json"),
+)
+OFFSET_EXAMPLES = examples(
+    ("Offset sizes over the training tokens", "adept offsets --run runs/rte-adept"),
+    ("The validation split, as JSON", "adept offsets --run runs/rte-adept --split validation --json"),
+)
+
+
+def _load(run: Path, split: str, limit: int | None):
+    from ..data import Encoder
+    from ..runs import load_from_run
+    from ..tasks import get_task, load_task_data
+    from ..training.loop import hf_model
+
+    loaded = load_from_run(run)
+    config = loaded.config
+    if config.method not in ("adept", "dept", "pt"):
+        fail(f"{run} is a {config.method} run; this analysis applies to adept, dept and pt runs")
+    task = get_task(config.task)
+    rows = load_task_data(task, [split], data_dir=config.data_dir, seed=config.split_seed, limits={split: limit})
+    seq2seq = bool(getattr(hf_model(loaded.model).config, "is_encoder_decoder", False))
+    encoder = Encoder(loaded.tokenizer, seq2seq, config.max_length or task.max_length, config.max_target_length)
+    return loaded, task, rows[split], encoder
+
+
+@user_errors
+def shift_probe(
+    run: Annotated[Path, typer.Option("--run", help="Run directory of a pt, dept or adept run.")],
+    shifts: Annotated[str, typer.Option("--shifts", help="Comma-separated shifts (positions).")] = "0,50,100,150,200",
+    split: Annotated[str, typer.Option("--split", help="validation | test.")] = "test",
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples.")] = None,
+    scoring: Annotated[str | None, typer.Option("--scoring", help="generate | rank (default: the run's).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per batch.")] = 32,
+    filler: Annotated[
+        str | None, typer.Option("--filler", help="Token inserted to shift the input (default: the pad token).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Robustness to position shifts (the paper's Table 1). DePT: its position offsets are cyclically
+    shifted left by each amount. ADePT and PT: that many filler tokens are inserted before the input, and
+    for ADePT the offsets of the original tokens are compared (expected difference: 0)."""
+    from ..analysis import shift_probe as probe
+
+    try:
+        amounts = [int(s) for s in shifts.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--shifts must be comma-separated integers, e.g. 0,50,100; got {shifts!r}")
+    loaded, task, rows, encoder = _load(run, split, limit)
+    filler_id = None
+    if filler is not None:
+        ids = loaded.tokenizer(filler, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            fail(f"--filler must be one token; {filler!r} is {len(ids)} tokens")
+        filler_id = ids[0]
+    result = probe(
+        loaded.model, encoder, task, rows, amounts, scoring or loaded.config.scoring, batch_size, filler_id,
+        split=split,
+    )  # fmt: skip
+    if as_json:
+        print_json(result.to_dict())
+        return
+    how = "offsets rolled left" if result.mode == "cyclic offset shift" else f"{result.filler!r} tokens inserted"
+    console.print(
+        f"{result.method} on {result.task} {split} ({result.examples} examples): {how}", highlight=False, soft_wrap=True
+    )
+    table = Table()
+    table.add_column("shift", justify="right")
+    table.add_column(result.metric, justify="right")
+    table.add_column("change", justify="right")
+    table.add_column("max |offset change| of original tokens", justify="right")
+    for row in result.rows:
+        moved = "-" if row.max_offset_change is None else f"{row.max_offset_change:.3g}"
+        table.add_row(str(row.shift), f"{row.metric:.2f}", f"{row.change:+.2f}", moved)
+    console.print(table)
+
+
+@user_errors
+def offsets(
+    run: Annotated[Path, typer.Option("--run", help="Run directory of a pt, dept or adept run.")],
+    split: Annotated[str, typer.Option("--split", help="train | validation | test.")] = "train",
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples.")] = None,
+    top: Annotated[int, typer.Option("--top", help="How many of the largest token offsets to list (ADePT).")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Size of the offsets against the input embeddings (the paper's Table 2): mean and variance of the
+    absolute values over every token of a split; for ADePT the number of distinct offsets (one per
+    vocabulary token seen) and the largest offsets by token."""
+    from ..analysis import offset_statistics
+
+    loaded, task, rows, encoder = _load(run, split, limit)
+    stats = offset_statistics(loaded.model, encoder, rows, top)
+    if as_json:
+        print_json({"task": task.name, "split": split, **stats.to_dict()})
+        return
+    console.print(f"{stats.method} on {task.name} {split}: {stats.tokens:,} tokens", highlight=False)
+    table = Table()
+    for column in ("", "mean |.|", "variance of |.|"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row("input embeddings", f"{stats.embedding_abs_mean:.4g}", f"{stats.embedding_abs_var:.4g}")
+    if stats.offset_abs_mean is not None:
+        table.add_row("offsets", f"{stats.offset_abs_mean:.4g}", f"{stats.offset_abs_var:.4g}")
+    console.print(table)
+    if stats.distinct_offsets is not None:
+        unit = "tokens" if stats.method == "adept" else "positions"
+        console.print(f"distinct offsets: {stats.distinct_offsets:,} (one per {unit[:-1]} seen)", highlight=False)
+    if stats.largest:
+        largest = Table(title="largest offsets by token", title_justify="left")
+        for column in ("token", "id", "|offset|", "count"):
+            largest.add_column(column)
+        for row in stats.largest:
+            largest.add_row(repr(row["token"]), str(row["id"]), f"{row['norm']:.4g}", str(row["count"]))
+        console.print(largest)

@@ -1,0 +1,66 @@
+"""`adept export`: the trained adapter as an adept adapter, a PEFT adapter, or ADePT merged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, examples, fail, print_json, user_errors
+
+EXAMPLES = examples(
+    (
+        "The native adapter (loadable by adept eval --adapter)",
+        "adept export --run runs/sst2-adept --format adept -o out/adapter",
+    ),
+    ("A PT run as a standard PEFT adapter", "adept export --run runs/sst2-pt --format peft -o out/peft"),
+    (
+        "ADePT with no FFN at inference: plain transformers + PEFT",
+        "adept export --run runs/sst2-adept --format merged -o out/merged",
+    ),
+)
+
+
+@user_errors
+def export_command(
+    run: Annotated[Path, typer.Option("--run", help="Run directory (its best adapter is exported).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="adept | peft | merged.")] = "adept",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Directory to write.")] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option("--push-to-hub", help="Also upload the export to this hub repo (needs a network).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Export the best adapter of a run. Each export is reloaded and checked against the adept runtime's
+    logits before it is kept; a format that would change the model's outputs is refused."""
+    from ..export import FORMATS, export
+    from ..export import push_to_hub as push
+    from ..model import PromptTunedModel
+    from ..runs import load_from_run
+
+    if format not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
+    if output is None:
+        fail("--output DIR is required")
+    if output.exists() and any(output.iterdir()):
+        fail(f"{output} exists and is not empty; choose another --output")
+    loaded = load_from_run(run)
+    if not isinstance(loaded.model, PromptTunedModel):
+        fail(f"{run} is a {loaded.method} run: its best/ folder is already a PEFT adapter or a full model")
+    summary = export(loaded.model.eval(), loaded.tokenizer, output, format)
+    if push_to_hub:
+        summary["hub"] = push(output, push_to_hub)
+    if as_json:
+        print_json(summary)
+        return
+    console.print(f"wrote {summary['format']} export to {output}", highlight=False)
+    if "max_logit_difference" in summary:
+        console.print(f"checked: max logit difference to the adept runtime {summary['max_logit_difference']:.3g}")
+    if format == "merged":
+        console.print(
+            "load it with plain transformers + PEFT:\n"
+            f"  base = AutoModelFor...LM.from_pretrained('{output}')\n"
+            f"  model = PeftModel.from_pretrained(base, '{output / 'prompt'}')",
+            highlight=False,
+        )

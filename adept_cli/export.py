@@ -1,0 +1,233 @@
+"""Export a trained adapter: native adept, standard PEFT prompt tuning, or ADePT merged into the embeddings.
+
+`merged` precomputes ADePT's offsets for every vocabulary token, E' = E + f(E), writes E' as the input
+embedding table of a copy of the base model (untied from the output head / decoder embeddings), and the
+soft prompt as a PEFT PROMPT_TUNING adapter. The result runs in plain transformers + PEFT, with no FFN at
+inference. Every export is reloaded from disk and checked against the adept runtime before it is kept;
+an export that would not reproduce the logits is refused, never written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .adapter_io import save_adapter
+from .errors import AdeptError
+from .files import atomic_directory
+from .model import PromptTunedModel
+from .models import EMBEDDED_MODELS
+
+FORMATS = ("adept", "peft", "merged")
+PROMPT_ADAPTER = "prompt"  # sub-folder of a merged export holding the PEFT prompt
+CHECK_TOLERANCE = 1e-4
+
+
+class ExportError(AdeptError, RuntimeError):
+    """This adapter cannot be exported in the requested format; the message says why and what can."""
+
+
+def hub_name(model_name: str) -> str:
+    """The name a PEFT user loads the base by: embedded short names map to their hub id."""
+    return EMBEDDED_MODELS[model_name].hub_id if model_name in EMBEDDED_MODELS else model_name
+
+
+def _peft_prompt_model(base: Any, prompt: torch.Tensor, base_name: str) -> Any:
+    """`base` wrapped in a PEFT prompt-tuning adapter holding `prompt` (one virtual-token block)."""
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    seq2seq = bool(getattr(base.config, "is_encoder_decoder", False))
+    config = PromptTuningConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM,
+        num_virtual_tokens=prompt.shape[0],
+        token_dim=prompt.shape[1],
+        # PEFT's default for seq2seq is 2 blocks (encoder and decoder) of which only one is used.
+        num_transformer_submodules=1,
+        base_model_name_or_path=base_name,
+    )
+    peft_model = get_peft_model(base, config)
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.copy_(prompt)
+    return peft_model
+
+
+def _probe_inputs(model: PromptTunedModel, tokenizer: Any) -> dict[str, torch.Tensor]:
+    texts = ["The quick brown fox jumps over the lazy dog.", "Is it true? Answer:"]
+    ids = [tokenizer(t)["input_ids"] for t in texts]
+    width = max(map(len, ids))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batch = {
+        "input_ids": torch.tensor([row + [pad] * (width - len(row)) for row in ids]),
+        "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
+    }
+    if model.is_seq2seq:
+        batch["decoder_input_ids"] = torch.tensor([[0, 5, 9, 13]] * len(texts))
+    return batch
+
+
+def _runtime_logits(model: PromptTunedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits.float()
+
+
+def _peft_logits(peft_model: Any, batch: dict[str, torch.Tensor], prompt_len: int, seq2seq: bool) -> torch.Tensor:
+    with torch.no_grad():
+        logits = peft_model(**batch).logits.float()
+    return logits if seq2seq else logits[:, prompt_len:]
+
+
+def _check(expected: torch.Tensor, actual: torch.Tensor, mask: torch.Tensor | None, what: str) -> float:
+    if expected.shape != actual.shape:
+        raise ExportError(f"{what}: logits of shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")
+    difference = (expected - actual).abs()
+    if mask is not None:
+        difference = difference[mask.bool()]
+    worst = float(difference.max())
+    if worst > CHECK_TOLERANCE * max(1.0, float(expected.abs().max())):
+        raise ExportError(f"{what} does not reproduce the adept logits (max difference {worst:.3g}); nothing written")
+    return worst
+
+
+def export_adept(model: PromptTunedModel, output: Path) -> dict[str, Any]:
+    save_adapter(model, output)
+    return {"format": "adept", "output": str(output), "load_with": f"adept eval --adapter {output} --task ..."}
+
+
+def export_peft(model: PromptTunedModel, tokenizer: Any, output: Path) -> dict[str, Any]:
+    """PT as a standard PEFT PROMPT_TUNING adapter; DePT / ADePT are refused (PEFT would drop the offsets)."""
+    method = model.config.method
+    if method != "pt":
+        merged = ", or --format merged (offsets folded into the embedding table)" if method == "adept" else ""
+        raise ExportError(
+            f"a {method} adapter cannot be a PEFT prompt-tuning adapter: PEFT has no place for its "
+            f"input offsets and would silently drop them. Use --format adept{merged}"
+        )
+    batch = _probe_inputs(model, tokenizer)
+    expected = _runtime_logits(model, batch)
+    prompt = model.adapter.prompt.detach().clone()
+    base = model.unwrap()
+    name = hub_name(model.base_model_name)
+    with atomic_directory(output) as scratch:
+        _peft_prompt_model(base, prompt, name).save_pretrained(scratch)
+        from peft import PeftModel
+
+        reloaded = PeftModel.from_pretrained(base, scratch).eval()  # as a PEFT user would load it
+        actual = _peft_logits(reloaded, batch, prompt.shape[0], model.is_seq2seq)
+        worst = _check(expected, actual, _mask(model, batch), "the PEFT export")
+    return {"format": "peft", "output": str(output), "max_logit_difference": worst, "base_model": name}
+
+
+def _mask(model: PromptTunedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    # Causal logits at padded positions are not part of the contract; seq2seq decoder logits all count.
+    return None if model.is_seq2seq else batch["attention_mask"]
+
+
+def merged_embedding_table(model: PromptTunedModel, chunk: int = 8192) -> torch.Tensor:
+    """The *weight* W' whose embedding module outputs E(id) + f(E(id)) for every id."""
+    adapted = model.adapted_embedding
+    embedding, adapter = adapted.embedding, model.adapter
+    scale = float(getattr(embedding, "embed_scale", 1.0))  # BART-style modules scale their output
+    rows = []
+    with torch.no_grad():
+        for start in range(0, model.vocab_size, chunk):
+            ids = torch.arange(start, min(start + chunk, model.vocab_size), device=embedding.weight.device)
+            out = embedding(ids)
+            rows.append((out + adapter.offsets(out, None)) / scale)
+    return torch.cat(rows).to(embedding.weight.dtype)
+
+
+def export_merged(model: PromptTunedModel, tokenizer: Any, output: Path) -> dict[str, Any]:
+    if model.config.method != "adept":
+        raise ExportError(
+            f"--format merged needs an ADePT adapter (offsets that depend on the token alone); this is "
+            f"{model.config.method}: "
+            + ("DePT's offsets depend on the position, so no embedding table can hold them. Use --format adept"
+               if model.config.method == "dept" else "PT has no offsets to merge. Use --format peft")
+        )  # fmt: skip
+    if not isinstance(model.adapted_embedding.embedding, torch.nn.Embedding):
+        raise ExportError("the model's input embedding is not an nn.Embedding table; use --format adept")
+    batch = _probe_inputs(model, tokenizer)
+    expected = _runtime_logits(model, batch)
+    table = merged_embedding_table(model)
+    prompt = model.adapter.prompt.detach().clone()
+    base = model.unwrap()
+    _install_merged_table(base, table)
+    with atomic_directory(output) as scratch:
+        base.save_pretrained(scratch, safe_serialization=True)
+        tokenizer.save_pretrained(scratch)
+        _peft_prompt_model(base, prompt, str(output.resolve())).save_pretrained(scratch / PROMPT_ADAPTER)
+        reloaded = _load_merged(scratch, prompt.shape[0])
+        if model.is_seq2seq and _encoder_table_is_shared(reloaded):
+            raise ExportError(
+                f"{base.config.model_type}: transformers ties this model's encoder and decoder embeddings to one "
+                "table on load, so a merged encoder table cannot be kept apart; use --format adept"
+            )
+        actual = _peft_logits(reloaded, batch, prompt.shape[0], model.is_seq2seq)
+        worst = _check(expected, actual, _mask(model, batch), "the merged export")
+    return {
+        "format": "merged",
+        "output": str(output),
+        "prompt_adapter": str(output / PROMPT_ADAPTER),
+        "max_logit_difference": worst,
+    }
+
+
+def _install_merged_table(base: Any, table: torch.Tensor) -> None:
+    """E' becomes the (encoder) input table; the output head and decoder keep the original E."""
+    seq2seq = bool(getattr(base.config, "is_encoder_decoder", False))
+    original = base.get_input_embeddings().weight.detach().clone()
+    head = base.get_output_embeddings()
+    if head is not None and head.weight is base.get_input_embeddings().weight:
+        head.weight = torch.nn.Parameter(original.clone(), requires_grad=False)
+    if seq2seq:
+        decoder_embedding = base.get_decoder().get_input_embeddings()
+        decoder_embedding.weight = torch.nn.Parameter(original.clone(), requires_grad=False)
+        base.get_encoder().get_input_embeddings().weight = torch.nn.Parameter(table.clone(), requires_grad=False)
+    base.get_input_embeddings().weight = torch.nn.Parameter(table, requires_grad=False)
+    base.config.tie_word_embeddings = False
+    text_config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else None
+    if text_config is not None and text_config is not base.config:
+        text_config.tie_word_embeddings = False
+
+
+def _load_merged(directory: Path, prompt_len: int) -> Any:
+    """As a user would: plain transformers and PEFT, nothing from adept."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    config = AutoConfig.from_pretrained(directory)
+    loader = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    return PeftModel.from_pretrained(loader.from_pretrained(directory), directory / PROMPT_ADAPTER).eval()
+
+
+def _encoder_table_is_shared(peft_model: Any) -> bool:
+    base = peft_model.get_base_model()
+    return base.get_encoder().get_input_embeddings().weight is base.get_decoder().get_input_embeddings().weight
+
+
+def push_to_hub(directory: Path, repo: str) -> str:
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo, exist_ok=True)
+        info = api.upload_folder(folder_path=str(directory), repo_id=repo)
+    except Exception as error:  # offline, no token, no rights: all end the same way for the user
+        reason = str(error).splitlines()[0] if str(error) else repr(error)
+        raise ExportError(
+            f"could not push {directory} to the hub repo {repo!r}: {reason}. "
+            "The export itself is on disk; push it later with `huggingface-cli upload`"
+        ) from None
+    return str(getattr(info, "commit_url", repo))
+
+
+def export(model: PromptTunedModel, tokenizer: Any, output: Path, format: str) -> dict[str, Any]:
+    if format not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
+    if format == "adept":
+        return export_adept(model, output)
+    if format == "peft":
+        return export_peft(model, tokenizer, output)
+    return export_merged(model, tokenizer, output)

@@ -1,0 +1,273 @@
+"""shift-probe, offsets and export on small trained runs (real stories260K; tiny RANDOM BART and T5)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from adept_cli.analysis import applied_offsets, offset_statistics
+from adept_cli.cli import app
+from adept_cli.data import Encoder
+from adept_cli.export import export
+from adept_cli.runs import load_from_run
+from adept_cli.tasks import get_task, load_task_data
+from adept_cli.training import build_config, train
+
+from .conftest import STORIES, model_path
+from .test_model import perturb, wrap
+from .test_training import SMOKE
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Small trained runs: offsets learn fast enough (lr_offsets 0.05) to matter for the metric."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for method in ("adept", "dept", "pt"):
+        options = {"model": model_path(STORIES), "method": method, "output_dir": str(root / method)}
+        train(build_config(SMOKE, options, ["scoring=rank", "lr_offsets=0.05", "lr_prompt=0.1"]))
+        out[method] = root / method
+    return out
+
+
+def probe(run: Path, *args: str) -> dict:
+    result = runner.invoke(app, ["shift-probe", "--run", str(run), "--shifts", "0,5,20", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_shift_probe_dept_offsets_and_metric_move(runs) -> None:
+    report = probe(runs["dept"])
+    assert report["mode"] == "cyclic offset shift" and [r["shift"] for r in report["rows"]] == [0, 5, 20]
+    rows = report["rows"]
+    assert rows[0]["max_offset_change"] == 0.0 and rows[0]["change"] == 0.0
+    assert all(r["max_offset_change"] > 1e-3 for r in rows[1:])
+    assert any(r["metric"] != rows[0]["metric"] for r in rows[1:]), rows
+
+
+def test_shift_probe_adept_offsets_do_not_move(runs) -> None:
+    report = probe(runs["adept"])
+    assert report["mode"] == "input shift" and report["filler"]
+    assert [r["max_offset_change"] for r in report["rows"]] == [0.0, 0.0, 0.0]
+    assert report["rows"][0]["change"] == 0.0
+
+
+def test_shift_probe_pt_reports_the_metric_only(runs) -> None:
+    report = probe(runs["pt"])
+    assert all(r["max_offset_change"] is None for r in report["rows"])
+    table = runner.invoke(app, ["shift-probe", "--run", str(runs["pt"]), "--shifts", "0,5"])
+    assert table.exit_code == 0 and "change" in table.output
+
+
+def test_shift_probe_rejects_bad_shifts(runs) -> None:
+    result = runner.invoke(app, ["shift-probe", "--run", str(runs["adept"]), "--shifts", "5,x"])
+    assert result.exit_code == 2 and "comma-separated integers" in result.output
+    result = runner.invoke(app, ["shift-probe", "--run", str(runs["adept"]), "--shifts", "5,10"])
+    assert result.exit_code == 2 and "include 0" in result.output
+
+
+def _direct_statistics(model, encoder, examples) -> dict:
+    """The same numbers the slow obvious way: every token of every example, one at a time."""
+    embedding_values, offset_values = [], []
+    for example in examples:
+        ids = encoder.training_features(example)["input_ids"]
+        for position, token in enumerate(ids):
+            e = model.adapted_embedding.embedding(torch.tensor([token]))[0]
+            embedding_values.append(e.abs().double())
+            adapter = model.adapter
+            if adapter.token_offsets is not None:
+                f = adapter.token_offsets
+                offset = torch.relu(e @ f.down + f.down_bias) @ f.up + f.up_bias
+            else:
+                p = adapter.position_offsets
+                offset = (p.a @ p.b)[position] if position < p.max_length else torch.zeros_like(e)
+            offset_values.append(offset.abs().double())
+    e, o = torch.cat(embedding_values), torch.cat(offset_values)
+    return {
+        "mean_e": e.mean().item(),
+        "var_e": e.var(unbiased=False).item(),
+        "mean_o": o.mean().item(),
+        "var_o": o.var(unbiased=False).item(),
+    }
+
+
+@pytest.mark.parametrize("method", ["adept", "dept"])
+def test_offset_statistics_match_a_direct_computation(runs, method) -> None:
+    loaded = load_from_run(runs[method])
+    examples = load_task_data(get_task("rte"), ["train"], limits={"train": 6})["train"]
+    encoder = Encoder(loaded.tokenizer, False, 96, 128)
+    with torch.no_grad():
+        stats = offset_statistics(loaded.model, encoder, examples)
+        direct = _direct_statistics(loaded.model, encoder, examples)
+    assert stats.embedding_abs_mean == pytest.approx(direct["mean_e"], rel=1e-6)
+    assert stats.embedding_abs_var == pytest.approx(direct["var_e"], rel=1e-5)
+    assert stats.offset_abs_mean == pytest.approx(direct["mean_o"], rel=1e-6)
+    assert stats.offset_abs_var == pytest.approx(direct["var_o"], rel=1e-5)
+    assert stats.offset_abs_mean > 0
+    if method == "adept":
+        tokens = {t for e in examples for t in encoder.training_features(e)["input_ids"]}
+        assert stats.distinct_offsets == len(tokens)
+        norms = [row["norm"] for row in stats.largest]
+        assert norms == sorted(norms, reverse=True) and len(norms) == 10
+
+
+def test_offsets_command_prints_table_and_json(runs) -> None:
+    result = runner.invoke(app, ["offsets", "--run", str(runs["adept"]), "--limit", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["method"] == "adept" and stats["tokens"] > 0 and stats["distinct_offsets"] > 0
+    table = runner.invoke(app, ["offsets", "--run", str(runs["dept"]), "--limit", "8"])
+    assert table.exit_code == 0 and "input embeddings" in table.output and "offsets" in table.output
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+PROBE_TEXT = ["Lily saw a big red ball.", "Is it true? Answer:"]
+
+
+def _runtime(model, tokenizer, seq2seq: bool) -> tuple[dict, torch.Tensor]:
+    ids = [tokenizer(t)["input_ids"] for t in PROBE_TEXT]
+    width = max(map(len, ids))
+    batch = {
+        "input_ids": torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in ids]),
+        "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids]),
+    }
+    if seq2seq:
+        batch["decoder_input_ids"] = torch.tensor([[0, 7, 11]] * len(ids))
+    with torch.no_grad():
+        return batch, model(**batch).logits
+
+
+PLAIN_LOADER = textwrap.dedent(
+    """
+    import json, sys, torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    base_dir, adapter_dir, batch_file, out_file = sys.argv[1:5]
+    config = AutoConfig.from_pretrained(base_dir)
+    loader = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = PeftModel.from_pretrained(loader.from_pretrained(base_dir), adapter_dir).eval()
+    batch = {k: torch.tensor(v) for k, v in json.load(open(batch_file)).items()}
+    with torch.no_grad():
+        logits = model(**batch).logits
+        out = {"logits": logits.tolist(), "adept_imported": any(m.startswith("adept_cli") for m in sys.modules)}
+        if not config.is_encoder_decoder:
+            row = batch["input_ids"][:1]
+            out["generated"] = model.generate(input_ids=row, max_new_tokens=6, do_sample=False).tolist()
+    json.dump(out, open(out_file, "w"))
+    """
+)
+
+
+def _plain_logits(tmp_path: Path, base_dir: Path, adapter_dir: Path, batch: dict) -> dict:
+    (tmp_path / "batch.json").write_text(json.dumps({k: v.tolist() for k, v in batch.items()}))
+    (tmp_path / "load.py").write_text(PLAIN_LOADER)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "load.py"), str(base_dir), str(adapter_dir), str(tmp_path / "batch.json"),
+         str(tmp_path / "out.json")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / "out.json").read_text())
+
+
+def test_merged_export_of_a_causal_run_runs_without_adept(runs, tmp_path) -> None:
+    out = tmp_path / "merged"
+    result = runner.invoke(app, ["export", "--run", str(runs["adept"]), "--format", "merged", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    loaded = load_from_run(runs["adept"])
+    batch, expected = _runtime(loaded.model.eval(), loaded.tokenizer, seq2seq=False)
+    plain = _plain_logits(tmp_path, out, out / "prompt", batch)
+    assert plain["adept_imported"] is False
+    actual = torch.tensor(plain["logits"])[:, loaded.model.prompt_len :]
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(actual[mask], expected[mask], atol=1e-4, rtol=1e-4)
+    ours = loaded.model.generate(batch["input_ids"][:1], max_new_tokens=6, do_sample=False)
+    assert plain["generated"][0][-6:] == ours[0, -6:].tolist()
+    # no offset network in the export: the prompt adapter holds the soft prompt alone
+    from safetensors.torch import load_file
+
+    assert list(load_file(str(out / "prompt" / "adapter_model.safetensors"))) == ["prompt_embeddings"]
+
+
+@pytest.mark.parametrize("model_name", ["bart", "t5"])
+def test_merged_export_of_a_seq2seq_model_gives_the_same_logits(tmp_path, model_name) -> None:
+    model, tokenizer = wrap("adept", model_name)
+    perturb(model)
+    model.eval()
+    batch, expected = _runtime(model, tokenizer, seq2seq=True)
+    summary = export(model, tokenizer, tmp_path / "merged", "merged")
+    assert summary["max_logit_difference"] < 1e-4
+    plain = _plain_logits(tmp_path, tmp_path / "merged", tmp_path / "merged" / "prompt", batch)
+    torch.testing.assert_close(torch.tensor(plain["logits"]), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_peft_export_of_a_pt_run_loads_in_vanilla_peft(runs, tmp_path) -> None:
+    out = tmp_path / "peft"
+    result = runner.invoke(app, ["export", "--run", str(runs["pt"]), "--format", "peft", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded = load_from_run(runs["pt"])
+    batch, expected = _runtime(loaded.model.eval(), loaded.tokenizer, seq2seq=False)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == loaded.model.prompt_len
+    plain = _plain_logits(tmp_path, Path(model_path(STORIES)), out, batch)
+    actual = torch.tensor(plain["logits"])[:, loaded.model.prompt_len :]
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(actual[mask], expected[mask], atol=1e-4, rtol=1e-4)
+
+
+def test_adept_export_round_trips(runs, tmp_path) -> None:
+    out = tmp_path / "native"
+    assert runner.invoke(app, ["export", "--run", str(runs["dept"]), "-o", str(out)]).exit_code == 0
+    evaluated = runner.invoke(app, ["eval", "--adapter", str(out), "--task", "rte", "--limit", "8", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    from adept_cli import load_adapter
+
+    loaded = load_from_run(runs["dept"])
+    again = load_adapter(out)
+    for a, b in zip(loaded.model.adapter.state_dict().values(), again.adapter.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("method", "format", "message"),
+    [
+        ("dept", "peft", "PEFT has no place for its input offsets"),
+        ("adept", "peft", "--format merged"),
+        ("dept", "merged", "depend on the position"),
+        ("pt", "merged", "Use --format peft"),
+    ],
+)
+def test_exports_that_would_change_the_model_are_refused(runs, tmp_path, method, format, message) -> None:
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["export", "--run", str(runs[method]), "--format", format, "-o", str(out)])
+    assert result.exit_code == 2 and message in result.output
+    assert not out.exists()
+
+
+def test_export_refuses_a_non_empty_output_and_reports_push_failures(runs, tmp_path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("keep me")
+    result = runner.invoke(app, ["export", "--run", str(runs["adept"]), "-o", str(tmp_path / "full")])
+    assert result.exit_code == 2 and "not empty" in result.output
+    out = tmp_path / "pushed"
+    result = runner.invoke(app, ["export", "--run", str(runs["adept"]), "-o", str(out), "--push-to-hub", "me/x"])
+    assert result.exit_code == 2 and "could not push" in result.output
+    assert (out / "adapter_config.json").is_file()  # the export itself is kept
+
+
+def test_applied_offsets_are_what_the_embedding_adds() -> None:
+    model, tokenizer = wrap("adept", "llama")
+    perturb(model)
+    ids = tokenizer("Lily", return_tensors="pt")["input_ids"]
+    expected = model.adapter.offsets(model.adapted_embedding.embedding(ids), None)
+    torch.testing.assert_close(applied_offsets(model, ids), expected)
