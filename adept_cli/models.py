@@ -112,8 +112,24 @@ def load_model(name: str, dtype: Any = None) -> Any:
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     config = load_config(name)
+    source = resolve_model(name)
     loader = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = _load("weights", resolve_model(name), loader.from_pretrained, **kwargs)
+    kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+    if source.gguf_file:
+        kwargs["quantization_config"] = _dense_gguf(source)
+    model = _load("weights", source, loader.from_pretrained, **kwargs)
+    if source.gguf_file:
+        # The weights are plain float tensors now; without the quantizer marker the model trains, saves
+        # (full fine-tuning, merged export) and reloads like any dense checkpoint.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     model.eval()
     return model
+
+
+def _dense_gguf(source: ModelSource) -> Any:
+    """Ask transformers to unpack GGUF blocks into dense float weights (trainable, serialisable)."""
+    from transformers import GgufConfig
+
+    return GgufConfig(gguf_file=source.gguf_file, dequantize=True)
