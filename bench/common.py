@@ -57,7 +57,8 @@ def sst2_examples(split: str, count: int) -> list[Any]:
 
 class PeakMemory:
     """Peak memory during a block: CUDA's allocator counter on a GPU, else resident set size sampled
-    every 2 ms (reported as the rise over the level at the start of the block)."""
+    every 2 ms (reported as the rise over the level at the start of the block; on a CPU the allocator
+    keeps freed memory, so it is a coarse measure: compare large differences only)."""
 
     def __init__(self) -> None:
         self.cuda = torch.cuda.is_available()

@@ -2,7 +2,8 @@
 
 PT (l = 200), DePT (l = 120) and ADePT (l = 120) with r at the budget of PT-200, the ADePT merged export
 (plain transformers + PEFT, no offset network), and PEFT PromptTuning with 200 virtual tokens. Each method
-labels the same SST-2 sentences with greedy decoding of two tokens, in batches, in a fresh interpreter.
+labels the same SST-2 sentences with greedy decoding of two tokens, in batches; all methods run in one
+process, taking turns.
 
     python bench/inference_speed.py                  # writes bench/results/inference_speed.json
 """
@@ -10,7 +11,7 @@ labels the same SST-2 sentences with greedy decoding of two tokens, in batches, 
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import statistics
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_benchmark_model, run_worker, sst2_examples, synchronize, write_results  # noqa: E402
+from common import load_benchmark_model, sst2_examples, synchronize, write_results  # noqa: E402
 
 METHODS = {
     "adept-pt200": "adept PT, l = 200",
@@ -59,30 +60,30 @@ def build(method: str, base, tokenizer, workdir: Path):
         for parameter in model.adapter.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.01)
     export_merged(model.eval(), tokenizer, workdir / "merged")
-    del model, base
     assert (workdir / "merged" / PROMPT_ADAPTER).is_dir()
     return _load_merged(workdir / "merged", 120)
 
 
-def worker(model_name: str, method: str, count: int, batch_size: int, repeats: int) -> dict:
+def measure(model_name: str, methods: list[str], count: int, batch_size: int, repeats: int) -> dict[str, dict]:
+    """Every method in this one process (copies of one base model), passes taken in turns with the order
+    rotating each repeat, so drift of the machine hits all methods alike."""
     from adept_cli.data import pad_batch
 
     torch.manual_seed(0)
     base, tokenizer = load_benchmark_model(model_name)
     seq2seq = bool(base.config.is_encoder_decoder)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    examples = sst2_examples("validation", count)
+    ids = [tokenizer(e.source)["input_ids"] for e in examples]
+    side = "right" if seq2seq else "left"
+    batches = [
+        pad_batch([{"input_ids": row} for row in ids[i : i + batch_size]], tokenizer.pad_token_id, side=side)
+        for i in range(0, len(ids), batch_size)
+    ]
     with tempfile.TemporaryDirectory() as workdir:
-        model = build(method, base, tokenizer, Path(workdir)).eval()
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model.to(device)
-        examples = sst2_examples("validation", count)
-        ids = [tokenizer(e.source)["input_ids"] for e in examples]
-        batches = [
-            pad_batch([{"input_ids": row} for row in ids[i : i + batch_size]], tokenizer.pad_token_id,
-                      side="right" if seq2seq else "left")
-            for i in range(0, len(ids), batch_size)
-        ]  # fmt: skip
+        models = {m: build(m, copy.deepcopy(base), tokenizer, Path(workdir)).eval().to(device) for m in methods}
 
-        def run_all() -> float:
+        def one_pass(model) -> float:
             synchronize()
             start = time.perf_counter()
             with torch.no_grad():
@@ -98,10 +99,19 @@ def worker(model_name: str, method: str, count: int, batch_size: int, repeats: i
             synchronize()
             return time.perf_counter() - start
 
-        run_all()  # warm-up
-        seconds = statistics.median(run_all() for _ in range(repeats))
-    return {"method": method, "samples_per_s": len(ids) / seconds, "seconds": seconds, "samples": len(ids),
-            "mean_input_tokens": sum(map(len, ids)) / len(ids)}  # fmt: skip
+        for model in models.values():  # warm-up
+            one_pass(model)
+        seconds: dict[str, list[float]] = {m: [] for m in methods}
+        for repeat in range(repeats):
+            order = methods[repeat % len(methods) :] + methods[: repeat % len(methods)]
+            for method in order:
+                seconds[method].append(one_pass(models[method]))
+    mean_tokens = sum(map(len, ids)) / len(ids)
+    return {
+        m: {"method": m, "samples_per_s": len(ids) / statistics.median(seconds[m]), "seconds": seconds[m],
+            "samples": len(ids), "mean_input_tokens": mean_tokens}
+        for m in methods
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -110,24 +120,18 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--count", type=int, default=128, help="SST-2 validation sentences")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--worker", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(*args.worker, args.count, args.batch_size, args.repeats)))
-        return
+    methods = args.methods.split(",")
     results: dict[str, dict] = {}
     for model_name in args.models.split(","):
-        results[model_name] = {}
-        for method in args.methods.split(","):
-            flags = ["--count", str(args.count), "--batch-size", str(args.batch_size), "--repeats", str(args.repeats)]
-            row = run_worker(Path(__file__), ["--worker", model_name, method, *flags])
-            results[model_name][method] = row
+        results[model_name] = measure(model_name, methods, args.count, args.batch_size, args.repeats)
+        for method, row in results[model_name].items():
             print(f"{model_name:16s} {method:16s} {row['samples_per_s']:8.2f} samples/s", flush=True)
     path = write_results(
         "inference_speed",
-        {"count": args.count, "batch_size": args.batch_size, "new_tokens": NEW_TOKENS, "methods": METHODS,
-         "results": results},
+        {"count": args.count, "batch_size": args.batch_size, "new_tokens": NEW_TOKENS, "repeats": args.repeats,
+         "methods": METHODS, "results": results},
     )  # fmt: skip
     print(f"wrote {path}")
 
