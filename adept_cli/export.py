@@ -18,7 +18,7 @@ from .adapter_io import save_adapter
 from .errors import AdeptError
 from .files import atomic_directory
 from .model import PromptTunedModel
-from .models import EMBEDDED_MODELS
+from .models import hub_name
 
 FORMATS = ("adept", "peft", "merged")
 PROMPT_ADAPTER = "prompt"  # sub-folder of a merged export holding the PEFT prompt
@@ -27,11 +27,6 @@ CHECK_TOLERANCE = 1e-4
 
 class ExportError(AdeptError, RuntimeError):
     """This adapter cannot be exported in the requested format; the message says why and what can."""
-
-
-def hub_name(model_name: str) -> str:
-    """The name a PEFT user loads the base by: embedded short names map to their hub id."""
-    return EMBEDDED_MODELS[model_name].hub_id if model_name in EMBEDDED_MODELS else model_name
 
 
 def _peft_prompt_model(base: Any, prompt: torch.Tensor, base_name: str) -> Any:
@@ -48,6 +43,9 @@ def _peft_prompt_model(base: Any, prompt: torch.Tensor, base_name: str) -> Any:
         base_model_name_or_path=base_name,
     )
     peft_model = get_peft_model(base, config)
+    # get_peft_model records the base's own load path (for the embedded model, a GGUF folder); the
+    # adapter must name the base it belongs to (the hub id, or the merged copy).
+    peft_model.peft_config["default"].base_model_name_or_path = base_name
     with torch.no_grad():
         peft_model.prompt_encoder["default"].embedding.weight.copy_(prompt)
     return peft_model
@@ -138,14 +136,20 @@ def merged_embedding_table(model: PromptTunedModel, chunk: int = 8192) -> torch.
     return torch.cat(rows).to(embedding.weight.dtype)
 
 
-def export_merged(model: PromptTunedModel, tokenizer: Any, output: Path) -> dict[str, Any]:
+def export_merged(
+    model: PromptTunedModel, tokenizer: Any, output: Path, base_name: str | None = None
+) -> dict[str, Any]:
+    """`base_name`: where users will load the merged base from (default: `output`, absolute)."""
     if model.config.method != "adept":
         raise ExportError(
             f"--format merged needs an ADePT adapter (offsets that depend on the token alone); this is "
             f"{model.config.method}: "
-            + ("DePT's offsets depend on the position, so no embedding table can hold them. Use --format adept"
-               if model.config.method == "dept" else "PT has no offsets to merge. Use --format peft")
-        )  # fmt: skip
+            + (
+                "DePT's offsets depend on the position, so no embedding table can hold them. Use --format adept"
+                if model.config.method == "dept"
+                else "PT has no offsets to merge. Use --format peft"
+            )
+        )
     if not isinstance(model.adapted_embedding.embedding, torch.nn.Embedding):
         raise ExportError("the model's input embedding is not an nn.Embedding table; use --format adept")
     batch = _probe_inputs(model, tokenizer)
@@ -157,7 +161,7 @@ def export_merged(model: PromptTunedModel, tokenizer: Any, output: Path) -> dict
     with atomic_directory(output) as scratch:
         base.save_pretrained(scratch, safe_serialization=True)
         tokenizer.save_pretrained(scratch)
-        _peft_prompt_model(base, prompt, str(output.resolve())).save_pretrained(scratch / PROMPT_ADAPTER)
+        _peft_prompt_model(base, prompt, base_name or str(output.resolve())).save_pretrained(scratch / PROMPT_ADAPTER)
         reloaded = _load_merged(scratch, prompt.shape[0])
         if model.is_seq2seq and _encoder_table_is_shared(reloaded):
             raise ExportError(
@@ -223,11 +227,14 @@ def push_to_hub(directory: Path, repo: str) -> str:
     return str(getattr(info, "commit_url", repo))
 
 
-def export(model: PromptTunedModel, tokenizer: Any, output: Path, format: str) -> dict[str, Any]:
+def export(
+    model: PromptTunedModel, tokenizer: Any, output: Path, format: str, hub_repo: str | None = None
+) -> dict[str, Any]:
+    """Write `model` in `format`; `hub_repo` (where it will be pushed) names the merged base."""
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     if format == "adept":
         return export_adept(model, output)
     if format == "peft":
         return export_peft(model, tokenizer, output)
-    return export_merged(model, tokenizer, output)
+    return export_merged(model, tokenizer, output, base_name=hub_repo)

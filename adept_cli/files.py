@@ -56,6 +56,19 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def read_yaml(path: str | os.PathLike, error: type[Exception], what: str) -> Any:
+    """Parsed YAML; an unreadable or malformed file raises `error` naming the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as problem:
+        raise error(f"cannot read {what} {path}: {problem.strerror}") from None
+    except yaml.YAMLError as problem:
+        raise error(f"{path}: not valid YAML ({problem})") from None
+
+
 def _fsync_tree(directory: Path) -> None:
     for file in directory.rglob("*"):
         if file.is_file():

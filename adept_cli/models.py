@@ -35,6 +35,11 @@ EMBEDDED_MODELS = {
 DEFAULT_MODEL = "smollm2-135m"
 
 
+def hub_name(name: str) -> str:
+    """The name others load a base model by: an embedded short name maps to its hub id."""
+    return EMBEDDED_MODELS[name].hub_id if name in EMBEDDED_MODELS else name
+
+
 @dataclass(frozen=True)
 class ModelSource:
     name: str  # as the user gave it; recorded in adapter configs

@@ -81,7 +81,10 @@ def evaluate_loaded(
 ) -> tuple[EvalResult, list[Any]]:
     """Metrics on one split; settings default to the run's own (task, scoring, lengths, split seed)."""
     config = loaded.config
-    task = get_task(task_name or (config.task if config else "") or _missing("--task"))
+    task_name = task_name or (config.task if config else None)
+    if not task_name:
+        raise RunError("--task is required when evaluating without a run")
+    task = get_task(task_name)
     seed = config.split_seed if config else 42
     data_dir = data_dir if data_dir is not None else (config.data_dir if config else None)
     if limit is None and config is not None:
@@ -95,7 +98,3 @@ def evaluate_loaded(
         loaded.model.to(accelerator.device)
     scoring = scoring or (config.scoring if config else "generate")
     return evaluate(loaded.model, encoder, task, examples, scoring, batch_size, accelerator), examples
-
-
-def _missing(option: str) -> str:
-    raise RunError(f"{option} is required here")

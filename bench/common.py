@@ -37,9 +37,16 @@ def load_benchmark_model(name: str) -> tuple[Any, Any]:
 
         torch.manual_seed(0)
         config = T5Config(
-            vocab_size=32128, d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12,
-            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-        )  # fmt: skip
+            vocab_size=32128,
+            d_model=768,
+            d_ff=3072,
+            d_kv=64,
+            num_layers=12,
+            num_heads=12,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
         model = T5ForConditionalGeneration(config).eval()
         return model, AutoTokenizer.from_pretrained(shared_dir() / "models" / "t5-tokenizer")
     return load_model(name), load_tokenizer(name)
@@ -133,8 +140,9 @@ def _cpu_name() -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()  # fmt: skip
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

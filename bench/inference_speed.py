@@ -108,10 +108,15 @@ def measure(model_name: str, methods: list[str], count: int, batch_size: int, re
                 seconds[method].append(one_pass(models[method]))
     mean_tokens = sum(map(len, ids)) / len(ids)
     return {
-        m: {"method": m, "samples_per_s": len(ids) / statistics.median(seconds[m]), "seconds": seconds[m],
-            "samples": len(ids), "mean_input_tokens": mean_tokens}
+        m: {
+            "method": m,
+            "samples_per_s": len(ids) / statistics.median(seconds[m]),
+            "seconds": seconds[m],
+            "samples": len(ids),
+            "mean_input_tokens": mean_tokens,
+        }
         for m in methods
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -130,9 +135,15 @@ def main() -> None:
             print(f"{model_name:16s} {method:16s} {row['samples_per_s']:8.2f} samples/s", flush=True)
     path = write_results(
         "inference_speed",
-        {"count": args.count, "batch_size": args.batch_size, "new_tokens": NEW_TOKENS, "repeats": args.repeats,
-         "methods": METHODS, "results": results},
-    )  # fmt: skip
+        {
+            "count": args.count,
+            "batch_size": args.batch_size,
+            "new_tokens": NEW_TOKENS,
+            "repeats": args.repeats,
+            "methods": METHODS,
+            "results": results,
+        },
+    )
     print(f"wrote {path}")
 
 

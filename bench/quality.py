@@ -27,9 +27,15 @@ METHODS = {
     "lora": ["--method", "lora", "rank=16", "lr=5e-4"],
 }
 COMMON = [
-    "steps=200", "batch_size=8", "warmup_steps=20", "eval_every=100", "log_every=50",
-    "lr_prompt=1e-2", "lr_offsets=1e-3", "eval_batch_size=32",
-]  # fmt: skip
+    "steps=200",
+    "batch_size=8",
+    "warmup_steps=20",
+    "eval_every=100",
+    "log_every=50",
+    "lr_prompt=1e-2",
+    "lr_offsets=1e-3",
+    "eval_batch_size=32",
+]
 PER_TASK = {"sst2": ["validation_limit=200"], "rte": []}
 
 

@@ -155,8 +155,11 @@ def main() -> None:
             row.update(
                 run_worker(Path(__file__), ["--worker", model_name, method, "--batch-size", str(args.batch_size)])
             )
-            print(f"{model_name:16s} {method:14s} {row['step_s']:.3f} s/step {row['tokens_per_s']:8.1f} tok/s "
-                  f"{row['peak_memory_mb']:8.1f} MB  {row['trainable_params']:,} params", flush=True)  # fmt: skip
+            print(
+                f"{model_name:16s} {method:14s} {row['step_s']:.3f} s/step {row['tokens_per_s']:8.1f} tok/s "
+                f"{row['peak_memory_mb']:8.1f} MB  {row['trainable_params']:,} params",
+                flush=True,
+            )
         base = results[model_name].get(BASELINE)
         if base:
             for row in results[model_name].values():

@@ -172,10 +172,19 @@ def _plain_logits(tmp_path: Path, base_dir: Path, adapter_dir: Path, batch: dict
     (tmp_path / "batch.json").write_text(json.dumps({k: v.tolist() for k, v in batch.items()}))
     (tmp_path / "load.py").write_text(PLAIN_LOADER)
     done = subprocess.run(
-        [sys.executable, str(tmp_path / "load.py"), str(base_dir), str(adapter_dir), str(tmp_path / "batch.json"),
-         str(tmp_path / "out.json")],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(tmp_path / "load.py"),
+            str(base_dir),
+            str(adapter_dir),
+            str(tmp_path / "batch.json"),
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((tmp_path / "out.json").read_text())
 
@@ -197,6 +206,9 @@ def test_merged_export_of_a_causal_run_runs_without_adept(runs, tmp_path) -> Non
     from safetensors.torch import load_file
 
     assert list(load_file(str(out / "prompt" / "adapter_model.safetensors"))) == ["prompt_embeddings"]
+    # the prompt adapter names the merged copy as its base, not the original model
+    prompt_config = json.loads((out / "prompt" / "adapter_config.json").read_text())
+    assert prompt_config["base_model_name_or_path"] == str(out.resolve())
 
 
 @pytest.mark.parametrize("model_name", ["bart", "t5"])

@@ -41,11 +41,31 @@ def test_two_process_training_matches_one_process(tmp_path) -> None:
 
     two = tmp_path / "two"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
-        "-m", "adept_cli", "train", "--recipe", str(SMOKE), "--model", model_path(STORIES), "-o", str(two), *SETTINGS,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "adept_cli",
+        "train",
+        "--recipe",
+        str(SMOKE),
+        "--model",
+        model_path(STORIES),
+        "-o",
+        str(two),
+        *SETTINGS,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 processes" in done.stdout + done.stderr

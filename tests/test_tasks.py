@@ -29,10 +29,31 @@ EXPECTED_SIZES = {
 
 def test_the_registry_has_every_task_of_the_paper() -> None:
     paper = {
-        "mnli", "qqp", "qnli", "sst2", "stsb", "mrpc", "rte", "cola",
-        "multirc", "boolq", "wic", "wsc", "cb", "record", "copa",
-        "nq", "hotpotqa", "searchqa", "newsqa", "winogrande", "yelp", "scitail", "paws", "mbpp",
-    }  # fmt: skip
+        "mnli",
+        "qqp",
+        "qnli",
+        "sst2",
+        "stsb",
+        "mrpc",
+        "rte",
+        "cola",
+        "multirc",
+        "boolq",
+        "wic",
+        "wsc",
+        "cb",
+        "record",
+        "copa",
+        "nq",
+        "hotpotqa",
+        "searchqa",
+        "newsqa",
+        "winogrande",
+        "yelp",
+        "scitail",
+        "paws",
+        "mbpp",
+    }
     assert set(TASKS) == paper
     for task in TASKS.values():
         assert task.hub is not None and task.metrics and task.template
@@ -118,15 +139,25 @@ def test_stsb_targets_are_rounded_to_the_nearest_fifth() -> None:
     task = get_task("stsb")
     row = {"sentence1": "a", "sentence2": "b"}
     assert [task.example({**row, "label": v}).target for v in (2.95, 4.12, 0.09, 1.0, 5.0, 3.5, 3.3)] == [
-        "3.0", "4.2", "0.0", "1.0", "5.0", "3.6", "3.4",
-    ]  # fmt: skip
+        "3.0",
+        "4.2",
+        "0.0",
+        "1.0",
+        "5.0",
+        "3.6",
+        "3.4",
+    ]
 
 
 def test_winogrande_shows_both_options() -> None:
     example = get_task("winogrande").example(
-        {"sentence": "The cup did not fit in the box because _ was big.", "option1": "cup", "option2": "box",
-         "answer": "1"}
-    )  # fmt: skip
+        {
+            "sentence": "The cup did not fit in the box because _ was big.",
+            "option1": "cup",
+            "option2": "box",
+            "answer": "1",
+        }
+    )
     assert "Option 1: cup" in example.source and "Option 2: box" in example.source
     assert example.target == "1" and example.label == 0
 
@@ -269,8 +300,12 @@ def test_yaml_task_reports_every_problem_at_once(tmp_path) -> None:
     with pytest.raises(TaskError) as error:
         get_task(str(tmp_path / "bad.yaml"))
     message = str(error.value)
-    for problem in ("unknown key 'templte'", "'template' is required", "not available for a classification task",
-                    "data_files"):  # fmt: skip
+    for problem in (
+        "unknown key 'templte'",
+        "'template' is required",
+        "not available for a classification task",
+        "data_files",
+    ):
         assert problem in message
 
 

@@ -63,8 +63,12 @@ def test_cli_train_writes_the_run_directory_and_eval_reproduces_it(tmp_path) -> 
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert checkpoints == ["step_00000006", "step_00000012"]  # eval_every 6, keep 2
     assert sorted(p.name for p in (out / "checkpoints" / "step_00000012").iterdir()) == [
-        "optimizer.pt", "rng_state_0.pt", "scheduler.pt", "trainable.safetensors", "trainer_state.json",
-    ]  # fmt: skip
+        "optimizer.pt",
+        "rng_state_0.pt",
+        "scheduler.pt",
+        "trainable.safetensors",
+        "trainer_state.json",
+    ]
     # the checkpoint holds the adapter only, never the frozen base
     trainable = load_file(str(out / "checkpoints" / "step_00000012" / "trainable.safetensors"))
     results = json.loads((out / "results.json").read_text())
@@ -107,6 +111,8 @@ def test_lora_and_full_use_the_same_loop(tmp_path, method) -> None:
     best = {p.name for p in (tmp_path / "run" / "best").iterdir()}
     if method == "lora":
         assert {"adapter_config.json", "adapter_model.safetensors"} <= best
+        peft_config = json.loads((tmp_path / "run" / "best" / "adapter_config.json").read_text())
+        assert peft_config["base_model_name_or_path"] == model_path(STORIES)
         assert results["trainable_params"] < results["total_params"] / 10
     else:
         assert "model.safetensors" in best and results["trainable_params"] == results["total_params"]
@@ -232,6 +238,8 @@ def test_an_existing_run_is_never_overwritten(tmp_path) -> None:
     changed = stories_config(tmp_path, "steps=4", "eval_every=2")
     with pytest.raises(TrainConfigError, match=r"different settings \(steps: 2 -> 4\)"):
         train(changed, resume="auto")
+    result = runner.invoke(app, ["train", "-o", str(tmp_path / "run"), "--resume", "auto", "steps=9"])
+    assert result.exit_code == 2 and "steps: 2 -> 9" in result.output
 
 
 def test_bad_data_fails_before_any_model_is_loaded(tmp_path, monkeypatch) -> None:
@@ -279,3 +287,31 @@ def test_t5_tokenizer_fixture_is_the_real_one() -> None:
         296,
         1,
     ]
+
+
+def test_eval_writes_predictions_and_train_can_too(tmp_path) -> None:
+    config = stories_config(tmp_path, "steps=2", "eval_every=2", "save_predictions=true", "scoring=rank")
+    results = train(config)
+    lines = read_jsonl(tmp_path / "run" / "predictions.jsonl")
+    assert len(lines) == results["examples"]["test"] == 16
+    assert {"index", "source", "target", "output", "label"} <= set(lines[0])
+    out = tmp_path / "preds.jsonl"
+    evaluated = runner.invoke(app, ["eval", "--run", str(tmp_path / "run"), "--predictions", str(out), "--limit", "5"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert len(read_jsonl(out)) == 5
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path) -> None:
+    results = train(stories_config(tmp_path, "steps=2", "eval_every=2", "mixed_precision=bf16"))
+    losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    assert losses and all(loss == loss for loss in losses)  # finite, not NaN
+    assert results["trainable_params"] > 0
+
+
+def test_tensorboard_without_its_package_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "tensorboard" in name else real(name, *a))
+    with pytest.raises(TrainConfigError, match="pip install tensorboard"):
+        train(stories_config(tmp_path, "steps=2", "tensorboard=true"))

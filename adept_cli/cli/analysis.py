@@ -67,9 +67,16 @@ def shift_probe(
             fail(f"--filler must be one token; {filler!r} is {len(ids)} tokens")
         filler_id = ids[0]
     result = probe(
-        loaded.model, encoder, task, rows, amounts, scoring or loaded.config.scoring, batch_size, filler_id,
+        loaded.model,
+        encoder,
+        task,
+        rows,
+        amounts,
+        scoring or loaded.config.scoring,
+        batch_size,
+        filler_id,
         split=split,
-    )  # fmt: skip
+    )
     if as_json:
         print_json(result.to_dict())
         return

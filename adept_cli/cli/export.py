@@ -48,7 +48,7 @@ def export_command(
     loaded = load_from_run(run)
     if not isinstance(loaded.model, PromptTunedModel):
         fail(f"{run} is a {loaded.method} run: its best/ folder is already a PEFT adapter or a full model")
-    summary = export(loaded.model.eval(), loaded.tokenizer, output, format)
+    summary = export(loaded.model.eval(), loaded.tokenizer, output, format, hub_repo=push_to_hub)
     if push_to_hub:
         summary["hub"] = push(output, push_to_hub)
     if as_json:

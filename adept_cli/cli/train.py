@@ -44,7 +44,7 @@ def train(
 ) -> None:
     """Train a method on a task; the run directory gets config.yaml, metrics.jsonl, checkpoints/, best/
     and results.json. Without --model the embedded SmolLM2-135M-Instruct is used."""
-    from ..training.config import TrainConfig, build_config, field_help, load_run_config
+    from ..training.config import TrainConfig, build_config, field_help
 
     if list_settings:
         defaults = TrainConfig().to_dict()
@@ -53,10 +53,10 @@ def train(
         return
     options = {"model": model, "task": task, "method": method, "output_dir": output_dir, "data_dir": data_dir}
     config = build_config(recipe, options, overrides)
-    if resume is not None and recipe is None and not overrides:
-        saved = config.resolved_output_dir() / "config.yaml"
-        if saved.is_file():  # continue with the run's own settings
-            config = load_run_config(saved)
+    saved = config.resolved_output_dir() / "config.yaml"
+    if resume is not None and recipe is None and saved.is_file():
+        # Continue with the run's own settings; anything given here must agree with them (checked later).
+        config = build_config(saved, options, overrides)
     from ..training.loop import train as run_training
 
     try:

@@ -20,8 +20,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..files import read_yaml
 from .spec import SplitRule, Task, TaskError
 
 KEYS = {
@@ -50,12 +49,7 @@ SPLIT_FILES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 def load_task_file(path: str | Path) -> Task:
     path = Path(path)
     where = str(path)
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise TaskError(f"cannot read task file {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise TaskError(f"{path}: not valid YAML ({error})") from None
+    spec = read_yaml(path, TaskError, "task file")
     if not isinstance(spec, dict):
         raise TaskError(f"{path}: expected a mapping of settings, got {type(spec).__name__}")
 

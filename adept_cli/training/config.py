@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import AdeptError
+from ..files import read_yaml
 from ..models import DEFAULT_MODEL
 
 METHODS = ("adept", "dept", "pt", "lora", "full")
@@ -176,13 +177,7 @@ def _type_name(kind: Any) -> str:
 
 
 def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise TrainConfigError(f"cannot read recipe {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise TrainConfigError(f"{path}: not valid YAML ({error})") from None
+    data = read_yaml(path, TrainConfigError, "recipe")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -247,10 +242,24 @@ def config_problems(config: TrainConfig) -> list[str]:
     ):
         if getattr(config, name) not in choices:
             problems.append(f"{name} must be one of {', '.join(choices)}; got {getattr(config, name)!r}")
-    for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "keep_checkpoints",
-                 "max_target_length", "max_length", "train_limit", "validation_limit",
-                 "test_limit", "checkpoint_every", "bottleneck",
-                 "rank", "budget"):  # fmt: skip
+    for name in (
+        "steps",
+        "batch_size",
+        "grad_accum",
+        "eval_every",
+        "eval_batch_size",
+        "log_every",
+        "keep_checkpoints",
+        "max_target_length",
+        "max_length",
+        "train_limit",
+        "validation_limit",
+        "test_limit",
+        "checkpoint_every",
+        "bottleneck",
+        "rank",
+        "budget",
+    ):
         positive(name)
     positive("prompt_len", 0)
     positive("warmup_steps", 0)

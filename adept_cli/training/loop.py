@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -130,7 +132,13 @@ def make_accelerator(**kwargs: Any) -> Any:
     import os
 
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
 
+    # Accelerate keeps its settings (mixed precision, ...) in process-wide singletons; a second run in
+    # the same process (a notebook, a sweep) must not inherit the first one's. The process group stays.
+    for state in (AcceleratorState, GradientState):
+        if hasattr(state, "_reset_state"):
+            state._reset_state()
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return Accelerator(cpu=several and not torch.cuda.is_available(), **kwargs)
 
@@ -140,25 +148,16 @@ class StopRequest:
     interrupts at once. Only in a single process: several would have to agree on the step."""
 
     def __init__(self, enabled: bool):
-        import signal
-        import threading
-
         self.requested = False
         self._previous = None
         if enabled and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        import signal
-
-        if self.requested:
-            raise KeyboardInterrupt
         self.requested = True
-        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+        self.close()  # the next Ctrl-C goes to the previous handler: it interrupts at once
 
     def close(self) -> None:
-        import signal
-
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
@@ -310,9 +309,15 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
         states = gather_object([rng_state()])
         if accelerator.is_main_process:
             write_checkpoint(
-                run_dir, step, trainable_state(raw), optimizer, scheduler, states, {**loop, "step": step},
+                run_dir,
+                step,
+                trainable_state(raw),
+                optimizer,
+                scheduler,
+                states,
+                {**loop, "step": step},
                 config.keep_checkpoints,
-            )  # fmt: skip
+            )
         accelerator.wait_for_everyone()
 
     step = loop["step"]

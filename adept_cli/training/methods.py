@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from ..adapter_io import ADAPTER_WEIGHTS, load_adapter, write_adapter
 from ..methods import method_config
 from ..model import PromptTunedModel, is_seq2seq
+from ..models import hub_name
 from .config import TrainConfig, method_settings
 
 DEFAULT_LORA_RANK = 16  # the paper's decoder-only LoRA baseline
@@ -41,7 +42,10 @@ def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: i
             target_modules=config.lora_target_modules,
             task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq(base) else TaskType.CAUSAL_LM,
         )
-        return get_peft_model(base, lora)
+        model = get_peft_model(base, lora)
+        # name the base as users load it (the embedded model's hub id, not its local GGUF folder)
+        model.peft_config["default"].base_model_name_or_path = hub_name(config.model)
+        return model
     base.requires_grad_(True)
     return base
 
