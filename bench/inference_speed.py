@@ -107,6 +107,8 @@ def measure(model_name: str, methods: list[str], count: int, batch_size: int, re
             for method in order:
                 seconds[method].append(one_pass(models[method]))
     mean_tokens = sum(map(len, ids)) / len(ids)
+    # What a sample costs: its batch's padded length (every row of a batch runs at the longest row's length).
+    mean_padded = sum(batch["input_ids"].numel() for batch in batches) / len(ids)
     return {
         m: {
             "method": m,
@@ -114,6 +116,7 @@ def measure(model_name: str, methods: list[str], count: int, batch_size: int, re
             "seconds": seconds[m],
             "samples": len(ids),
             "mean_input_tokens": mean_tokens,
+            "mean_padded_tokens": mean_padded,
         }
         for m in methods
     }
