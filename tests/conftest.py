@@ -34,10 +34,13 @@ def data_dir() -> Path:
     return shared_dir() / "data"
 
 
-@pytest.fixture(autouse=True)
-def _offline_data(monkeypatch):
-    """Tasks find the offline data with no options, as they would with ../shared/data beside the project."""
-    monkeypatch.setenv("ADEPT_DATA_DIR", str(data_dir()))
+@pytest.fixture(autouse=True, scope="session")
+def _offline_data():
+    """Tasks find the offline data with no options, as they would with ../shared/data beside the project.
+    Session-scoped so that it is in place before module-scoped fixtures train their runs."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADEPT_DATA_DIR", str(data_dir()))
+        yield
 
 
 STORIES = "stories260K-hf"
