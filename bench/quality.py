@@ -5,7 +5,7 @@ LoRA rank 16), the same steps, batches and seeds for every method, scored by gen
 as the paper. Each run is a plain `adept train` whose results.json is collected.
 
     python bench/quality.py                        # SST-2 and RTE, seeds 1 and 2
-    python bench/quality.py --tasks rte --seeds 1,2,3
+    python bench/quality.py --tasks rte --seeds 1,2,3    # replaces RTE's rows, keeps the other tasks'
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH, write_results  # noqa: E402
+from common import BENCH, RESULTS, write_results  # noqa: E402
 
 METHODS = {
     "pt": ["--method", "pt", "prompt_len=10"],
@@ -54,9 +54,14 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=str(BENCH / "runs" / "quality"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    results: dict[str, dict] = {}
+    # Tasks run by earlier invocations stay in the results file; each task records its own command and seeds.
+    previous = RESULTS / "quality.json"
+    earlier = json.loads(previous.read_text()) if previous.is_file() else {}
+    results: dict[str, dict] = earlier.get("results", {})
+    runs_of: dict[str, dict] = earlier.get("tasks", {})
     for task in args.tasks.split(","):
         results[task] = {}
+        runs_of[task] = {"command": " ".join(["python", *sys.argv]), "seeds": seeds}
         for method in args.methods.split(","):
             if method == "zero-shot":
                 summary = adept("eval", "--task", task, "--json")
@@ -83,7 +88,7 @@ def main() -> None:
                 "trainable_params": runs[0]["trainable_params"],
                 "settings": [*METHODS[method], *COMMON, *PER_TASK.get(task, [])],
             }
-    path = write_results("quality", {"seeds": seeds, "model": "smollm2-135m", "results": results})
+    path = write_results("quality", {"model": "smollm2-135m", "tasks": runs_of, "results": results})
     print(f"wrote {path}")
 
 

@@ -113,8 +113,12 @@ def quality_section(data: dict[str, Any]) -> list[str]:
     lines = ["## Quality on real data: SmolLM2-135M-Instruct on a CPU", ""]
     lines += provenance(data)
     lines += [
-        f"- Seeds {', '.join(map(str, data['seeds']))}; test split of the ATTEMPT/DePT convention, scored by greedy "
-        "generation + string match. Settings of every run are in `bench/quality.py`.",
+        f"- {task}: `{run['command']}`, seeds {', '.join(map(str, run['seeds']))}"
+        for task, run in data["tasks"].items()
+    ]
+    lines += [
+        "- Test split of the ATTEMPT/DePT convention, scored by greedy generation + string match. Settings of "
+        "every run are in `bench/quality.py`.",
         "",
         "| task | method | test metric (mean ± std over seeds) | per seed | trainable parameters |",
         "| --- | --- | ---: | --- | ---: |",
