@@ -139,7 +139,10 @@ def merged_embedding_table(model: PromptTunedModel, chunk: int = 8192) -> torch.
 def export_merged(
     model: PromptTunedModel, tokenizer: Any, output: Path, base_name: str | None = None
 ) -> dict[str, Any]:
-    """`base_name`: where users will load the merged base from (default: `output`, absolute)."""
+    """`base_name`: where users will load the merged base from (default: `output`, absolute).
+
+    The merged table is installed in `model`'s own base (no second copy of the weights in memory), so
+    `model` is spent afterwards: reload the adapter to keep using it."""
     if model.config.method != "adept":
         raise ExportError(
             f"--format merged needs an ADePT adapter (offsets that depend on the token alone); this is "
@@ -230,7 +233,8 @@ def push_to_hub(directory: Path, repo: str) -> str:
 def export(
     model: PromptTunedModel, tokenizer: Any, output: Path, format: str, hub_repo: str | None = None
 ) -> dict[str, Any]:
-    """Write `model` in `format`; `hub_repo` (where it will be pushed) names the merged base."""
+    """Write `model` in `format`; `hub_repo` (where it will be pushed) names the merged base.
+    `merged` spends `model` (see `export_merged`)."""
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     if format == "adept":

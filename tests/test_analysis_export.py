@@ -211,6 +211,34 @@ def test_merged_export_of_a_causal_run_runs_without_adept(runs, tmp_path) -> Non
     assert prompt_config["base_model_name_or_path"] == str(out.resolve())
 
 
+def test_merged_export_under_peft_matches_only_unpadded_or_right_padded_causal_rows(tmp_path) -> None:
+    """PEFT drops position_ids for causal prompt tuning: docs/analysis-and-export.md warns that left-padded
+    rows then differ from the runtime. If PEFT starts honouring them, this fails and the note can go."""
+    from adept_cli.data import pad_batch
+    from adept_cli.export import _load_merged
+
+    model, tokenizer = wrap("adept", "llama")
+    perturb(model)
+    model.eval()
+    rows = [{"input_ids": tokenizer(text)["input_ids"]} for text in PROBE_TEXT]
+    batches = {side: pad_batch(rows, tokenizer.pad_token_id, side=side) for side in ("left", "right")}
+    with torch.no_grad():
+        expected = {side: model(**batch).logits for side, batch in batches.items()}
+    prompt_len = model.prompt_len
+    export(model, tokenizer, tmp_path / "merged", "merged")  # hands the base over to the export
+    merged = _load_merged(tmp_path / "merged", prompt_len).eval()
+    worst = {}
+    for side, batch in batches.items():
+        with torch.no_grad():
+            actual = merged(**batch).logits[:, prompt_len:]
+        mask = batch["attention_mask"].bool()
+        worst[side] = [float((actual[i][mask[i]] - expected[side][i][mask[i]]).abs().max()) for i in range(len(rows))]
+    padded_row = int(batches["left"]["attention_mask"].sum(1).argmin())
+    assert max(worst["right"]) < 1e-4
+    assert worst["left"][1 - padded_row] < 1e-4  # the longest row has no padding
+    assert worst["left"][padded_row] > 1e-2
+
+
 @pytest.mark.parametrize("model_name", ["bart", "t5"])
 def test_merged_export_of_a_seq2seq_model_gives_the_same_logits(tmp_path, model_name) -> None:
     model, tokenizer = wrap("adept", model_name)
