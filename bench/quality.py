@@ -6,6 +6,7 @@ as the paper. Each run is a plain `adept train` whose results.json is collected.
 
     python bench/quality.py                        # SST-2 and RTE, seeds 1 and 2
     python bench/quality.py --tasks rte --seeds 1,2,3    # replaces RTE's rows, keeps the other tasks'
+    python bench/quality.py --steps 2000 --runs-dir bench/runs/quality-2000   # longer runs (a GPU)
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH, RESULTS, write_results  # noqa: E402
 
@@ -27,7 +30,6 @@ METHODS = {
     "lora": ["--method", "lora", "rank=16", "lr=5e-4"],
 }
 COMMON = [
-    "steps=200",
     "batch_size=8",
     "warmup_steps=20",
     "eval_every=100",
@@ -51,9 +53,11 @@ def main() -> None:
     parser.add_argument("--tasks", default="sst2,rte")
     parser.add_argument("--methods", default="zero-shot," + ",".join(METHODS))
     parser.add_argument("--seeds", default="1,2")
+    parser.add_argument("--steps", type=int, default=200, help="training steps of every run")
     parser.add_argument("--runs-dir", default=str(BENCH / "runs" / "quality"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    common = [f"steps={args.steps}", *COMMON]
     # Tasks run by earlier invocations stay in the results file; each task records its own command and seeds.
     previous = RESULTS / "quality.json"
     earlier = json.loads(previous.read_text()) if previous.is_file() else {}
@@ -73,9 +77,12 @@ def main() -> None:
                 out = Path(args.runs_dir) / f"{task}-{method}-s{seed}"
                 done = out / "results.json"
                 if done.is_file():  # finished earlier: keep it (delete the folder to re-run)
+                    steps = yaml.safe_load((out / "config.yaml").read_text())["steps"]
+                    if steps != args.steps:
+                        raise SystemExit(f"{out} was trained for {steps} steps, not {args.steps}: use --runs-dir")
                     runs.append(json.loads(done.read_text()))
                 else:
-                    flags = [*METHODS[method], *COMMON, *PER_TASK.get(task, []), f"seed={seed}"]
+                    flags = [*METHODS[method], *common, *PER_TASK.get(task, []), f"seed={seed}"]
                     resume = ["--resume", "auto"] if out.exists() else []
                     runs.append(adept("train", "--task", task, "-o", str(out), *resume, "--json", *flags))
                 print(f"{task} {method} seed {seed}: {runs[-1]['test']}", flush=True)
@@ -86,7 +93,7 @@ def main() -> None:
                 "mean": statistics.mean(scores),
                 "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                 "trainable_params": runs[0]["trainable_params"],
-                "settings": [*METHODS[method], *COMMON, *PER_TASK.get(task, [])],
+                "settings": [*METHODS[method], *common, *PER_TASK.get(task, [])],
             }
     path = write_results("quality", {"model": "smollm2-135m", "tasks": runs_of, "results": results})
     print(f"wrote {path}")
