@@ -40,11 +40,10 @@ def _peft_prompt_model(base: Any, prompt: torch.Tensor, base_name: str) -> Any:
         token_dim=prompt.shape[1],
         # PEFT's default for seq2seq is 2 blocks (encoder and decoder) of which only one is used.
         num_transformer_submodules=1,
-        base_model_name_or_path=base_name,
     )
     peft_model = get_peft_model(base, config)
-    # get_peft_model records the base's own load path (for the embedded model, a GGUF folder); the
-    # adapter must name the base it belongs to (the hub id, or the merged copy).
+    # get_peft_model records the base's own load path (for the embedded model, a GGUF folder) whatever the
+    # config says; the adapter must name the base it belongs to (the hub id, or the merged copy).
     peft_model.peft_config["default"].base_model_name_or_path = base_name
     with torch.no_grad():
         peft_model.prompt_encoder["default"].embedding.weight.copy_(prompt)

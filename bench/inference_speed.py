@@ -64,38 +64,48 @@ def build(method: str, base, tokenizer, workdir: Path):
     return _load_merged(workdir / "merged", 120)
 
 
-def measure(model_name: str, methods: list[str], count: int, batch_size: int, repeats: int) -> dict[str, dict]:
-    """Every method in this one process (copies of one base model), passes taken in turns with the order
-    rotating each repeat, so drift of the machine hits all methods alike."""
+def sst2_batches(base, tokenizer, count: int, batch_size: int) -> tuple[list[list[int]], list[dict]]:
+    """Token ids of the first `count` SST-2 validation sentences, and their padded batches (left-padded for
+    a causal model, right-padded for a seq2seq one)."""
     from adept_cli.data import pad_batch
 
-    torch.manual_seed(0)
-    base, tokenizer = load_benchmark_model(model_name)
-    seq2seq = bool(base.config.is_encoder_decoder)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    examples = sst2_examples("validation", count)
-    ids = [tokenizer(e.source)["input_ids"] for e in examples]
-    side = "right" if seq2seq else "left"
+    ids = [tokenizer(e.source)["input_ids"] for e in sst2_examples("validation", count)]
+    side = "right" if base.config.is_encoder_decoder else "left"
     batches = [
         pad_batch([{"input_ids": row} for row in ids[i : i + batch_size]], tokenizer.pad_token_id, side=side)
         for i in range(0, len(ids), batch_size)
     ]
+    return ids, batches
+
+
+def label(model, batch: dict, pad_token_id: int, device: str = "cpu") -> None:
+    """Greedy decoding of NEW_TOKENS tokens for one batch: what every method is timed on."""
+    with torch.no_grad():
+        model.generate(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            pad_token_id=pad_token_id,
+        )
+
+
+def measure(model_name: str, methods: list[str], count: int, batch_size: int, repeats: int) -> dict[str, dict]:
+    """Every method in this one process (copies of one base model), passes taken in turns with the order
+    rotating each repeat, so drift of the machine hits all methods alike."""
+    torch.manual_seed(0)
+    base, tokenizer = load_benchmark_model(model_name)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ids, batches = sst2_batches(base, tokenizer, count, batch_size)
     with tempfile.TemporaryDirectory() as workdir:
         models = {m: build(m, copy.deepcopy(base), tokenizer, Path(workdir)).eval().to(device) for m in methods}
 
         def one_pass(model) -> float:
             synchronize()
             start = time.perf_counter()
-            with torch.no_grad():
-                for batch in batches:
-                    model.generate(
-                        input_ids=batch["input_ids"].to(device),
-                        attention_mask=batch["attention_mask"].to(device),
-                        max_new_tokens=NEW_TOKENS,
-                        min_new_tokens=NEW_TOKENS,
-                        do_sample=False,
-                        pad_token_id=tokenizer.pad_token_id,
-                    )
+            for batch in batches:
+                label(model, batch, tokenizer.pad_token_id, device)
             synchronize()
             return time.perf_counter() - start
 

@@ -19,8 +19,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, load_benchmark_model, sst2_examples  # noqa: E402
-from inference_speed import NEW_TOKENS, build  # noqa: E402
+from common import RESULTS, load_benchmark_model  # noqa: E402
+from inference_speed import NEW_TOKENS, build, label, sst2_batches  # noqa: E402
 
 
 def main() -> None:
@@ -29,31 +29,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=32, help="SST-2 validation sentences, one batch")
     parser.add_argument("--rows", type=int, default=12)
     args = parser.parse_args()
-    from adept_cli.data import pad_batch
-
     torch.manual_seed(0)
     base, tokenizer = load_benchmark_model(args.model)
-    side = "right" if base.config.is_encoder_decoder else "left"
-    rows = [{"input_ids": tokenizer(e.source)["input_ids"]} for e in sst2_examples("validation", args.count)]
-    batch = pad_batch(rows, tokenizer.pad_token_id, side=side)
+    _, (batch,) = sst2_batches(base, tokenizer, args.count, args.count)
     report = [f"model {args.model}, one batch of {args.count} SST-2 sentences, {NEW_TOKENS} new tokens\n"]
     with tempfile.TemporaryDirectory() as workdir:
         for method in ("adept-merged120", "peft-pt200"):
             model = build(method, copy.deepcopy(base), tokenizer, Path(workdir)).eval()
-
-            def generate(model=model):
-                with torch.no_grad():
-                    model.generate(
-                        **batch,
-                        max_new_tokens=NEW_TOKENS,
-                        min_new_tokens=NEW_TOKENS,
-                        do_sample=False,
-                        pad_token_id=tokenizer.pad_token_id,
-                    )
-
-            generate()  # warm-up
+            label(model, batch, tokenizer.pad_token_id)  # warm-up
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                generate()
+                label(model, batch, tokenizer.pad_token_id)
             events = prof.key_averages()
             total = sum(e.self_cpu_time_total for e in events)
             report.append(f"== {method}: {total / 1e3:.1f} ms self CPU time in all ops ==")
