@@ -12,17 +12,17 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+local"
 
 _EXPORTS = {
-    "AdapterError": "adapter_io",
-    "load_adapter": "adapter_io",
-    "save_adapter": "adapter_io",
-    "PromptTunedModel": "model",
-    "AdeptConfig": "methods.config",
-    "ConfigError": "methods.config",
-    "DeptConfig": "methods.config",
-    "MethodConfig": "methods.config",
-    "PromptTuningConfig": "methods.config",
-    "method_config": "methods.config",
-    "BudgetError": "methods.budget",
+    "AdapterError": "prompt.io",
+    "load_adapter": "prompt.io",
+    "save_adapter": "prompt.io",
+    "PromptTunedModel": "prompt.model",
+    "AdeptConfig": "prompt.config",
+    "ConfigError": "prompt.config",
+    "DeptConfig": "prompt.config",
+    "MethodConfig": "prompt.config",
+    "PromptTuningConfig": "prompt.config",
+    "method_config": "prompt.config",
+    "BudgetError": "prompt.budget",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from .data import Encoder
+from .encoding import Encoder
 from .errors import AdeptError
 from .evaluation import evaluate
-from .model import PromptTunedModel
+from .prompt.model import PromptTunedModel
 from .tasks.spec import Example, Task
 
 DEFAULT_SHIFTS = (0, 50, 100, 150, 200)

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from .adapter_io import save_adapter
 from .errors import AdeptError
 from .files import atomic_directory
-from .model import PromptTunedModel
-from .models import hub_name
+from .hf import auto_model_class, hub_name, is_seq2seq
+from .prompt.io import save_adapter
+from .prompt.model import PromptTunedModel
 
 FORMATS = ("adept", "peft", "merged")
 PROMPT_ADAPTER = "prompt"  # sub-folder of a merged export holding the PEFT prompt
@@ -33,9 +33,8 @@ def _peft_prompt_model(base: Any, prompt: torch.Tensor, base_name: str) -> Any:
     """`base` wrapped in a PEFT prompt-tuning adapter holding `prompt` (one virtual-token block)."""
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    seq2seq = bool(getattr(base.config, "is_encoder_decoder", False))
     config = PromptTuningConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM,
+        task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq(base) else TaskType.CAUSAL_LM,
         num_virtual_tokens=prompt.shape[0],
         token_dim=prompt.shape[1],
         # PEFT's default for seq2seq is 2 blocks (encoder and decoder) of which only one is used.
@@ -182,7 +181,7 @@ def export_merged(
 
 def _install_merged_table(base: Any, table: torch.Tensor) -> None:
     """E' becomes the (encoder) input table; the output head and decoder keep the original E."""
-    seq2seq = bool(getattr(base.config, "is_encoder_decoder", False))
+    seq2seq = is_seq2seq(base)
     original = base.get_input_embeddings().weight.detach().clone()
     head = base.get_output_embeddings()
     if head is not None and head.weight is base.get_input_embeddings().weight:
@@ -201,10 +200,9 @@ def _install_merged_table(base: Any, table: torch.Tensor) -> None:
 def _load_merged(directory: Path, prompt_len: int) -> Any:
     """As a user would: plain transformers and PEFT, nothing from adept."""
     from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(directory)
-    loader = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    loader = auto_model_class(AutoConfig.from_pretrained(directory))
     return PeftModel.from_pretrained(loader.from_pretrained(directory), directory / PROMPT_ADAPTER).eval()
 
 

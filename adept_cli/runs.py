@@ -1,21 +1,26 @@
-"""Load what a run (or a saved adapter) produced, and evaluate it on a task split."""
+"""Load what a run (or a saved adapter) produced, and evaluate it on a task split with the settings it
+was trained with (a run's config, or the evaluation settings an adapter carries), options overriding."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .adapter_io import ADAPTER_CONFIG, FORMAT, load_adapter
-from .data import Encoder
+from .encoding import Encoder
 from .errors import AdeptError
 from .evaluation import EvalResult, evaluate
-from .models import DEFAULT_MODEL, load_model, load_tokenizer
-from .tasks import get_task, load_task_data
+from .files import sha256_file
+from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer
+from .prompt.io import ADAPTER_CONFIG, FORMAT, load_adapter, read_adapter_config, read_evaluation_settings
+from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data
 from .training.config import TrainConfig, load_run_config
-from .training.loop import BEST_DIR, CONFIG_FILE, hf_model
-from .training.methods import load_trained
+from .training.run_dir import RunDir
+from .training.strategies import load_trained
+
+DEFAULT_TARGET_LENGTH = 128
+DEFAULT_SCORING = "generate"
 
 
 class RunError(AdeptError, RuntimeError):
@@ -27,20 +32,20 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     model_name: str
-    method: str  # adept | dept | pt | lora | full | base
+    method: str  # adept | dept | pt | lora | full | peft | base
     config: TrainConfig | None = None  # the run's config, when loaded from a run
+    evaluation: dict[str, Any] = field(default_factory=dict)  # settings saved with an adapter
 
 
-def load_from_run(run_dir: str | Path, weights: str | None = None) -> LoadedModel:
-    """The model of a run: its best adapter (or `weights`, another saved directory of the same method)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    config = load_run_config(run_dir / CONFIG_FILE)
-    directory = Path(weights) if weights else run_dir / BEST_DIR
-    if not directory.is_dir():
-        raise RunError(f"{directory} not found: the run has not finished an evaluation yet")
-    model = load_trained(config.method, directory, config.model)
+def load_from_run(run_dir: str | Path) -> LoadedModel:
+    """The model of a run: its best adapter."""
+    run = RunDir(Path(run_dir))
+    if not run.holds_a_run():
+        raise RunError(f"{run.path} is not a run directory (no {run.config.name})")
+    config = load_run_config(run.config)
+    if not run.best.is_dir():
+        raise RunError(f"{run.best} not found: the run has not finished an evaluation yet")
+    model = load_trained(config.method, run.best, config.model)
     return LoadedModel(model, load_tokenizer(config.model), config.model, config.method, config)
 
 
@@ -50,16 +55,25 @@ def load_from_adapter(adapter_dir: str | Path, model_name: str | None = None) ->
     path = adapter_dir / ADAPTER_CONFIG
     if not path.is_file():
         raise RunError(f"{path} not found: --adapter takes a directory with {ADAPTER_CONFIG}")
-    metadata = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(metadata, dict):
+        raise RunError(f"{path} is not an adapter config (a JSON object)")
+    evaluation = read_evaluation_settings(adapter_dir)
+    if metadata.get("format") == FORMAT:
+        read_adapter_config(adapter_dir)  # format and version checked before any model loads
     name = model_name or metadata.get("base_model_name_or_path")
     if not name:
         raise RunError(f"{path} names no base model; pass --model")
     if metadata.get("format") == FORMAT:
         model = load_adapter(adapter_dir, base=load_model(name), base_model_name=name)
-        return LoadedModel(model, load_tokenizer(name), name, metadata["method"])
+        return LoadedModel(model, load_tokenizer(name), name, metadata["method"], evaluation=evaluation)
     from peft import PeftModel
 
-    return LoadedModel(PeftModel.from_pretrained(load_model(name), adapter_dir), load_tokenizer(name), name, "peft")
+    model = PeftModel.from_pretrained(load_model(name), adapter_dir).eval()
+    return LoadedModel(model, load_tokenizer(name), name, "peft", evaluation=evaluation)
 
 
 def load_base(model_name: str | None) -> LoadedModel:
@@ -68,33 +82,90 @@ def load_base(model_name: str | None) -> LoadedModel:
     return LoadedModel(load_model(name), load_tokenizer(name), name, "base")
 
 
+@dataclass
+class EvalSettings:
+    task: str
+    scoring: str
+    max_length: int | None  # None: the task's
+    max_target_length: int
+    split_seed: int
+    data_dir: str | None
+    limits: dict[str, int | None]
+
+
+def eval_settings(
+    loaded: LoadedModel,
+    task: str | None = None,
+    scoring: str | None = None,
+    max_length: int | None = None,
+    max_target_length: int | None = None,
+    data_dir: str | None = None,
+    limit: int | None = None,
+) -> EvalSettings:
+    """Given options first, then the run's config or the adapter's saved settings, then defaults."""
+    config, saved = loaded.config, loaded.evaluation
+    if config is not None:
+        recorded = {
+            "task": config.task,
+            "scoring": config.scoring,
+            "max_length": config.max_length,
+            "max_target_length": config.max_target_length,
+            "split_seed": config.split_seed,
+        }
+        limits = {"validation": config.validation_limit, "test": config.test_limit}
+    else:
+        recorded, limits = saved, {}
+    task = task or recorded.get("task")
+    if not task:
+        raise RunError("--task is required: the adapter records no task")
+    if limit is not None:
+        limits = {"validation": limit, "test": limit}
+    return EvalSettings(
+        task=task,
+        scoring=scoring or recorded.get("scoring") or DEFAULT_SCORING,
+        max_length=max_length or recorded.get("max_length"),
+        max_target_length=max_target_length or recorded.get("max_target_length") or DEFAULT_TARGET_LENGTH,
+        split_seed=recorded.get("split_seed", DEFAULT_SPLIT_SEED),
+        data_dir=data_dir if data_dir is not None else (config.data_dir if config else None),
+        limits=limits,
+    )
+
+
+def prepare_split(loaded: LoadedModel, settings: EvalSettings, split: str) -> tuple[Task, list[Example], Encoder]:
+    """The task, the examples of `split` and the encoder, as the run that made the model had them."""
+    task = get_task(settings.task)
+    limits = {split: settings.limits.get(split)}
+    examples = load_task_data(task, [split], data_dir=settings.data_dir, seed=settings.split_seed, limits=limits)
+    source_length = settings.max_length or task.max_length
+    encoder = Encoder(loaded.tokenizer, is_seq2seq(loaded.model), source_length, settings.max_target_length)
+    return task, examples[split], encoder
+
+
 def evaluate_loaded(
     loaded: LoadedModel,
-    task_name: str | None = None,
+    settings: EvalSettings,
     split: str = "test",
-    scoring: str | None = None,
     batch_size: int = 32,
-    limit: int | None = None,
-    data_dir: str | None = None,
-    max_length: int | None = None,
     accelerator: Any = None,
-) -> tuple[EvalResult, list[Any]]:
-    """Metrics on one split; settings default to the run's own (task, scoring, lengths, split seed)."""
-    config = loaded.config
-    task_name = task_name or (config.task if config else None)
-    if not task_name:
-        raise RunError("--task is required when evaluating without a run")
-    task = get_task(task_name)
-    seed = config.split_seed if config else 42
-    data_dir = data_dir if data_dir is not None else (config.data_dir if config else None)
-    if limit is None and config is not None:
-        limit = config.validation_limit if split == "validation" else config.test_limit
-    examples = load_task_data(task, [split], data_dir=data_dir, seed=seed, limits={split: limit})[split]
-    seq2seq = bool(getattr(hf_model(loaded.model).config, "is_encoder_decoder", False))
-    source_length = max_length or (config.max_length if config and config.max_length else task.max_length)
-    target_length = config.max_target_length if config else 128
-    encoder = Encoder(loaded.tokenizer, seq2seq, source_length, target_length)
+) -> tuple[EvalResult, list[Example]]:
+    """Metrics on one split."""
+    if batch_size < 1:
+        raise RunError(f"batch size must be >= 1; got {batch_size}")
+    task, examples, encoder = prepare_split(loaded, settings, split)
     if accelerator is not None:
         loaded.model.to(accelerator.device)
-    scoring = scoring or (config.scoring if config else "generate")
-    return evaluate(loaded.model, encoder, task, examples, scoring, batch_size, accelerator), examples
+    return evaluate(loaded.model, encoder, task, examples, settings.scoring, batch_size, accelerator), examples
+
+
+def template_warning(loaded: LoadedModel, settings: EvalSettings) -> str | None:
+    """A line saying why scores may differ from the run's: the task's template or file changed since."""
+    saved = loaded.evaluation
+    if not saved or settings.task != saved.get("task"):
+        return None
+    task = get_task(settings.task)
+    if saved.get("template") not in (None, task.template):
+        return f"warning: the template of task {task.name!r} differs from the one this adapter was trained with"
+    digest = saved.get("task_sha256")
+    if digest and Path(task.origin).is_file() and sha256_file(Path(task.origin)) != digest:
+        return f"warning: {task.origin} has changed since this adapter was trained (sha256 differs)"
+    return None

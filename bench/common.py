@@ -30,7 +30,7 @@ def shared_dir() -> Path:
 def load_benchmark_model(name: str) -> tuple[Any, Any]:
     """`smollm2-135m` (the embedded pretrained model) or `t5-base-random` (t5-base's shape, random weights:
     speed does not depend on the weights, and no pretrained T5 can be had offline)."""
-    from adept_cli.models import load_model, load_tokenizer
+    from adept_cli.hf import load_model, load_tokenizer
 
     if name == "t5-base-random":
         from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration

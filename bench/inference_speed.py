@@ -67,7 +67,7 @@ def build(method: str, base, tokenizer, workdir: Path):
 def sst2_batches(base, tokenizer, count: int, batch_size: int) -> tuple[list[list[int]], list[dict]]:
     """Token ids of the first `count` SST-2 validation sentences, and their padded batches (left-padded for
     a causal model, right-padded for a seq2seq one)."""
-    from adept_cli.data import pad_batch
+    from adept_cli.encoding import pad_batch
 
     ids = [tokenizer(e.source)["input_ids"] for e in sst2_examples("validation", count)]
     side = "right" if base.config.is_encoder_decoder else "left"

@@ -68,7 +68,7 @@ class Runner:
         self.optimizer = torch.optim.AdamW(self.trainable, lr=1e-4)
 
     def step(self, rows) -> None:
-        from adept_cli.data import pad_batch
+        from adept_cli.encoding import pad_batch
         from adept_cli.training.loop import causal_batch, token_loss_sum
 
         pad = self.tokenizer.pad_token_id
@@ -86,7 +86,7 @@ class Runner:
 
 
 def _setup(model_name: str, count: int):
-    from adept_cli.data import Encoder
+    from adept_cli.encoding import Encoder
 
     torch.manual_seed(0)
     base, tokenizer = load_benchmark_model(model_name)

@@ -9,10 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from adept_cli import AdapterError, __version__, load_adapter, save_adapter
-from adept_cli.adapter_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from adept_cli.prompt.io import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
-from .conftest import MODEL_FACTORIES
-from .test_model import INPUTS, METHODS, generation_batch, perturb, wrap
+from .helpers import INPUTS, METHODS, MODEL_FACTORIES, generation_batch, perturb, wrap
 
 
 def logits_of(model, tokenizer) -> torch.Tensor:
@@ -53,7 +52,7 @@ def test_save_then_load_reproduces_logits_exactly(tmp_path, method: str, model_n
 
 
 def test_load_by_recorded_base_model_name(tmp_path) -> None:
-    from .conftest import STORIES, model_path, stories
+    from .helpers import STORIES, model_path, stories
 
     base, tokenizer = stories()
     from adept_cli import AdeptConfig, PromptTunedModel

@@ -14,15 +14,13 @@ from typer.testing import CliRunner
 
 from adept_cli.analysis import applied_offsets, offset_statistics
 from adept_cli.cli import app
-from adept_cli.data import Encoder
+from adept_cli.encoding import Encoder
 from adept_cli.export import export
 from adept_cli.runs import load_from_run
 from adept_cli.tasks import get_task, load_task_data
 from adept_cli.training import build_config, train
 
-from .conftest import STORIES, model_path
-from .test_model import perturb, wrap
-from .test_training import SMOKE
+from .helpers import SMOKE, STORIES, model_path, perturb, wrap
 
 runner = CliRunner()
 
@@ -214,7 +212,7 @@ def test_merged_export_of_a_causal_run_runs_without_adept(runs, tmp_path) -> Non
 def test_merged_export_under_peft_matches_only_unpadded_or_right_padded_causal_rows(tmp_path) -> None:
     """PEFT drops position_ids for causal prompt tuning: docs/analysis-and-export.md warns that left-padded
     rows then differ from the runtime. If PEFT starts honouring them, this fails and the note can go."""
-    from adept_cli.data import pad_batch
+    from adept_cli.encoding import pad_batch
     from adept_cli.export import _load_merged
 
     model, tokenizer = wrap("adept", "llama")

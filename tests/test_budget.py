@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adept_cli.cli import app
-from adept_cli.methods.budget import BudgetError, adept_params, dept_params, solve, solve_table
+from adept_cli.prompt.budget import BudgetError, adept_params, dept_params, solve, solve_table
 
 runner = CliRunner()
 
@@ -54,10 +54,10 @@ def test_table_marks_lengths_that_do_not_fit() -> None:
     [
         (dict(dim=768, prompt_len=120), "at most 96 tokens"),
         (dict(dim=768, prompt_len=100), "leaves no room"),
-        (dict(dim=0, prompt_len=60), "--dim must be positive"),
-        (dict(dim=-5, prompt_len=60), "--dim must be positive"),
-        (dict(dim=768, prompt_len=-1), "--prompt-len must be zero or positive"),
-        (dict(dim=768, prompt_len=10, budget=0), "--budget must be positive"),
+        (dict(dim=0, prompt_len=60), "dim must be positive"),
+        (dict(dim=-5, prompt_len=60), "dim must be positive"),
+        (dict(dim=768, prompt_len=-1), "prompt_len must be zero or positive"),
+        (dict(dim=768, prompt_len=10, budget=0), "budget must be positive"),
         (dict(dim=768, prompt_len=10, budget=100), "budget must be at least 2,305"),
     ],
 )
@@ -100,7 +100,7 @@ def test_cli_json_single_and_table() -> None:
 
 
 def test_cli_reads_the_width_from_a_model_config() -> None:
-    from .conftest import STORIES, T5_TOKENIZER, model_path
+    from .helpers import STORIES, T5_TOKENIZER, model_path
 
     result = runner.invoke(app, ["budget", "--model", model_path(T5_TOKENIZER), "--prompt-len", "60", "--json"])
     assert result.exit_code == 0, result.output
@@ -113,10 +113,13 @@ def test_cli_reads_the_width_from_a_model_config() -> None:
     ("args", "message"),
     [
         (["--dim", "768", "--prompt-len", "120"], "at most 96 tokens"),
-        (["--dim", "0", "--prompt-len", "60"], "--dim must be positive"),
-        (["--dim", "768", "--prompt-len", "10", "--budget", "-3"], "--budget must be positive"),
+        (["--dim", "0", "--prompt-len", "60"], "--dim must be >= 1; got 0"),
+        (["--dim", "768", "--prompt-len", "10", "--budget", "-3"], "--budget must be >= 1; got -3"),
         (["--prompt-len", "60"], "exactly one of --dim D or --model M"),
-        (["--model", "/nonexistent/model-dir", "--prompt-len", "60"], "could not load the config"),
+        (
+            ["--model", "/nonexistent/model-dir", "--prompt-len", "60"],
+            "model path /nonexistent/model-dir does not exist",
+        ),
     ],
 )
 def test_cli_errors_are_one_line_and_non_zero(args, message) -> None:

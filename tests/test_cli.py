@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from adept_cli.cli import app
 
-from .conftest import REPO
+from .helpers import REPO
 
 runner = CliRunner()
 SUBCOMMANDS = ("train", "eval", "budget", "tasks", "shift-probe", "offsets", "export")

@@ -15,8 +15,7 @@ from safetensors.torch import load_file
 
 from adept_cli.training import build_config, train
 
-from .conftest import STORIES, model_path
-from .test_training import SMOKE, read_jsonl
+from .helpers import SMOKE, STORIES, model_path, read_jsonl
 
 SETTINGS = [
     "scoring=rank",

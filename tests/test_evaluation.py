@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adept_cli.data import Encoder
+from adept_cli.encoding import Encoder
 from adept_cli.evaluation import evaluate
 from adept_cli.tasks import TaskError, get_task, load_task_data
 
-from .test_model import perturb, wrap
+from .helpers import perturb, wrap
 
 
 @pytest.fixture(scope="module")

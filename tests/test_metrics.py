@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from adept_cli import metrics as m
-from adept_cli.execution import check_solution, check_solutions, run_program
+from adept_cli.evaluation import metrics as m
+from adept_cli.evaluation.execution import check_solution, check_solutions, run_program
 from adept_cli.tasks import get_task
 from adept_cli.tasks.spec import Example
 

@@ -9,77 +9,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adept_cli import AdeptConfig, DeptConfig, PromptTunedModel, PromptTuningConfig
-from adept_cli.methods.budget import adept_params, dept_params, pt_params
+from adept_cli import AdeptConfig, PromptTunedModel, PromptTuningConfig
+from adept_cli.analysis import applied_offsets
+from adept_cli.prompt.budget import adept_params, dept_params, pt_params
 
-from .conftest import MODEL_FACTORIES
-
-METHODS = ("pt", "dept", "adept")
-MODELS = tuple(MODEL_FACTORIES)
-INPUTS = ["Once upon a time there was a little", "Lily saw a big red ball", "The cat"]
-TARGETS = ["girl", "and she was happy", "slept"]
-
-
-def small_config(method: str, **overrides):
-    settings = {
-        "pt": dict(prompt_len=6),
-        "dept": dict(prompt_len=4, rank=3, max_length=48),
-        "adept": dict(prompt_len=4, bottleneck=3),
-    }[method]
-    settings.update(overrides)
-    return {"pt": PromptTuningConfig, "dept": DeptConfig, "adept": AdeptConfig}[method](**settings)
-
-
-def wrap(method: str, model_name: str, **overrides):
-    base, tokenizer = MODEL_FACTORIES[model_name]()
-    torch.manual_seed(1)
-    model = PromptTunedModel(base, small_config(method, **overrides), tokenizer=tokenizer)
-    return model, tokenizer
-
-
-def training_batch(model: PromptTunedModel, tokenizer) -> dict[str, torch.Tensor]:
-    """Right-padded inputs; seq2seq labels are the targets, causal labels cover the target tokens only."""
-    tokenizer.padding_side = "right"
-    if model.is_seq2seq:
-        batch = tokenizer(INPUTS, return_tensors="pt", padding=True)
-        labels = tokenizer(TARGETS, return_tensors="pt", padding=True)
-        batch["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
-        return dict(batch)
-    prompts = [tokenizer(text)["input_ids"] for text in INPUTS]
-    answers = [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in TARGETS]
-    width = max(len(p) + len(a) for p, a in zip(prompts, answers))
-    ids, mask, labels = [], [], []
-    for prompt, answer in zip(prompts, answers):
-        pad = width - len(prompt) - len(answer)
-        ids.append(prompt + answer + [tokenizer.pad_token_id] * pad)
-        mask.append([1] * (len(prompt) + len(answer)) + [0] * pad)
-        labels.append([-100] * len(prompt) + answer + [-100] * pad)
-    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
-
-
-def generation_batch(model: PromptTunedModel, tokenizer) -> dict[str, torch.Tensor]:
-    tokenizer.padding_side = "right" if model.is_seq2seq else "left"
-    return dict(tokenizer(INPUTS, return_tensors="pt", padding=True))
-
-
-def train_steps(model: PromptTunedModel, batch, steps: int, lr: float = 0.05) -> list[float]:
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    losses = []
-    for _ in range(steps):
-        loss = model(**batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
-def perturb(model: PromptTunedModel, scale: float = 0.3) -> None:
-    """Give every adapter tensor non-zero values, as after training."""
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for parameter in model.adapter.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+from .helpers import (
+    INPUTS,
+    METHODS,
+    MODEL_FACTORIES,
+    MODELS,
+    generation_batch,
+    perturb,
+    small_config,
+    train_steps,
+    training_batch,
+    wrap,
+)
 
 
 @pytest.mark.parametrize("model_name", MODELS)
@@ -157,28 +102,6 @@ def test_offsets_are_exactly_zero_at_init(method: str, model_name: str) -> None:
     assert torch.equal(model.adapted_embedding(ids), base_embeds)
 
 
-def _offsets_of(model: PromptTunedModel, ids: torch.Tensor) -> torch.Tensor:
-    """Offsets the model adds to each token of `ids` in a real forward pass (prompt slots dropped)."""
-    extended = model.insert_prompt(ids)
-    captured = {}
-
-    def grab(module, args, output):
-        captured["embeds"] = output
-
-    handle = model.adapted_embedding.register_forward_hook(grab)
-    try:
-        with torch.no_grad():
-            if model.is_seq2seq:
-                model(ids, decoder_input_ids=torch.zeros_like(ids[:, :1]))
-            else:
-                model(ids)
-    finally:
-        handle.remove()
-    embeds = captured["embeds"][:, model.prompt_len :]
-    assert embeds.shape[1] == extended["input_ids"].shape[1] - model.prompt_len
-    return embeds - model.adapted_embedding.embedding(ids)
-
-
 @pytest.mark.parametrize("model_name", ["t5", "llama"])
 def test_adept_offsets_do_not_move_when_tokens_are_prepended(model_name: str) -> None:
     model, tokenizer = wrap("adept", model_name)
@@ -186,10 +109,13 @@ def test_adept_offsets_do_not_move_when_tokens_are_prepended(model_name: str) ->
     ids = tokenizer("Lily saw a big red ball", return_tensors="pt")["input_ids"]
     prefix = tokenizer("Once upon a time there was a cat.", return_tensors="pt", add_special_tokens=False)["input_ids"]
     shifted = torch.cat([prefix, ids], dim=1)
-    alone = _offsets_of(model, ids)
-    after_prefix = _offsets_of(model, shifted)[:, prefix.shape[1] :]
+    alone = applied_offsets(model, ids)
+    after_prefix = applied_offsets(model, shifted)[:, prefix.shape[1] :]
     assert torch.count_nonzero(alone) > 0
     assert torch.equal(alone, after_prefix)
+    # and the offset of a token is f(e) = ReLU(e W_down + b1) W_up + b2 of its own embedding
+    f, embeds = model.adapter.token_offsets, model.adapted_embedding.embedding(ids)
+    torch.testing.assert_close(alone, torch.relu(embeds @ f.down + f.down_bias) @ f.up + f.up_bias)
 
 
 @pytest.mark.parametrize("model_name", ["t5", "llama"])
@@ -198,8 +124,8 @@ def test_dept_offsets_move_when_tokens_are_prepended(model_name: str) -> None:
     perturb(model)
     ids = tokenizer("Lily saw a big red ball", return_tensors="pt")["input_ids"]
     prefix = tokenizer("Once upon a time", return_tensors="pt", add_special_tokens=False)["input_ids"]
-    alone = _offsets_of(model, ids)
-    after_prefix = _offsets_of(model, torch.cat([prefix, ids], dim=1))[:, prefix.shape[1] :]
+    alone = applied_offsets(model, ids)
+    after_prefix = applied_offsets(model, torch.cat([prefix, ids], dim=1))[:, prefix.shape[1] :]
     assert not torch.allclose(alone, after_prefix)
     # and the offset of position i is row i of A B
     expected = (model.adapter.position_offsets.a @ model.adapter.position_offsets.b)[: ids.shape[1]]
@@ -268,10 +194,17 @@ def test_beam_search_and_sampling_run_with_the_prompt() -> None:
     model, tokenizer = wrap("adept", "llama")
     perturb(model)
     inputs = generation_batch(model, tokenizer)
-    beams = model.generate(**inputs, max_new_tokens=4, num_beams=3, do_sample=False)
-    torch.manual_seed(0)
-    sampled = model.generate(**inputs, max_new_tokens=4, do_sample=True, top_k=5)
-    assert beams.shape[0] == sampled.shape[0] == len(INPUTS)
+    beams = model.generate(**inputs, max_new_tokens=4, num_beams=3, do_sample=False, use_cache=True)
+    uncached = model.generate(**inputs, max_new_tokens=4, num_beams=3, do_sample=False, use_cache=False)
+    assert torch.equal(beams, uncached)
+    assert torch.equal(beams[:, : inputs["input_ids"].shape[1]], inputs["input_ids"])
+    samples = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        samples.append(model.generate(**inputs, max_new_tokens=4, do_sample=True, top_k=5, eos_token_id=None))
+    assert torch.equal(samples[0], samples[1])  # the prompt adds no randomness of its own
+    assert samples[0].shape[1] == inputs["input_ids"].shape[1] + 4
+    assert int(samples[0].max()) < model.vocab_size
 
 
 def test_unwrap_restores_the_base_model() -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adept_cli.metrics import score
+from adept_cli.evaluation.metrics import score
 from adept_cli.tasks import TASKS, TaskError, get_task, load_task_data
 from adept_cli.tasks.loading import shuffled_indices
 
@@ -130,7 +130,7 @@ def test_yelp_training_set_is_capped(tmp_path, monkeypatch) -> None:
 
 
 def _data(task: str, file: str) -> str:
-    from .conftest import data_dir
+    from .helpers import data_dir
 
     return str(data_dir() / task / file)
 

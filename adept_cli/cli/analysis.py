@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import console, examples, fail, print_json, user_errors
+from .common import AnySplit, Scoring, Split, console, examples, fail, print_json, require_at_least, user_errors
 
 SHIFT_EXAMPLES = examples(
     ("The paper's shifts on a run's test split", "adept shift-probe --run runs/rte-dept"),
@@ -21,29 +21,25 @@ OFFSET_EXAMPLES = examples(
 
 
 def _load(run: Path, split: str, limit: int | None):
-    from ..data import Encoder
-    from ..runs import load_from_run
-    from ..tasks import get_task, load_task_data
-    from ..training.loop import hf_model
+    from dataclasses import replace
+
+    from ..runs import eval_settings, load_from_run, prepare_split
 
     loaded = load_from_run(run)
-    config = loaded.config
-    if config.method not in ("adept", "dept", "pt"):
-        fail(f"{run} is a {config.method} run; this analysis applies to adept, dept and pt runs")
-    task = get_task(config.task)
-    rows = load_task_data(task, [split], data_dir=config.data_dir, seed=config.split_seed, limits={split: limit})
-    seq2seq = bool(getattr(hf_model(loaded.model).config, "is_encoder_decoder", False))
-    encoder = Encoder(loaded.tokenizer, seq2seq, config.max_length or task.max_length, config.max_target_length)
-    return loaded, task, rows[split], encoder
+    if loaded.method not in ("adept", "dept", "pt"):
+        fail(f"{run} is a {loaded.method} run; this analysis applies to adept, dept and pt runs")
+    settings = replace(eval_settings(loaded), limits={split: limit})
+    task, rows, encoder = prepare_split(loaded, settings, split)
+    return loaded, task, rows, encoder
 
 
 @user_errors
 def shift_probe(
     run: Annotated[Path, typer.Option("--run", help="Run directory of a pt, dept or adept run.")],
     shifts: Annotated[str, typer.Option("--shifts", help="Comma-separated shifts (positions).")] = "0,50,100,150,200",
-    split: Annotated[str, typer.Option("--split", help="validation | test.")] = "test",
+    split: Annotated[Split, typer.Option("--split", help="Which split to score.")] = Split.test,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples.")] = None,
-    scoring: Annotated[str | None, typer.Option("--scoring", help="generate | rank (default: the run's).")] = None,
+    scoring: Annotated[Scoring | None, typer.Option("--scoring", help="Default: the run's.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per batch.")] = 32,
     filler: Annotated[
         str | None, typer.Option("--filler", help="Token inserted to shift the input (default: the pad token).")
@@ -55,11 +51,13 @@ def shift_probe(
     for ADePT the offsets of the original tokens are compared (expected difference: 0)."""
     from ..analysis import shift_probe as probe
 
+    require_at_least(1, limit=limit, batch_size=batch_size)
+    split_name, scoring_name = split.value, scoring.value if scoring else None
     try:
         amounts = [int(s) for s in shifts.split(",") if s.strip()]
     except ValueError:
         fail(f"--shifts must be comma-separated integers, e.g. 0,50,100; got {shifts!r}")
-    loaded, task, rows, encoder = _load(run, split, limit)
+    loaded, task, rows, encoder = _load(run, split_name, limit)
     filler_id = None
     if filler is not None:
         ids = loaded.tokenizer(filler, add_special_tokens=False)["input_ids"]
@@ -72,17 +70,19 @@ def shift_probe(
         task,
         rows,
         amounts,
-        scoring or loaded.config.scoring,
+        scoring_name or loaded.config.scoring,
         batch_size,
         filler_id,
-        split=split,
+        split=split_name,
     )
     if as_json:
         print_json(result.to_dict())
         return
     how = "offsets rolled left" if result.mode == "cyclic offset shift" else f"{result.filler!r} tokens inserted"
     console.print(
-        f"{result.method} on {result.task} {split} ({result.examples} examples): {how}", highlight=False, soft_wrap=True
+        f"{result.method} on {result.task} {split_name} ({result.examples} examples): {how}",
+        highlight=False,
+        soft_wrap=True,
     )
     table = Table()
     table.add_column("shift", justify="right")
@@ -98,7 +98,7 @@ def shift_probe(
 @user_errors
 def offsets(
     run: Annotated[Path, typer.Option("--run", help="Run directory of a pt, dept or adept run.")],
-    split: Annotated[str, typer.Option("--split", help="train | validation | test.")] = "train",
+    split: Annotated[AnySplit, typer.Option("--split", help="Which split's tokens to measure.")] = AnySplit.train,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples.")] = None,
     top: Annotated[int, typer.Option("--top", help="How many of the largest token offsets to list (ADePT).")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -108,12 +108,14 @@ def offsets(
     vocabulary token seen) and the largest offsets by token."""
     from ..analysis import offset_statistics
 
-    loaded, task, rows, encoder = _load(run, split, limit)
+    require_at_least(1, limit=limit, top=top)
+    split_name = split.value
+    loaded, task, rows, encoder = _load(run, split_name, limit)
     stats = offset_statistics(loaded.model, encoder, rows, top)
     if as_json:
-        print_json({"task": task.name, "split": split, **stats.to_dict()})
+        print_json({"task": task.name, "split": split_name, **stats.to_dict()})
         return
-    console.print(f"{stats.method} on {task.name} {split}: {stats.tokens:,} tokens", highlight=False)
+    console.print(f"{stats.method} on {task.name} {split_name}: {stats.tokens:,} tokens", highlight=False)
     table = Table()
     for column in ("", "mean |.|", "variance of |.|"):
         table.add_column(column, justify="right" if column else "left")

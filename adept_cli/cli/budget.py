@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..methods.budget import DEFAULT_MAX_LENGTH, BudgetSolution, default_budget, solve, solve_table
-from .common import console, examples, fail, print_json, user_errors
+from ..prompt.budget import DEFAULT_MAX_LENGTH, BudgetSolution, default_budget, solve, solve_table
+from .common import console, examples, fail, print_json, require_at_least, user_errors
 
 NAMES = {"adept": "ADePT", "dept": "DePT"}
 SIZE_NAMES = {"adept": "bottleneck", "dept": "rank"}
@@ -40,7 +40,8 @@ def budget(
     ] = None,
     method: Annotated[SizedMethod, typer.Option("--method", help="Method whose size to solve.")] = SizedMethod.adept,
     budget: Annotated[
-        int | None, typer.Option("--budget", help="Parameter budget. Default: vanilla PT with 100 tokens, 100 x d.")
+        int | None,
+        typer.Option("--budget", help="Parameter budget. Default: vanilla PT with 100 tokens, 100 x d."),
     ] = None,
     max_length: Annotated[
         int, typer.Option("--max-length", help="DePT: maximum input length s (rows of A).")
@@ -51,12 +52,14 @@ def budget(
 
     ADePT count = l d + 2 d r + r + d; DePT count = l d + s r + r d. No weights are downloaded.
     """
+    require_at_least(1, dim=dim, budget=budget, max_length=max_length)
+    require_at_least(0, prompt_len=prompt_len)
     if (dim is None) == (model is None):
         fail("give exactly one of --dim D or --model M (the model's config supplies d)")
     if model is not None:
-        from ..models import load_config, model_dim
+        from ..hf import model_dim
 
-        dim = model_dim(load_config(model))
+        dim = model_dim(model)
     method_name = method.value
     if prompt_len is None:
         rows = solve_table(method_name, dim, budget=budget, max_length=max_length)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -32,8 +35,19 @@ def user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except AdeptError as error:
             fail(str(error))
+        except OSError as error:  # a file the user named cannot be read or written: say which and why
+            if error.filename is None:
+                raise
+            fail(f"{error.filename}: {error.strerror or error}")
 
     return wrapper
+
+
+def require_at_least(minimum: int, **options: int | None) -> None:
+    """One line, before any work, for an option below its minimum (`limit=0` -> "--limit must be >= 1")."""
+    for name, value in options.items():
+        if value is not None and value < minimum:
+            fail(f"--{name.replace('_', '-')} must be >= {minimum}; got {value}")
 
 
 def examples(*pairs: tuple[str, str]) -> str:
@@ -45,3 +59,52 @@ def print_json(data: Any) -> None:
     """Machine-readable output on stdout, nothing else on that stream."""
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
     sys.stdout.flush()
+
+
+class AnySplit(str, Enum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+
+
+class Split(str, Enum):
+    validation = "validation"
+    test = "test"
+
+
+class Scoring(str, Enum):
+    generate = "generate"
+    rank = "rank"
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """Fail at once, before any model loads, if `path` cannot be written."""
+    problem = writable_problem(path)
+    if problem:
+        fail(f"{option} {path}: {problem}")
+
+
+def writable_problem(path: Path) -> str | None:
+    """Why a file or folder cannot be created at `path` (None if it can)."""
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if parent != path and not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            folder = parent if parent.is_dir() else parent.parent
+            if not os.access(folder, os.W_OK | os.X_OK) or str(folder.resolve()).startswith(("/proc", "/sys")):
+                return f"{folder} is not writable"
+            return None
+    return "no existing parent folder"
+
+
+def print_metrics(metrics: dict[str, float]) -> None:
+    from rich.table import Table
+
+    from ..evaluation.metrics import format_metric
+
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(*format_metric(name, value))
+    console.print(table)

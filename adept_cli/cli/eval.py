@@ -6,9 +6,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from .common import console, examples, fail, print_json, user_errors
+from .common import (
+    Scoring,
+    Split,
+    check_writable_file,
+    console,
+    err_console,
+    examples,
+    fail,
+    print_json,
+    print_metrics,
+    require_at_least,
+    user_errors,
+)
 
 EXAMPLES = examples(
     ("The best adapter of a run on its test split", "adept eval --run runs/rte-adept"),
@@ -26,31 +37,42 @@ def eval_command(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Base model (default: the adapter's or the run's).")
     ] = None,
-    task: Annotated[str | None, typer.Option("--task", "-t", help="Task (default: the run's).")] = None,
-    split: Annotated[str, typer.Option("--split", help="validation | test.")] = "test",
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", help="Task (default: the run's or the adapter's).")
+    ] = None,
+    split: Annotated[Split, typer.Option("--split", help="Which split to score.")] = Split.test,
     scoring: Annotated[
-        str | None, typer.Option("--scoring", help="generate | rank (default: the run's, else generate).")
+        Scoring | None, typer.Option("--scoring", help="Default: the run's or the adapter's, else generate.")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per batch, per process.")] = 32,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples.")] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", help="Maximum input tokens (default: as trained).")
+    ] = None,
+    max_target_length: Annotated[
+        int | None, typer.Option("--max-target-length", help="Maximum target tokens (default: as trained).")
+    ] = None,
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Folder with <task>/<split> files.")] = None,
     predictions: Annotated[
         Path | None, typer.Option("--predictions", help="Write one JSON line per example here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Evaluate on a task split: generation + string match (as the paper) or rank classification."""
-    from ..runs import evaluate_loaded, load_base, load_from_adapter, load_from_run
-    from ..training.loop import make_accelerator, write_predictions
+    """Evaluate on a task split: generation + string match (as the paper) or rank classification.
 
+    A run or an adapter saved by `adept train` is scored with the settings it was trained with (task,
+    lengths, scoring); options given here override them."""
+    from ..evaluation import write_predictions
+    from ..hf import make_accelerator
+    from ..runs import eval_settings, evaluate_loaded, load_base, load_from_adapter, load_from_run, template_warning
+
+    require_at_least(1, batch_size=batch_size, limit=limit, max_length=max_length, max_target_length=max_target_length)
     if run is not None and adapter is not None:
         fail("give --run or --adapter, not both")
-    if split not in ("validation", "test"):
-        fail(f"--split must be validation or test; got {split!r}")
-    if scoring not in (None, "generate", "rank"):
-        fail(f"--scoring must be generate or rank; got {scoring!r}")
-    if run is None and task is None:
-        fail("--task is required without --run")
+    if run is None and adapter is None and task is None:
+        fail("--task is required without --run or --adapter")
+    if predictions is not None:
+        check_writable_file(predictions, "--predictions")
     accelerator = make_accelerator()
     if run is not None:
         loaded = load_from_run(run)
@@ -58,7 +80,19 @@ def eval_command(
         loaded = load_from_adapter(adapter, model)
     else:
         loaded = load_base(model)
-    result, rows = evaluate_loaded(loaded, task, split, scoring, batch_size, limit, data_dir, accelerator=accelerator)
+    settings = eval_settings(
+        loaded,
+        task=task,
+        scoring=scoring.value if scoring else None,
+        max_length=max_length,
+        max_target_length=max_target_length,
+        data_dir=data_dir,
+        limit=limit,
+    )
+    warning = template_warning(loaded, settings)
+    if warning and accelerator.is_main_process:
+        err_console.print(warning, highlight=False, soft_wrap=True)
+    result, rows = evaluate_loaded(loaded, settings, split.value, batch_size, accelerator=accelerator)
     if not accelerator.is_main_process:
         return
     if predictions is not None:
@@ -66,8 +100,8 @@ def eval_command(
     summary = {
         "model": loaded.model_name,
         "method": loaded.method,
-        "task": task or (loaded.config.task if loaded.config else None),
-        "split": split,
+        "task": settings.task,
+        "split": split.value,
         "scoring": result.scoring,
         "examples": result.count,
         "metrics": result.metrics,
@@ -76,13 +110,9 @@ def eval_command(
         print_json(summary)
         return
     console.print(
-        f"{summary['task']} {split}: {result.count} examples, {result.scoring}, {loaded.method} on {loaded.model_name}",
+        f"{summary['task']} {split.value}: {result.count} examples, {result.scoring}, "
+        f"{loaded.method} on {loaded.model_name}",
         highlight=False,
         soft_wrap=True,
     )
-    table = Table()
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in result.metrics.items():
-        table.add_row(name, f"{value:.2f}")
-    console.print(table)
+    print_metrics(result.metrics)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, examples, fail, print_json, user_errors
+from .common import console, examples, fail, print_json, user_errors, writable_problem
 
 EXAMPLES = examples(
     (
@@ -36,15 +36,18 @@ def export_command(
     logits before it is kept; a format that would change the model's outputs is refused."""
     from ..export import FORMATS, export
     from ..export import push_to_hub as push
-    from ..model import PromptTunedModel
+    from ..prompt.model import PromptTunedModel
     from ..runs import load_from_run
 
     if format not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     if output is None:
         fail("--output DIR is required")
-    if output.exists() and any(output.iterdir()):
-        fail(f"{output} exists and is not empty; choose another --output")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        fail(f"{output} exists and is not empty (or not a folder); choose another --output")
+    problem = writable_problem(output)
+    if problem:
+        fail(f"--output {output}: {problem}")
     loaded = load_from_run(run)
     if not isinstance(loaded.model, PromptTunedModel):
         fail(f"{run} is a {loaded.method} run: its best/ folder is already a PEFT adapter or a full model")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, examples, fail, print_json, user_errors
+from .common import console, examples, fail, print_json, user_errors, writable_problem
 
 EXAMPLES = examples(
     (
@@ -45,6 +45,7 @@ def train(
     """Train a method on a task; the run directory gets config.yaml, metrics.jsonl, checkpoints/, best/
     and results.json. Without --model the embedded SmolLM2-135M-Instruct is used."""
     from ..training.config import TrainConfig, build_config, field_help
+    from ..training.run_dir import RunDir
 
     if list_settings:
         defaults = TrainConfig().to_dict()
@@ -53,10 +54,11 @@ def train(
         return
     options = {"model": model, "task": task, "method": method, "output_dir": output_dir, "data_dir": data_dir}
     config = build_config(recipe, options, overrides)
-    saved = config.resolved_output_dir() / "config.yaml"
+    saved = RunDir(config.resolved_output_dir()).config
     if resume is not None and recipe is None and saved.is_file():
         # Continue with the run's own settings; anything given here must agree with them (checked later).
         config = build_config(saved, options, overrides)
+    _check_before_loading(config)
     from ..training.loop import train as run_training
 
     try:
@@ -65,3 +67,16 @@ def train(
         fail("interrupted", code=130)
     if as_json:
         print_json(results)
+
+
+def _check_before_loading(config) -> None:
+    """The output folder, the model name and the task, checked in a second, before torch loads."""
+    from ..hf import resolve_model
+    from ..tasks import get_task
+
+    output = config.resolved_output_dir()
+    problem = writable_problem(output)
+    if problem:
+        fail(f"--output-dir {output}: {problem}")
+    resolve_model(config.model)
+    get_task(config.task)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .sources import SUFFIXES, Record, local_task_dir, read_file, read_hub_split, read_local_split
@@ -22,8 +22,6 @@ DEFAULT_SPLIT_SEED = 42  # the reference code's value, here a setting
 class TaskData:
     task: Task
     splits: dict[str, list[Example]]
-    source: str  # where the rows came from (folder or hub id)
-    sizes: dict[str, int] = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> list[Example]:
         return self.splits[split]
@@ -141,7 +139,7 @@ def load_task_data(
         examples = format_records(task, records)
         limit = (limits or {}).get(split)
         out[split] = examples[:limit] if limit else examples
-    return TaskData(task, out, reader.source, {name: len(rows) for name, rows in out.items()})
+    return TaskData(task, out)
 
 
 def describe_local(task: Task, folder: Path | None) -> dict[str, int]:

@@ -1,6 +1,22 @@
-"""Training through Accelerate: config, the loop, checkpoints, reporting."""
+"""Training through Accelerate: config, run directory, setup, the loop, checkpoints, reporting.
 
-from .config import TrainConfig, TrainConfigError, build_config
-from .loop import train
+`TrainConfig` and `build_config` import without torch (so `adept train --list-settings` and bad
+settings answer at once); `train` loads the loop, and torch with it, when first used.
+"""
 
-__all__ = ["TrainConfig", "TrainConfigError", "build_config", "train"]
+from importlib import import_module
+
+_EXPORTS = {
+    "TrainConfig": "config",
+    "TrainConfigError": "config",
+    "build_config": "config",
+    "train": "loop",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,9 @@
 """Resumable checkpoints: trainable tensors, optimizer, scheduler, RNG of every process, loop state.
 
-Each checkpoint is written to a scratch directory and renamed into place, so `checkpoints/` only ever
-holds complete ones; the frozen base model is never written.
+Each checkpoint is written to a scratch directory and renamed into place, and an old one is renamed
+away before it is deleted, so `checkpoints/` only ever holds complete ones; the frozen base model is
+never written. A checkpoint damaged on disk anyway (a full disk, a copy cut short) is detected when it
+is read, and resuming falls back to the newest intact one.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..files import atomic_directory
+from .run_dir import RunDir, RunDirError
 
-CHECKPOINTS = "checkpoints"
 TRAINABLE = "trainable.safetensors"
+OPTIMIZER = "optimizer.pt"
+SCHEDULER = "scheduler.pt"
 STATE = "trainer_state.json"
-
-
-def checkpoint_path(run_dir: Path, step: int) -> Path:
-    return run_dir / CHECKPOINTS / f"step_{step:08d}"
 
 
 def rng_state() -> dict[str, Any]:
@@ -43,7 +43,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def write_checkpoint(
-    run_dir: Path,
+    run: RunDir,
     step: int,
     trainable: dict[str, torch.Tensor],
     optimizer: Any,
@@ -53,34 +53,52 @@ def write_checkpoint(
     keep: int,
 ) -> Path:
     """Write (main process only) and prune to the `keep` most recent checkpoints."""
-    target = checkpoint_path(run_dir, step)
+    target = run.checkpoint(step)
     with atomic_directory(target) as scratch:
         save_file({k: v.contiguous() for k, v in trainable.items()}, str(scratch / TRAINABLE))
-        torch.save(optimizer.state_dict(), scratch / "optimizer.pt")
-        torch.save(scheduler.state_dict(), scratch / "scheduler.pt")
+        torch.save(optimizer.state_dict(), scratch / OPTIMIZER)
+        torch.save(scheduler.state_dict(), scratch / SCHEDULER)
         for rank, state in enumerate(rng_states):
             torch.save(state, scratch / f"rng_state_{rank}.pt")
         (scratch / STATE).write_text(json.dumps(loop_state, indent=2) + "\n", encoding="utf-8")
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in list_checkpoints(run)[:-keep]:
+        retired = old.with_name(f".{old.name}.old")  # gone from the list at once, deleted after
+        old.rename(retired)
+        shutil.rmtree(retired, ignore_errors=True)
     return target
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    folder = run_dir / CHECKPOINTS
-    if not folder.is_dir():
+def list_checkpoints(run: RunDir) -> list[Path]:
+    """Checkpoint folders, oldest first (complete as written; `read_checkpoint` checks the contents)."""
+    if not run.checkpoints.is_dir():
         return []
-    found = [p for p in folder.glob("step_*") if (p / STATE).is_file() and (p / TRAINABLE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+    found = [p for p in run.checkpoints.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
 
 
 def read_checkpoint(path: Path, rank: int) -> dict[str, Any]:
-    rng_file = path / f"rng_state_{rank}.pt"
-    return {
-        "trainable": load_file(str(path / TRAINABLE)),
-        "optimizer": torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False),
-        "scheduler": torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False),
-        "rng": torch.load(rng_file, weights_only=False) if rng_file.is_file() else None,
-        "loop": json.loads((path / STATE).read_text(encoding="utf-8")),
+    """Everything a resumed process needs; a missing or damaged file raises RunDirError naming it."""
+
+    def load(name: str, reader: Any) -> Any:
+        file = path / name
+        if not file.is_file():
+            raise RunDirError(f"{file} is missing")
+        try:
+            return reader(file)
+        except Exception as error:  # safetensors, pickle and JSON each fail in their own way on a torn file
+            raise RunDirError(f"{file} is damaged ({type(error).__name__}: {str(error)[:120]})") from None
+
+    def torch_file(file: Path) -> Any:
+        return torch.load(file, map_location="cpu", weights_only=False)
+
+    rng_file = f"rng_state_{rank}.pt"
+    state = {
+        "loop": load(STATE, lambda f: json.loads(f.read_text(encoding="utf-8"))),
+        "trainable": load(TRAINABLE, lambda f: load_file(str(f))),
+        "optimizer": load(OPTIMIZER, torch_file),
+        "scheduler": load(SCHEDULER, torch_file),
+        "rng": load(rng_file, torch_file) if (path / rng_file).is_file() else None,
     }
+    if not isinstance(state["loop"], dict) or not isinstance(state["loop"].get("step"), int):
+        raise RunDirError(f"{path / STATE} is damaged (no step)")
+    return state

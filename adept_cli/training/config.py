@@ -1,7 +1,9 @@
 """The training config: one flat dataclass, filled from defaults < recipe YAML < command-line `key=value`.
 
 Unknown keys are errors (with the closest known key suggested), values are coerced to the field's type,
-and `validate` reports every problem at once.
+and every problem is reported at once. Settings of one method (`bottleneck`, DePT's `rank`, `lora_rank`,
+...) are an error on a run of another method, never silently ignored. The prompt methods' defaults and
+checks live in `adept_cli.prompt.config` alone; this module imports neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import yaml
 
 from ..errors import AdeptError
 from ..files import read_yaml
-from ..models import DEFAULT_MODEL
+from ..hf import DEFAULT_MODEL
+from ..prompt.config import ConfigError, method_config
 
 METHODS = ("adept", "dept", "pt", "lora", "full")
 PROMPT_METHODS = ("adept", "dept", "pt")
+RUN_FORMAT_VERSION = 1  # of config.yaml; version 0 (no field) is read and upgraded
 MIXED_PRECISION = ("no", "bf16", "fp16")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 SCORINGS = ("generate", "rank")
@@ -48,16 +52,17 @@ class TrainConfig:
     model_dtype: str = _f("float32", "dtype of the frozen base weights: float32 | bfloat16 | float16")
 
     # -- method ----------------------------------------------------------------------------------
-    prompt_len: int | None = _f(None, "soft-prompt length l (default: 100 for pt, 60 for dept / adept)")
-    bottleneck: int | None = _f(None, "ADePT hidden size r (default: largest under the budget)")
-    rank: int | None = _f(None, "DePT rank r (default: largest under the budget) or LoRA rank (default 16)")
-    budget: int | None = _f(None, "trainable-parameter budget for unset sizes (default: 100 x model width)")
-    prompt_init: str = _f("vocab", "soft-prompt init: vocab | text | random")
-    prompt_init_text: str | None = _f(None, "text for prompt_init=text")
-    dropout: float = _f(0.0, "ADePT: dropout on the offset network's hidden layer")
-    lora_alpha: int = _f(32, "LoRA scaling alpha")
-    lora_dropout: float = _f(0.05, "LoRA dropout")
-    lora_target_modules: list[str] | None = _f(None, "LoRA target modules (default: PEFT's choice for the model)")
+    prompt_len: int | None = _f(None, "pt / dept / adept: soft-prompt length l (default: 100 for pt, 60 otherwise)")
+    prompt_init: str | None = _f(None, "pt / dept / adept: soft-prompt init: vocab (default) | text | random")
+    prompt_init_text: str | None = _f(None, "pt / dept / adept: text for prompt_init=text")
+    budget: int | None = _f(None, "pt / dept / adept: parameter budget for unset sizes (default: 100 x width)")
+    bottleneck: int | None = _f(None, "adept: hidden size r of the offset network (default: largest under budget)")
+    dropout: float | None = _f(None, "adept: dropout on the offset network's hidden layer (default 0)")
+    rank: int | None = _f(None, "dept: rank r of the position offsets (default: largest under the budget)")
+    lora_rank: int | None = _f(None, "lora: rank (default 16)")
+    lora_alpha: int | None = _f(None, "lora: scaling alpha (default 32)")
+    lora_dropout: float | None = _f(None, "lora: dropout (default 0.05)")
+    lora_target_modules: list[str] | None = _f(None, "lora: target modules (default: PEFT's choice for the model)")
 
     # -- data ------------------------------------------------------------------------------------
     max_length: int | None = _f(None, "maximum input tokens, also DePT's s (default: the task's, 256 for most)")
@@ -104,6 +109,14 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
+# Settings that belong to some methods only: set on a run of another method, they are an error.
+METHOD_FIELDS = {
+    **{name: PROMPT_METHODS for name in ("prompt_len", "prompt_init", "prompt_init_text", "budget")},
+    "bottleneck": ("adept",),
+    "dropout": ("adept",),
+    "rank": ("dept",),
+    **{name: ("lora",) for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")},
+}
 
 
 def field_help() -> dict[str, str]:
@@ -177,11 +190,34 @@ def _type_name(kind: Any) -> str:
 
 
 def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """A recipe, or a run's config.yaml (checked for its format version and upgraded if older)."""
     data = read_yaml(path, TrainConfigError, "recipe")
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise TrainConfigError(f"{path}: a recipe is a mapping of settings, got {type(data).__name__}")
+    if "format_version" in data:
+        version = data.pop("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version > RUN_FORMAT_VERSION:
+            raise TrainConfigError(
+                f"{path}: format_version {version!r} is newer than this adept reads ({RUN_FORMAT_VERSION}); "
+                "upgrade adept-cli (pip install -U adept-cli)"
+            )
+    elif set(FIELDS) - {"lora_rank"} <= set(data):  # a complete dump without a version: a version-0 run
+        data = _upgrade_version_0(data)
+    return data
+
+
+def _upgrade_version_0(data: dict[str, Any]) -> dict[str, Any]:
+    """Version-0 runs wrote LoRA's rank as `rank` and every method's fields with their defaults; the
+    fields of other methods were ignored then, so dropping them keeps what the run did."""
+    data = dict(data)
+    method = data.get("method")
+    if method == "lora" and data.get("lora_rank") is None:
+        data["lora_rank"] = data.get("rank")
+    for name, methods in METHOD_FIELDS.items():
+        if method not in methods:
+            data.pop(name, None)
     return data
 
 
@@ -227,6 +263,17 @@ def build_config(
 def config_problems(config: TrainConfig) -> list[str]:
     """Every range / consistency problem of a config, without loading any model or data."""
     problems = []
+    for name, methods in METHOD_FIELDS.items():
+        if getattr(config, name) is not None and config.method in METHODS and config.method not in methods:
+            problems.append(
+                f"{name} applies to method {' / '.join(methods)}, not {config.method} "
+                f"(set {name}=null to drop a recipe's value)"
+            )
+    if config.uses_prompt:
+        try:
+            method_config(config.method, **method_settings(config))
+        except ConfigError as error:
+            problems.append(str(error))
 
     def positive(name: str, minimum: float = 1) -> None:
         value = getattr(config, name)
@@ -238,7 +285,6 @@ def config_problems(config: TrainConfig) -> list[str]:
         ("mixed_precision", MIXED_PRECISION),
         ("model_dtype", MODEL_DTYPES),
         ("scoring", SCORINGS),
-        ("prompt_init", ("vocab", "text", "random")),
     ):
         if getattr(config, name) not in choices:
             problems.append(f"{name} must be one of {', '.join(choices)}; got {getattr(config, name)!r}")
@@ -256,21 +302,18 @@ def config_problems(config: TrainConfig) -> list[str]:
         "validation_limit",
         "test_limit",
         "checkpoint_every",
-        "bottleneck",
-        "rank",
-        "budget",
+        "lora_rank",
+        "lora_alpha",
     ):
         positive(name)
-    positive("prompt_len", 0)
     positive("warmup_steps", 0)
     for name in ("lr_prompt", "lr_offsets", "lr", "adam_eps"):
         if getattr(config, name) <= 0:
             problems.append(f"{name} must be > 0; got {getattr(config, name)}")
-    for name in ("weight_decay", "dropout", "lora_dropout"):
-        if getattr(config, name) < 0:
-            problems.append(f"{name} must be >= 0; got {getattr(config, name)}")
-    if not 0 <= config.dropout < 1 or not 0 <= config.lora_dropout < 1:
-        problems.append("dropout and lora_dropout must be in [0, 1)")
+    if config.weight_decay < 0:
+        problems.append(f"weight_decay must be >= 0; got {config.weight_decay}")
+    if config.lora_dropout is not None and not 0 <= config.lora_dropout < 1:
+        problems.append(f"lora_dropout must be in [0, 1); got {config.lora_dropout}")
     if len(config.adam_betas) != 2 or not all(0 <= b < 1 for b in config.adam_betas):
         problems.append(f"adam_betas must be two numbers in [0, 1); got {config.adam_betas}")
     if config.max_grad_norm is not None and config.max_grad_norm <= 0:
@@ -279,41 +322,21 @@ def config_problems(config: TrainConfig) -> list[str]:
         problems.append(f"epochs must be > 0; got {config.epochs}")
     if config.batch_size % config.grad_accum:
         problems.append(f"batch_size {config.batch_size} is not divisible by grad_accum {config.grad_accum}")
-    if config.method == "pt" and config.prompt_len == 0:
-        problems.append("prompt_len must be >= 1 for pt")
-    if config.prompt_init == "text" and not config.prompt_init_text:
-        problems.append("prompt_init=text needs prompt_init_text")
-    if config.method == "pt" and config.bottleneck is not None:
-        problems.append("bottleneck applies to adept only")
     return problems
 
 
-def validate(config: TrainConfig) -> None:
-    problems = config_problems(config)
-    if problems:
-        raise TrainConfigError("; ".join(problems))
-
-
 def method_settings(config: TrainConfig) -> dict[str, Any]:
-    """Settings of the prompt method config (`adept_cli.methods`) from a training config."""
-    settings: dict[str, Any] = {
-        "prompt_init": config.prompt_init,
-        "prompt_init_text": config.prompt_init_text,
-        "budget": config.budget,
-    }
-    default_len = 100 if config.method == "pt" else 60
-    settings["prompt_len"] = default_len if config.prompt_len is None else config.prompt_len
-    if config.method == "adept":
-        settings.update(bottleneck=config.bottleneck, dropout=config.dropout)
-    elif config.method == "dept":
-        settings.update(rank=config.rank)
-    return settings
+    """The settings given for the prompt method config (`adept_cli.prompt.config`), which holds the
+    defaults of those left unset."""
+    names = [name for name, methods in METHOD_FIELDS.items() if config.method in methods]
+    return {name: getattr(config, name) for name in names if getattr(config, name) is not None}
 
 
 def dump_config(config: TrainConfig) -> str:
     header = "# Resolved config of this run (defaults < recipe < command line).\n"
     header += "# Continue it: adept train --resume auto --output-dir <this run's directory>\n"
-    return header + yaml.safe_dump(config.to_dict(), sort_keys=False)
+    body = {"format_version": RUN_FORMAT_VERSION, **config.to_dict()}
+    return header + yaml.safe_dump(body, sort_keys=False)
 
 
 def load_run_config(path: str | os.PathLike) -> TrainConfig:

@@ -1,8 +1,8 @@
 """The training loop, one for every method, through Accelerate (one CPU, one GPU or `accelerate launch`).
 
-Read top to bottom: set up (data first, so bad rows fail before any model loads) -> train (global batch
--> micro-batches -> processes, loss normalised by the target tokens of the whole global batch) ->
-evaluate and keep the best -> checkpoint -> test the best -> results.json.
+Read top to bottom: `train` sets up (setup.py, in order) -> `fit` runs the steps (global batch ->
+micro-batches -> processes, loss normalised by the target tokens of the whole global batch), evaluating,
+keeping the best and checkpointing -> `finish` tests the best adapter and writes results.json.
 
 `batch_size` is the global batch of one optimizer step. Step s always uses the same examples (a seeded
 permutation per epoch, indexed by step), so a resumed run sees exactly the data an uninterrupted one
@@ -11,48 +11,39 @@ would, and any split into processes x accumulation steps gives the same update.
 
 from __future__ import annotations
 
-import inspect
-import math
+import json
 import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..data import IGNORE_INDEX, Encoder, pad_batch
-from ..evaluation import EvalResult, evaluate
+from ..encoding import IGNORE_INDEX, pad_batch
+from ..evaluation import evaluate, write_predictions
 from ..files import atomic_directory, write_json_atomic, write_text_atomic
-from ..models import load_model, load_tokenizer
-from ..tasks import get_task, load_task_data
-from .checkpoint import (
-    checkpoint_path,
-    list_checkpoints,
-    read_checkpoint,
-    rng_state,
-    set_rng_state,
-    write_checkpoint,
-)
-from .config import TrainConfig, TrainConfigError, dump_config, load_run_config
-from .methods import (
-    build_model,
-    load_trainable_state,
-    parameter_groups,
-    restore_trained,
-    save_trained,
-    trainable_state,
-)
+from ..hf import unwrap
+from .checkpoint import rng_state, set_rng_state, write_checkpoint
+from .config import TrainConfig
 from .reporting import RunReporter
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-BEST_DIR = "best"
+from .run_dir import RunDir, read_metrics
+from .setup import (
+    TrainableModel,
+    claimed_run_dir,
+    count_parameters,
+    evaluation_settings,
+    find_resume_checkpoint,
+    setup_accelerator,
+    setup_data,
+    setup_model,
+    setup_optimizer,
+    write_run_start,
+)
+from .strategies import load_trainable_state, restore_trained, save_trained, trainable_state
 
 
 class BatchOrder:
@@ -84,7 +75,7 @@ def token_loss_sum(model: Any, raw: Any, batch: dict[str, torch.Tensor], seq2seq
     """
     labels = batch["labels"]
     if seq2seq:
-        decoder_input_ids = hf_model(raw).prepare_decoder_input_ids_from_labels(labels=labels)
+        decoder_input_ids = unwrap(raw).prepare_decoder_input_ids_from_labels(labels=labels)
         logits = model(batch["input_ids"], batch["attention_mask"], decoder_input_ids=decoder_input_ids).logits
         mask = labels != IGNORE_INDEX
         return F.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
@@ -108,41 +99,6 @@ def causal_batch(features: list[dict[str, list[int]]], pad_id: int, slice_logits
     return batch
 
 
-def hf_model(raw: Any) -> Any:
-    """The Hugging Face model under an adapter wrapper (PromptTunedModel, PeftModel) or the model itself."""
-    if hasattr(raw, "base") and hasattr(raw, "adapter"):
-        return raw.base
-    if hasattr(raw, "get_base_model"):
-        return raw.get_base_model()
-    return raw
-
-
-def _linear_schedule(optimizer: Any, warmup: int, total: int) -> Any:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def make_accelerator(**kwargs: Any) -> Any:
-    """An Accelerator; several processes without CUDA (e.g. `accelerate launch --multi_gpu` or torchrun on
-    CPUs) use gloo on the CPU instead of falling back silently to independent single processes."""
-    import os
-
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-
-    # Accelerate keeps its settings (mixed precision, ...) in process-wide singletons; a second run in
-    # the same process (a notebook, a sweep) must not inherit the first one's. The process group stays.
-    for state in (AcceleratorState, GradientState):
-        if hasattr(state, "_reset_state"):
-            state._reset_state()
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(cpu=several and not torch.cuda.is_available(), **kwargs)
-
-
 class StopRequest:
     """Ctrl-C during training asks to stop after the current step (with a checkpoint); a second one
     interrupts at once. Only in a single process: several would have to agree on the step."""
@@ -163,53 +119,36 @@ class StopRequest:
             self._previous = None
 
 
-def _dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+@dataclass
+class LoopState:
+    """What a checkpoint's trainer_state.json holds."""
+
+    step: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    tokens_seen: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
-# -- run directory ---------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One training run: its settings, directory, data, model and optimizer, as `train` set them up."""
 
-
-def find_resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
-    """`auto`: the newest complete checkpoint of `run_dir` (None if there is none); else a given path."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        found = list_checkpoints(run_dir)
-        return found[-1] if found else None
-    path = Path(resume)
-    if not (path / "trainer_state.json").is_file():
-        raise TrainConfigError(f"--resume {path}: not a checkpoint directory (no trainer_state.json)")
-    return path
-
-
-def _start_run_dir(run_dir: Path, config: TrainConfig, resuming: bool) -> None:
-    saved = run_dir / CONFIG_FILE
-    if resuming and saved.is_file():
-        before = load_run_config(saved).to_dict()
-        changed = {k: (before[k], v) for k, v in config.to_dict().items() if before.get(k) != v}
-        if changed:
-            listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            raise TrainConfigError(f"cannot resume {run_dir} with different settings ({listed})")
-        return
-    if saved.is_file() or list_checkpoints(run_dir):
-        raise TrainConfigError(
-            f"{run_dir} already holds a run; continue it with --resume auto, or choose another --output-dir"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(saved, dump_config(config))
-    write_text_atomic(run_dir / METRICS_FILE, "")
-
-
-def _truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop log lines after the checkpoint we resume from, so the curve continues without duplicates."""
-    import json
-
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
+    config: TrainConfig
+    dir: RunDir
+    accelerator: Any
+    reporter: RunReporter
+    task: Any
+    data: Any
+    trainable: TrainableModel
+    model: Any  # prepared by Accelerate (DDP-wrapped under several processes)
+    raw: Any  # the model itself
+    optimizer: Any
+    scheduler: Any
+    eval_settings: dict[str, Any]
+    state: LoopState = field(default_factory=LoopState)
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -217,219 +156,213 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
 
 def train(config: TrainConfig, resume: str | None = None, console: Any = None) -> dict[str, Any]:
     """Train, evaluate, keep the best, test it; returns (and writes) results.json."""
-    from accelerate.utils import gather_object, set_seed
+    from accelerate.utils import set_seed
 
-    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise TrainConfigError("mixed_precision=fp16 needs a CUDA GPU; use bf16 or no on CPU")
-    run_dir = config.resolved_output_dir()
-    if config.tensorboard:
-        _require_tensorboard()
-    accelerator = make_accelerator(
-        mixed_precision=config.mixed_precision,
-        log_with="tensorboard" if config.tensorboard else None,
-        project_dir=str(run_dir),
-    )
-    checkpoint = find_resume_checkpoint(run_dir, resume)
-    world, rank = accelerator.num_processes, accelerator.process_index
-    micro = config.batch_size // config.grad_accum
-    if micro % world:
-        raise TrainConfigError(
-            f"batch_size {config.batch_size} / grad_accum {config.grad_accum} = {micro} examples per micro-step "
-            f"cannot be shared by {world} processes; make it a multiple of {world}"
+    run_dir = RunDir(config.resolved_output_dir())
+    accelerator = setup_accelerator(config, run_dir)
+    task, data, config = setup_data(config)
+    reporter = RunReporter(run_dir.metrics, accelerator, config, console)
+    with claimed_run_dir(run_dir, accelerator, config, resuming=resume is not None):
+        saved = find_resume_checkpoint(run_dir, resume, accelerator.process_index, reporter.note)
+        set_seed(config.seed)
+        trainable = setup_model(config, task, data)
+        optimizer, scheduler = setup_optimizer(trainable.model, config)
+        model, optimizer = accelerator.prepare(trainable.model, optimizer)
+        run = Run(
+            config=config,
+            dir=run_dir,
+            accelerator=accelerator,
+            reporter=reporter,
+            task=task,
+            data=data,
+            trainable=trainable,
+            model=model,
+            raw=accelerator.unwrap_model(model),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            eval_settings=evaluation_settings(config, task),
         )
-
-    # Data first: every malformed row fails here, before a model is loaded.
-    task = get_task(config.task)
-    limits = {"train": config.train_limit, "validation": config.validation_limit, "test": config.test_limit}
-    data = load_task_data(task, data_dir=config.data_dir, seed=config.split_seed, limits=limits)
-    if config.epochs is not None:
-        config = replace(config, steps=math.ceil(config.epochs * len(data["train"]) / config.batch_size), epochs=None)
-    if accelerator.is_main_process:
-        _start_run_dir(run_dir, config, resuming=resume is not None)
-    accelerator.wait_for_everyone()
-    reporter = RunReporter(run_dir / METRICS_FILE, accelerator, config, console)
-    if resume == "auto" and checkpoint is None:
-        reporter.note(f"no checkpoint in {run_dir / 'checkpoints'}; starting from scratch")
         if accelerator.is_main_process:
-            _truncate_metrics(run_dir, 0)
+            write_run_start(run_dir, config)
+        accelerator.wait_for_everyone()
+        restore(run, saved)
+        fit(run)
+        return finish(run)
 
-    set_seed(config.seed)
-    source_length = config.max_length or task.max_length
-    tokenizer = load_tokenizer(config.model)
-    base = load_model(config.model, _dtype(config.model_dtype))
-    model = build_model(config, base, tokenizer, source_length)
-    seq2seq = bool(getattr(hf_model(model).config, "is_encoder_decoder", False))
-    slice_logits = "logits_to_keep" in inspect.signature(hf_model(model).forward).parameters
-    encoder = Encoder(tokenizer, seq2seq, source_length, config.max_target_length)
-    features = [encoder.training_features(example) for example in data["train"]]
-    target_tokens = [sum(t != IGNORE_INDEX for t in f["labels"]) for f in features]
-    seen_tokens = [len(f["input_ids"]) + (len(f["labels"]) if seq2seq else 0) for f in features]
 
-    groups = parameter_groups(model, config)
-    optimizer = torch.optim.AdamW(
-        groups, eps=config.adam_eps, betas=tuple(config.adam_betas), weight_decay=config.weight_decay
-    )
-    scheduler = _linear_schedule(optimizer, config.warmup_steps, config.steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw = accelerator.unwrap_model(model)
-    trainable_params = sum(p.numel() for p in raw.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for p in hf_model(raw).parameters())
-
-    loop = {"step": 0, "best_metric": None, "best_step": None, "tokens_seen": 0}
-    if checkpoint is not None:
-        saved = read_checkpoint(checkpoint, rank)
-        load_trainable_state(raw, saved["trainable"], str(checkpoint))
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+def restore(run: Run, saved: dict[str, Any] | None) -> None:
+    """Continue from a checkpoint (its metrics lines after it dropped), or start the log afresh."""
+    if saved is not None:
+        load_trainable_state(run.raw, saved["trainable"], str(saved["path"]))
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
         if saved["rng"] is not None:
             set_rng_state(saved["rng"])
-        loop.update(saved["loop"])
-        if accelerator.is_main_process:
-            _truncate_metrics(run_dir, loop["step"])
-        reporter.note(f"resumed from {checkpoint} at step {loop['step']}")
-    reporter.start(
-        loop["step"],
+        run.state = LoopState(**saved["loop"])
+        run.reporter.note(f"resumed from {saved['path']} at step {run.state.step}")
+    if run.accelerator.is_main_process:
+        truncate_metrics(run.dir, run.state.step, run.reporter.note)
+
+
+def truncate_metrics(run_dir: RunDir, step: int, note: Any) -> None:
+    """Keep the log lines up to `step`, so a resumed curve continues without duplicates; a line torn by
+    a kill is dropped."""
+    records, dropped = read_metrics(run_dir.metrics)
+    if dropped:
+        note(f"warning: dropped {dropped} unreadable line(s) of {run_dir.metrics}")
+    kept = [record for record in records if record["step"] <= step]
+    write_text_atomic(run_dir.metrics, "".join(json.dumps(record) + "\n" for record in kept))
+
+
+def fit(run: Run) -> None:
+    """Optimizer steps up to `steps`: log, evaluate and keep the best, checkpoint; Ctrl-C stops cleanly."""
+    config, accelerator, trainable, state = run.config, run.accelerator, run.trainable, run.state
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro = config.batch_size // config.grad_accum
+    trainable_params, total_params = count_parameters(run.raw)
+    run.reporter.start(
+        state.step,
         config.steps,
-        f"{config.method} on {task.name} with {config.model}: {trainable_params:,} trainable parameters "
-        f"({100 * trainable_params / total_params:.4f}% of {total_params:,}), {len(features):,} training examples, "
-        f"{world} process{'es' if world > 1 else ''}",
+        f"{config.method} on {run.task.name} with {config.model}: {trainable_params:,} trainable parameters "
+        f"({100 * trainable_params / total_params:.4f}% of {total_params:,}), "
+        f"{len(trainable.features):,} training examples, {world} process{'es' if world > 1 else ''}",
     )
-
-    order = BatchOrder(len(features), config.batch_size, config.seed)
+    order = BatchOrder(len(trainable.features), config.batch_size, config.seed)
     checkpoint_every = config.checkpoint_every or config.eval_every
-    group_names = [g["name"] for g in optimizer.param_groups]
-    window_loss, window_tokens, window_seen, window_start = (
-        torch.zeros((), device=accelerator.device),
-        0,
-        0,
-        time.time(),
-    )
-
-    def save_checkpoint(step: int) -> None:
-        states = gather_object([rng_state()])
-        if accelerator.is_main_process:
-            write_checkpoint(
-                run_dir,
-                step,
-                trainable_state(raw),
-                optimizer,
-                scheduler,
-                states,
-                {**loop, "step": step},
-                config.keep_checkpoints,
-            )
-        accelerator.wait_for_everyone()
-
-    step = loop["step"]
+    window = {"loss": torch.zeros((), device=accelerator.device), "targets": 0, "seen": 0, "start": time.time()}
     interrupt = StopRequest(enabled=world == 1)
     try:
-        model.train()
-        while step < config.steps:
-            indices = order.batch(step)
-            step_targets = sum(target_tokens[i] for i in indices)
+        run.model.train()
+        while state.step < config.steps:
+            indices = order.batch(state.step)
+            step_targets = sum(trainable.target_tokens[i] for i in indices)
             for m in range(config.grad_accum):
-                mine = [features[i] for i in indices[m * micro : (m + 1) * micro][rank::world]]
-                if seq2seq:
-                    batch = pad_batch(mine, tokenizer.pad_token_id)
-                else:
-                    batch = causal_batch(mine, tokenizer.pad_token_id, slice_logits)
-                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                mine = [trainable.features[i] for i in indices[m * micro : (m + 1) * micro][rank::world]]
+                batch = _micro_batch(trainable, mine, accelerator.device)
                 sync = m == config.grad_accum - 1
-                with nullcontext() if sync else accelerator.no_sync(model):
-                    loss_sum = token_loss_sum(model, raw, batch, seq2seq)
+                with nullcontext() if sync else accelerator.no_sync(run.model):
+                    loss_sum = token_loss_sum(run.model, run.raw, batch, trainable.seq2seq)
                     # DDP averages gradients over processes; x world makes it the sum over the global batch.
                     accelerator.backward(loss_sum * world / max(step_targets, 1))
-                window_loss += loss_sum.detach()
+                window["loss"] += loss_sum.detach()
             if config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            loop["step"] = step
-            loop["tokens_seen"] += sum(seen_tokens[i] for i in indices)
-            window_tokens += step_targets
-            window_seen += sum(seen_tokens[i] for i in indices)
+                accelerator.clip_grad_norm_(run.model.parameters(), config.max_grad_norm)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            seen = sum(trainable.seen_tokens[i] for i in indices)
+            state.tokens_seen += seen
+            window["targets"] += step_targets
+            window["seen"] += seen
 
-            if step % config.log_every == 0 or step == config.steps:
-                total_loss = accelerator.reduce(window_loss, reduction="sum").item()
-                elapsed = max(time.time() - window_start, 1e-9)
-                record = {"step": step, "loss": total_loss / max(window_tokens, 1)}
-                record.update({f"lr_{n}": g["lr"] for n, g in zip(group_names, optimizer.param_groups)})
-                record["tokens_per_s"] = window_seen / elapsed
-                reporter.train_log(record)
-                window_loss.zero_()
-                window_tokens, window_seen, window_start = 0, 0, time.time()
-            reporter.advance(step)
-
-            if step % config.eval_every == 0 or step == config.steps:
-                result = evaluate(
-                    model, encoder, task, data["validation"], config.scoring, config.eval_batch_size, accelerator
-                )
-                improved = loop["best_metric"] is None or result.main > loop["best_metric"]
-                if improved:
-                    loop["best_metric"], loop["best_step"] = result.main, step
-                    if accelerator.is_main_process:
-                        with atomic_directory(run_dir / BEST_DIR) as scratch:
-                            save_trained(raw, scratch)
-                    accelerator.wait_for_everyone()
-                reporter.eval_log(step, "validation", result, best=improved)
-                model.train()
-            if step % checkpoint_every == 0 or step == config.steps:
-                save_checkpoint(step)
+            if state.step % config.log_every == 0 or state.step == config.steps:
+                log_training(run, window)
+            run.reporter.advance(state.step)
+            if state.step % config.eval_every == 0 or state.step == config.steps:
+                validate_and_keep_best(run)
+            if state.step % checkpoint_every == 0 or state.step == config.steps:
+                save_checkpoint(run)
             if interrupt.requested:
-                if not checkpoint_path(run_dir, step).exists():
-                    save_checkpoint(step)
-                reporter.note(f"interrupted at step {step}; checkpoint saved. Continue with --resume auto")
+                if not run.dir.checkpoint(state.step).exists():
+                    save_checkpoint(run)
+                run.reporter.note(f"interrupted at step {state.step}; checkpoint saved. Continue with --resume auto")
                 raise KeyboardInterrupt
     finally:
         interrupt.close()
-        reporter.stop()
+        run.reporter.stop()
 
-    # Test the best adapter (what `adept eval --run` would load) and write results.json.
-    restore_trained(raw, run_dir / BEST_DIR)
-    test = evaluate(model, encoder, task, data["test"], config.scoring, config.eval_batch_size, accelerator)
-    reporter.eval_log(step, "test", test, best=False)
+
+def _micro_batch(trainable: TrainableModel, features: list[dict[str, list[int]]], device: Any) -> dict[str, Any]:
+    pad_id = trainable.tokenizer.pad_token_id
+    if trainable.seq2seq:
+        batch = pad_batch(features, pad_id)
+    else:
+        batch = causal_batch(features, pad_id, trainable.slice_logits)
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def log_training(run: Run, window: dict[str, Any]) -> None:
+    total_loss = run.accelerator.reduce(window["loss"], reduction="sum").item()
+    elapsed = max(time.time() - window["start"], 1e-9)
+    record = {"step": run.state.step, "loss": total_loss / max(window["targets"], 1)}
+    record.update({f"lr_{g['name']}": g["lr"] for g in run.optimizer.param_groups})
+    record["tokens_per_s"] = window["seen"] / elapsed
+    run.reporter.train_log(record)
+    window["loss"].zero_()
+    window.update(targets=0, seen=0, start=time.time())
+
+
+def validate_and_keep_best(run: Run) -> None:
+    config, state = run.config, run.state
+    result = evaluate(
+        run.model,
+        run.trainable.encoder,
+        run.task,
+        run.data["validation"],
+        config.scoring,
+        config.eval_batch_size,
+        run.accelerator,
+    )
+    improved = state.best_metric is None or result.main > state.best_metric
+    if improved:
+        state.best_metric, state.best_step = result.main, state.step
+        if run.accelerator.is_main_process:
+            with atomic_directory(run.dir.best) as scratch:
+                save_trained(run.raw, scratch, run.eval_settings)
+        run.accelerator.wait_for_everyone()
+    run.reporter.eval_log(state.step, "validation", result, best=improved)
+    run.model.train()
+
+
+def save_checkpoint(run: Run) -> None:
+    from accelerate.utils import gather_object
+
+    states = gather_object([rng_state()])
+    if run.accelerator.is_main_process:
+        write_checkpoint(
+            run.dir,
+            run.state.step,
+            trainable_state(run.raw),
+            run.optimizer,
+            run.scheduler,
+            states,
+            run.state.to_dict(),
+            run.config.keep_checkpoints,
+        )
+    run.accelerator.wait_for_everyone()
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Test the best adapter (what `adept eval --run` would load) and write results.json."""
+    config, task, state, accelerator = run.config, run.task, run.state, run.accelerator
+    restore_trained(run.raw, run.dir.best)
+    test = evaluate(
+        run.model, run.trainable.encoder, task, run.data["test"], config.scoring, config.eval_batch_size, accelerator
+    )
+    run.reporter.eval_log(state.step, "test", test, best=False)
+    trainable_params, total_params = count_parameters(run.raw)
     results = {
         "task": task.name,
         "method": config.method,
         "model": config.model,
         "main_metric": task.main_metric,
         "scoring": config.scoring,
-        "best_step": loop["best_step"],
-        "validation": {task.main_metric: loop["best_metric"]},
+        "best_step": state.best_step,
+        "validation": {task.main_metric: state.best_metric},
         "test": test.metrics,
         "trainable_params": trainable_params,
         "total_params": total_params,
         "steps": config.steps,
-        "examples": {split: len(rows) for split, rows in data.splits.items()},
-        "tokens_seen": loop["tokens_seen"],
+        "examples": {split: len(rows) for split, rows in run.data.splits.items()},
+        "tokens_seen": state.tokens_seen,
         "adept_version": __version__,
     }
     if accelerator.is_main_process:
-        write_json_atomic(run_dir / RESULTS_FILE, results)
+        write_json_atomic(run.dir.results, results)
         if config.save_predictions:
-            write_predictions(run_dir / "predictions.jsonl", data["test"], test)
+            write_predictions(run.dir.predictions, run.data["test"], test)
     accelerator.wait_for_everyone()
-    reporter.finish(results)
+    run.reporter.finish(results)
     accelerator.end_training()
     return results
-
-
-def write_predictions(path: Path, examples: list[Any], result: EvalResult) -> None:
-    import json
-
-    lines = []
-    for index, (example, output) in enumerate(zip(examples, result.outputs)):
-        row = {"index": index, "source": example.source, "target": example.target, "output": output}
-        if example.label is not None:
-            row["label"] = example.label
-        lines.append(json.dumps(row, ensure_ascii=False))
-    write_text_atomic(path, "\n".join(lines) + "\n")
-
-
-def _require_tensorboard() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
-        raise TrainConfigError("tensorboard=true needs the tensorboard package: pip install tensorboard")

@@ -11,6 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..evaluation.metrics import format_metric
+
 
 class RunReporter:
     def __init__(self, metrics_path: Path, accelerator: Any, config: Any, console: Console | None = None):
@@ -63,7 +65,7 @@ class RunReporter:
     def finish(self, results: dict[str, Any]) -> None:
         if not self.main:
             return
-        test = ", ".join(f"{k} {v:.2f}" for k, v in results["test"].items())
+        test = ", ".join(" ".join(format_metric(k, v)) for k, v in results["test"].items())
         self.console.print(
             f"best step {results['best_step']} (validation {results['main_metric']} "
             f"{results['validation'][results['main_metric']]:.2f}); test: {test}",
@@ -105,7 +107,7 @@ class RunReporter:
         metrics = result.metrics
         self._write({"kind": split, "step": step, "examples": result.count, **metrics})
         if self.main:
-            shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+            shown = ", ".join(" ".join(format_metric(k, v)) for k, v in metrics.items())
             self.console.print(f"step {step} {split}: {shown}{'  (best so far)' if best else ''}", highlight=False)
 
 

@@ -11,13 +11,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ..adapter_io import ADAPTER_WEIGHTS, load_adapter, write_adapter
-from ..methods import method_config
-from ..model import PromptTunedModel, is_seq2seq
-from ..models import hub_name
+from ..files import write_json_atomic
+from ..hf import auto_model_class, hub_name, is_seq2seq, load_model
+from ..prompt.config import method_config
+from ..prompt.io import ADAPTER_WEIGHTS, EVALUATION_FILE, EVALUATION_KEY, load_adapter, write_adapter
+from ..prompt.model import PromptTunedModel
 from .config import TrainConfig, method_settings
 
-DEFAULT_LORA_RANK = 16  # the paper's decoder-only LoRA baseline
+# LoRA's defaults: the paper's decoder-only baseline rank, PEFT's usual alpha and dropout.
+LORA_DEFAULTS = {"lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05}
 
 
 def dept_positions(config: TrainConfig, source_length: int, seq2seq: bool) -> int:
@@ -35,10 +37,14 @@ def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: i
     if config.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
+        def setting(name: str) -> Any:
+            value = getattr(config, name)
+            return LORA_DEFAULTS[name] if value is None else value
+
         lora = LoraConfig(
-            r=config.rank or DEFAULT_LORA_RANK,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
+            r=setting("lora_rank"),
+            lora_alpha=setting("lora_alpha"),
+            lora_dropout=setting("lora_dropout"),
             target_modules=config.lora_target_modules,
             task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq(base) else TaskType.CAUSAL_LM,
         )
@@ -78,12 +84,14 @@ def load_trainable_state(model: Any, state: dict[str, torch.Tensor], where: str)
             parameter.copy_(state[name].to(parameter.device, parameter.dtype))
 
 
-def save_trained(model: Any, directory: Path) -> None:
-    """The deployable result: an adept adapter, a PEFT LoRA adapter, or the whole fine-tuned model."""
+def save_trained(model: Any, directory: Path, evaluation: dict[str, Any]) -> None:
+    """The deployable result: an adept adapter, a PEFT LoRA adapter, or the whole fine-tuned model, with
+    the settings evaluation needs (in the adept adapter's config, else in a file beside the weights)."""
     if isinstance(model, PromptTunedModel):
-        write_adapter(model, directory)
+        write_adapter(model, directory, {EVALUATION_KEY: evaluation})
     else:
         model.save_pretrained(directory, safe_serialization=True)
+        write_json_atomic(directory / EVALUATION_FILE, evaluation)
 
 
 def restore_trained(model: Any, directory: Path) -> None:
@@ -109,17 +117,14 @@ def restore_trained(model: Any, directory: Path) -> None:
 
 def load_trained(method: str, directory: Path, model_name: str, dtype: Any = None) -> Any:
     """A fresh model with the trained weights of `directory`, for evaluation or export."""
-    from ..models import load_model
-
     if method in ("adept", "dept", "pt"):
         return load_adapter(directory, base=load_model(model_name, dtype), base_model_name=model_name)
     if method == "lora":
         from peft import PeftModel
 
         return PeftModel.from_pretrained(load_model(model_name, dtype), directory)
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(directory)
-    loader = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    loader = auto_model_class(AutoConfig.from_pretrained(directory))
     kwargs = {"dtype": dtype} if dtype is not None else {}
     return loader.from_pretrained(directory, **kwargs).eval()

@@ -1,6 +1,8 @@
-"""The method family: configs, trainable modules (`methods.modules`) and the parameter-budget maths.
+"""The method core: configs (`config`, the only home of the methods' defaults and checks), the
+parameter-budget maths (`budget`), the trainable modules (`modules`), the wrapped model (`model`:
+`AdaptedEmbedding`, `PromptTunedModel`) and adapter files (`io`).
 
-Configs and budget maths import without torch; the modules are imported from `methods.modules`.
+Configs and budget maths import without torch; import the others from their modules.
 """
 
 from .budget import BudgetError, BudgetSolution, default_budget, solve, solve_table

@@ -14,9 +14,17 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from .tasks.spec import Example, Task, normalize_label_text
+from ..tasks.spec import Example, Task, normalize_label_text
 
 UNPARSABLE_NUMBER = -1.0
+COUNTS = ("invalid", "unparsable", "timeouts")  # reported beside the metrics: numbers of examples, not percent
+
+
+def format_metric(name: str, value: float) -> tuple[str, str]:
+    """(label, value) for people: metrics in percent, counts as whole numbers labelled as counts."""
+    if name in COUNTS:
+        return f"{name} (examples)", f"{int(value):,}"
+    return name, f"{value:.2f}"
 
 
 # -- classification --------------------------------------------------------------------------------
@@ -198,6 +206,3 @@ def score(
     passed = sum(r.passed for r in results)
     timeouts = sum(r.status == "timeout" for r in results)
     return {"pass@1": 100.0 * passed / max(len(results), 1), "timeouts": float(timeouts)}
-
-
-METRIC_NAMES = ("accuracy", "f1", "macro_f1", "mcc", "f1a", "em", "pearson", "spearman", "pass@1")

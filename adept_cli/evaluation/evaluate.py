@@ -12,14 +12,15 @@ results are gathered by example index, so every example counts exactly once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from .data import IGNORE_INDEX, Encoder, pad_batch
+from ..encoding import IGNORE_INDEX, Encoder, pad_batch
+from ..tasks.spec import Example, Task, TaskError
 from .metrics import score
-from .tasks.spec import Example, Task, TaskError
 
 Scoring = Literal["generate", "rank"]
 NEW_TOKENS = {"regression": 8, "text": 48, "code": 384}
@@ -31,7 +32,6 @@ class EvalResult:
     outputs: list[Any]  # generated text, or class index (rank)
     count: int
     scoring: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def main(self) -> float:
@@ -48,7 +48,7 @@ def _batches(indices: Sequence[int], size: int) -> list[list[int]]:
     return [list(indices[i : i + size]) for i in range(0, len(indices), size)]
 
 
-def _by_length(examples: Sequence[Example], indices: Sequence[int], encoder: Encoder) -> list[int]:
+def _by_length(examples: Sequence[Example], indices: Sequence[int]) -> list[int]:
     # Longest first: similar lengths share a batch (less padding) and memory peaks at the start.
     return sorted(indices, key=lambda i: -len(examples[i].source))
 
@@ -66,7 +66,7 @@ def generate_outputs(
     side = "right" if encoder.is_seq2seq else "left"
     device = next(model.parameters()).device
     outputs: dict[int, str] = {}
-    for batch_indices in _batches(_by_length(examples, indices, encoder), batch_size):
+    for batch_indices in _batches(_by_length(examples, indices), batch_size):
         features = [{"input_ids": encoder.source_ids(examples[i].source)} for i in batch_indices]
         batch = pad_batch(features, tokenizer.pad_token_id, side=side)
         generated = model.generate(
@@ -97,7 +97,7 @@ def rank_outputs(
     tokenizer = encoder.tokenizer
     device = next(model.parameters()).device
     outputs: dict[int, int] = {}
-    for batch_indices in _batches(_by_length(examples, indices, encoder), batch_size):
+    for batch_indices in _batches(_by_length(examples, indices), batch_size):
         scores = []
         for candidate in candidates:
             features = [encoder.scoring_features(examples[i], candidate) for i in batch_indices]
@@ -168,3 +168,18 @@ def _predict(
     if scoring == "rank":
         return rank_outputs(model, encoder, examples, indices, batch_size, task.label_words)
     return generate_outputs(model, encoder, examples, indices, batch_size, max_new_tokens(task, encoder))
+
+
+def write_predictions(path: str | Path, examples: Sequence[Example], result: EvalResult) -> None:
+    """One JSON line per example: its index, input, target, the model's output (and label)."""
+    import json
+
+    from ..files import write_text_atomic
+
+    lines = []
+    for index, (example, output) in enumerate(zip(examples, result.outputs)):
+        row = {"index": index, "source": example.source, "target": example.target, "output": output}
+        if example.label is not None:
+            row["label"] = example.label
+        lines.append(json.dumps(row, ensure_ascii=False))
+    write_text_atomic(path, "\n".join(lines) + "\n")

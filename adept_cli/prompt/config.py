@@ -52,10 +52,6 @@ class MethodConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}
 
-    @classmethod
-    def field_help(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
-
 
 @dataclass
 class PromptTuningConfig(MethodConfig):

@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .methods import AdeptConfig, DeptConfig, MethodConfig, solve
-from .methods.modules import PromptAdapter
+from ..hf import is_seq2seq
+from .budget import solve
+from .config import AdeptConfig, DeptConfig, MethodConfig
+from .modules import PromptAdapter
 
 # Vocabulary-sampled prompt init draws from the first ids of the vocabulary, which SentencePiece and
 # BPE vocabularies order roughly by frequency (Lester et al. sample frequent tokens).
@@ -92,10 +94,6 @@ def _forget_content_positions(embedding: AdaptedEmbedding):
         embedding.content_positions = None
 
     return hook
-
-
-def is_seq2seq(base: nn.Module) -> bool:
-    return bool(getattr(base.config, "is_encoder_decoder", False))
 
 
 def input_embedding(base: nn.Module) -> nn.Module:

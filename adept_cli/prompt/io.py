@@ -1,4 +1,9 @@
-"""Save and load adapters: `adapter_config.json` + `adapter_model.safetensors` (trainable tensors only)."""
+"""Save and load adapters: `adapter_config.json` + `adapter_model.safetensors` (trainable tensors only).
+
+The config carries `format_version` (checked on load), the method config, the base model, and, for
+adapters written by `adept train`, the settings evaluation needs (`evaluation`: task, template, lengths,
+scoring), so that a copied adapter scores exactly as its run did.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,18 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .errors import AdeptError
-from .methods import ConfigError, config_from_dict
-from .model import PromptTunedModel, input_embedding, is_seq2seq
+from .. import __version__
+from ..errors import AdeptError
+from ..hf import is_seq2seq
+from .config import ConfigError, config_from_dict
+from .model import PromptTunedModel, input_embedding
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FORMAT = "adept-adapter"
 FORMAT_VERSION = 1
+EVALUATION_KEY = "evaluation"  # in adapter_config.json
+EVALUATION_FILE = "adept_evaluation.json"  # the same settings beside a PEFT adapter or a full model
 
 
 class AdapterError(AdeptError, RuntimeError):
@@ -58,7 +66,7 @@ def write_adapter(model: PromptTunedModel, directory: str | os.PathLike, extra: 
 
 def save_adapter(model: PromptTunedModel, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Save atomically: `directory` holds either the old adapter or the complete new one."""
-    from .files import atomic_directory
+    from ..files import atomic_directory
 
     with atomic_directory(directory) as scratch:
         write_adapter(model, scratch, extra)
@@ -73,10 +81,18 @@ def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise AdapterError(f"{path} is missing: an adapter directory holds {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise AdapterError(f"{path} is not valid JSON: {error}") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AdapterError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise AdapterError(f'{path} is not an adept adapter config (expected "format": "{FORMAT}")')
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise AdapterError(f"{path}: format_version must be a positive integer; got {version!r}")
+    if version > FORMAT_VERSION:
+        raise AdapterError(
+            f"{path} has format_version {version}, newer than this adept reads ({FORMAT_VERSION}); "
+            "upgrade adept-cli (pip install -U adept-cli)"
+        )
     for field in ("method_config", "dim", "model_kind"):
         if field not in metadata:
             raise AdapterError(f"{path} has no {field!r} field")
@@ -99,7 +115,7 @@ def load_adapter(
     if base is None:
         if not name:
             raise AdapterError(f"{config_path} names no base model; pass the model explicitly")
-        from .models import load_model
+        from ..hf import load_model
 
         base = load_model(name)
     kind = "seq2seq" if is_seq2seq(base) else "causal"
@@ -112,9 +128,7 @@ def load_adapter(
             f"but {name or 'the model'} has width {dim}"
         )
     weights_path = Path(directory) / ADAPTER_WEIGHTS
-    if not weights_path.is_file():
-        raise AdapterError(f"{weights_path} is missing")
-    state = load_file(str(weights_path))
+    state = read_weights(weights_path)
 
     model = PromptTunedModel(base, config, base_model_name=name, init_prompt=False)
     expected = model.adapter.state_dict()
@@ -129,4 +143,32 @@ def load_adapter(
         model.unwrap()
         raise AdapterError(f"{weights_path} does not match {config_path}: {'; '.join(problems)}")
     model.adapter.load_state_dict(state)
-    return model
+    return model.eval()
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing, truncated or corrupt file is one AdapterError."""
+    if not path.is_file():
+        raise AdapterError(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for a damaged header or body
+        raise AdapterError(f"{path} is damaged or not a safetensors file ({str(error)[:120]})") from None
+
+
+def read_evaluation_settings(directory: str | os.PathLike) -> dict[str, Any]:
+    """The evaluation settings an adapter (or a PEFT / full-model folder) was saved with; {} if none."""
+    directory = Path(directory)
+    config_path, sidecar = directory / ADAPTER_CONFIG, directory / EVALUATION_FILE
+    try:
+        if sidecar.is_file():
+            settings = json.loads(sidecar.read_text(encoding="utf-8"))
+        elif config_path.is_file():
+            settings = json.loads(config_path.read_text(encoding="utf-8")).get(EVALUATION_KEY, {})
+        else:
+            return {}
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as error:
+        raise AdapterError(f"{sidecar if sidecar.is_file() else config_path} is not valid JSON ({error})") from None
+    if not isinstance(settings, dict):
+        raise AdapterError(f"{directory}: the evaluation settings must be a JSON object")
+    return settings

