@@ -17,7 +17,7 @@ import torch
 from .errors import AdeptError
 from .files import atomic_directory
 from .hf import auto_model_class, hub_name, is_seq2seq
-from .prompt.io import save_adapter
+from .prompt.io import EVALUATION_KEY, save_adapter
 from .prompt.model import PromptTunedModel
 
 FORMATS = ("adept", "peft", "merged")
@@ -86,8 +86,9 @@ def _check(expected: torch.Tensor, actual: torch.Tensor, mask: torch.Tensor | No
     return worst
 
 
-def export_adept(model: PromptTunedModel, output: Path) -> dict[str, Any]:
-    save_adapter(model, output)
+def export_adept(model: PromptTunedModel, output: Path, evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The native adapter, with the evaluation settings of its run (so it scores as the run did)."""
+    save_adapter(model, output, {EVALUATION_KEY: evaluation} if evaluation else None)
     return {"format": "adept", "output": str(output), "load_with": f"adept eval --adapter {output} --task ..."}
 
 
@@ -180,17 +181,18 @@ def export_merged(
 
 
 def _install_merged_table(base: Any, table: torch.Tensor) -> None:
-    """E' becomes the (encoder) input table; the output head and decoder keep the original E."""
-    seq2seq = is_seq2seq(base)
-    original = base.get_input_embeddings().weight.detach().clone()
+    """E' becomes the (encoder) input table; the output head and the decoder keep their own tables (the
+    original E where they shared it, their separate tables where they had them)."""
+    input_embedding = base.get_input_embeddings()
+    original = input_embedding.weight.detach().clone()
     head = base.get_output_embeddings()
-    if head is not None and head.weight is base.get_input_embeddings().weight:
+    if head is not None and head.weight is input_embedding.weight:
         head.weight = torch.nn.Parameter(original.clone(), requires_grad=False)
-    if seq2seq:
+    if is_seq2seq(base):
         decoder_embedding = base.get_decoder().get_input_embeddings()
-        decoder_embedding.weight = torch.nn.Parameter(original.clone(), requires_grad=False)
+        decoder_embedding.weight = torch.nn.Parameter(decoder_embedding.weight.detach().clone(), requires_grad=False)
         base.get_encoder().get_input_embeddings().weight = torch.nn.Parameter(table.clone(), requires_grad=False)
-    base.get_input_embeddings().weight = torch.nn.Parameter(table, requires_grad=False)
+    input_embedding.weight = torch.nn.Parameter(table, requires_grad=False)
     base.config.tie_word_embeddings = False
     text_config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else None
     if text_config is not None and text_config is not base.config:
@@ -228,14 +230,19 @@ def push_to_hub(directory: Path, repo: str) -> str:
 
 
 def export(
-    model: PromptTunedModel, tokenizer: Any, output: Path, format: str, hub_repo: str | None = None
+    model: PromptTunedModel,
+    tokenizer: Any,
+    output: Path,
+    format: str,
+    hub_repo: str | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write `model` in `format`; `hub_repo` (where it will be pushed) names the merged base.
     `merged` spends `model` (see `export_merged`)."""
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     if format == "adept":
-        return export_adept(model, output)
+        return export_adept(model, output, evaluation)
     if format == "peft":
         return export_peft(model, tokenizer, output)
     return export_merged(model, tokenizer, output, base_name=hub_repo)

@@ -110,11 +110,11 @@ def _check_model_dir(path: Path) -> None:
 def _load(what: str, source: ModelSource, loader: Any, **kwargs: Any) -> Any:
     """`loader(source)`; a hub id on a machine that cannot reach the hub is tried in the local cache
     only, at once, instead of through the hub client's retries."""
-    if source.hub and not _hub_offline() and not hub_reachable():
+    if source.hub and not hub_offline() and not hub_reachable():
         kwargs["local_files_only"] = True
     try:
         return loader(source.path, **source.kwargs(), **kwargs)
-    except (OSError, ValueError, ImportError) as error:
+    except Exception as error:  # transformers fails many ways on a folder that is not a model: all are "cannot load"
         if source.hub and kwargs.get("local_files_only"):
             raise ModelError(
                 f"cannot load {source.name!r}: the Hugging Face hub cannot be reached (this machine seems offline) "
@@ -128,7 +128,7 @@ def _load(what: str, source: ModelSource, loader: Any, **kwargs: Any) -> Any:
         ) from None
 
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -239,6 +239,9 @@ def load_model(name: str, dtype: Any = None) -> Any:
     kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
     if source.gguf_file:
         kwargs["quantization_config"] = _dense_gguf(source)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # adept reports what it loads; no per-file bars
     with _quiet_gguf_loading():
         model = _load("weights", source, loader.from_pretrained, **kwargs)
     if source.gguf_file:

@@ -91,6 +91,7 @@ class EvalSettings:
     split_seed: int
     data_dir: str | None
     limits: dict[str, int | None]
+    allow_unsafe_exec: bool = False
 
 
 def eval_settings(
@@ -101,6 +102,7 @@ def eval_settings(
     max_target_length: int | None = None,
     data_dir: str | None = None,
     limit: int | None = None,
+    allow_unsafe_exec: bool = False,
 ) -> EvalSettings:
     """Given options first, then the run's config or the adapter's saved settings, then defaults."""
     config, saved = loaded.config, loaded.evaluation
@@ -128,6 +130,7 @@ def eval_settings(
         split_seed=recorded.get("split_seed", DEFAULT_SPLIT_SEED),
         data_dir=data_dir if data_dir is not None else (config.data_dir if config else None),
         limits=limits,
+        allow_unsafe_exec=allow_unsafe_exec or bool(config and config.allow_unsafe_exec),
     )
 
 
@@ -154,7 +157,10 @@ def evaluate_loaded(
     task, examples, encoder = prepare_split(loaded, settings, split)
     if accelerator is not None:
         loaded.model.to(accelerator.device)
-    return evaluate(loaded.model, encoder, task, examples, settings.scoring, batch_size, accelerator), examples
+    result = evaluate(
+        loaded.model, encoder, task, examples, settings.scoring, batch_size, accelerator, settings.allow_unsafe_exec
+    )
+    return result, examples
 
 
 def template_warning(loaded: LoadedModel, settings: EvalSettings) -> str | None:

@@ -20,7 +20,7 @@ from adept_cli.runs import load_from_run
 from adept_cli.tasks import get_task, load_task_data
 from adept_cli.training import build_config, train
 
-from .helpers import SMOKE, STORIES, model_path, perturb, wrap
+from .helpers import SMOKE, STORIES, model_path, perturb, tiny_t5, wrap
 
 runner = CliRunner()
 
@@ -274,6 +274,10 @@ def test_adept_export_round_trips(runs, tmp_path) -> None:
     again = load_adapter(out)
     for a, b in zip(loaded.model.adapter.state_dict().values(), again.adapter.state_dict().values()):
         assert torch.equal(a, b)
+    # the export carries the settings its run evaluated with
+    exported = json.loads((out / "adapter_config.json").read_text())["evaluation"]
+    assert exported == json.loads((runs["dept"] / "best" / "adapter_config.json").read_text())["evaluation"]
+    assert exported["task"] == "rte" and exported["max_length"] == 96
 
 
 @pytest.mark.parametrize(
@@ -309,3 +313,27 @@ def test_applied_offsets_are_what_the_embedding_adds() -> None:
     ids = tokenizer("Lily", return_tensors="pt")["input_ids"]
     expected = model.adapter.offsets(model.adapted_embedding.embedding(ids), None)
     torch.testing.assert_close(applied_offsets(model, ids), expected)
+
+
+def test_merged_export_keeps_a_separate_decoder_table_of_its_own(tmp_path) -> None:
+    """A T5 whose decoder has its own embedding table (not the shared one): the merged export folds the
+    offsets into the encoder table only and the decoder keeps its own table."""
+    from transformers import T5ForConditionalGeneration
+
+    from adept_cli import AdeptConfig, PromptTunedModel
+
+    base, tokenizer = tiny_t5()
+    generator = torch.Generator().manual_seed(3)
+    own = torch.randn(base.shared.weight.shape, generator=generator) * 0.5
+    base.decoder.embed_tokens.weight = torch.nn.Parameter(own.clone())
+    base.save_pretrained(tmp_path / "base")  # saved and reloaded, as a user would have it
+    base = T5ForConditionalGeneration.from_pretrained(tmp_path / "base").eval()
+    assert base.decoder.embed_tokens.weight is not base.shared.weight
+    model = PromptTunedModel(base, AdeptConfig(prompt_len=4, bottleneck=3), tokenizer=tokenizer)
+    perturb(model)
+    model.eval()
+    summary = export(model, tokenizer, tmp_path / "merged", "merged")
+    assert summary["max_logit_difference"] < 1e-4
+    reloaded = T5ForConditionalGeneration.from_pretrained(tmp_path / "merged")
+    torch.testing.assert_close(reloaded.decoder.embed_tokens.weight, own)
+    assert not torch.equal(reloaded.encoder.embed_tokens.weight, reloaded.decoder.embed_tokens.weight)

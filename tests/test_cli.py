@@ -44,3 +44,94 @@ def test_readme_commands_are_the_ones_ci_runs() -> None:
     test_command = tests.split("&&")[-1].strip()
     assert test_command == "python -m pytest -q" and test_command in ci
     assert "venv" in ci
+
+
+def _adept(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """The real command in a fresh interpreter; prints whether torch was imported, after it returns."""
+    code = (
+        "import sys; from adept_cli.cli import app\n"
+        "try:\n    app(sys.argv[1:])\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "print('torch imported:', 'torch' in sys.modules, file=sys.stderr); sys.exit(code)"
+    )
+    environment = {**__import__("os").environ, **env}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=environment, check=False
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("torch imported")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_bad_settings_and_paths_answer_before_torch_loads(tmp_path) -> None:
+    (tmp_path / "a-file").write_text("")
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    for args, message in [
+        (["train", "steps=0"], "steps must be >= 1"),
+        (["train", "method=adept", "rank=4"], "rank applies to method dept, not adept"),
+        (["train", "-o", "/proc/adept-run"], "--output-dir /proc/adept-run: /proc is not writable"),
+        (["train", "-o", str(tmp_path / "a-file" / "run")], "a-file is a file, not a folder"),
+        (["train", "--model", str(tmp_path / "missing")], f"model path {tmp_path / 'missing'} does not exist"),
+        (["train", "--model", str(not_a_model), "-o", str(tmp_path / "r")], "config.json and tokenizer files"),
+        (["train", "--task", "no-such-task", "-o", str(tmp_path / "r")], "no-such-task"),
+    ]:
+        result = _adept(*args)
+        assert message in _one_line_error(result), args
+        assert "torch imported: False" in result.stderr, args
+    assert not (tmp_path / "r").exists()
+
+
+def test_unwritable_outputs_are_one_line(tmp_path) -> None:
+    (tmp_path / "a-file").write_text("")
+    for args, message in [
+        (["export", "--run", str(tmp_path), "-o", "/proc/adept-export"], "/proc is not writable"),
+        (["export", "--run", str(tmp_path), "-o", str(tmp_path / "a-file")], "is not empty (or not a folder)"),
+        (["eval", "--task", "rte", "--predictions", "/proc/x/p.jsonl"], "/proc is not writable"),
+    ]:
+        assert message in _one_line_error(_adept(*args)), args
+
+
+def test_an_unreachable_hub_is_one_quick_line_not_retries() -> None:
+    # Port 9 on this machine refuses at once: the same answer an offline machine gives without DNS.
+    result = _adept(
+        "budget",
+        "--model",
+        "some-org/some-model",
+        "--prompt-len",
+        "10",
+        HF_ENDPOINT="http://127.0.0.1:9",
+        HF_HUB_OFFLINE="0",
+    )
+    line = _one_line_error(result)
+    assert "cannot be reached (this machine seems offline)" in line and "HF_HUB_OFFLINE=1" in line
+    assert "Retrying" not in result.stderr
+
+
+def test_budget_reads_only_the_config_of_a_local_model(tmp_path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_size": 96}')
+    (tmp_path / "tokenizer.json").write_text("{}")
+    result = _adept("budget", "--model", str(tmp_path), "--prompt-len", "10", "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"dim": 96' in result.stdout and "torch imported: False" in result.stderr
+
+
+def test_json_is_a_flag_in_help() -> None:
+    for command in ("train", "eval", "budget", "tasks", "shift-probe", "offsets", "export"):
+        text = runner.invoke(app, [command, "--help"], terminal_width=200).output
+        assert re.search(r"--json\s", text) and "--no-json" not in text, command
+
+
+def test_gguf_loading_draws_no_progress_bar() -> None:
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from adept_cli.hf import _quiet_gguf_loading
+
+    original = gguf_utils.tqdm
+    with _quiet_gguf_loading():
+        items = [1, 2, 3]
+        assert gguf_utils.tqdm(items, desc="Converting and de-quantizing GGUF tensors...") is items
+    assert gguf_utils.tqdm is original

@@ -345,3 +345,16 @@ def test_cli_describes_one_task_with_its_split_sizes() -> None:
     assert detail["label_words"] == ["no", "yes"]
     result = CliRunner().invoke(app, ["tasks", "nope"])
     assert result.exit_code == 2 and "unknown task 'nope'" in result.output
+
+
+def test_a_split_only_on_an_unreachable_hub_is_one_quick_error(monkeypatch, tmp_path) -> None:
+    import adept_cli.hf as hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hf, "hub_reachable", lambda: False)
+    empty = tmp_path / "data"
+    empty.mkdir()
+    monkeypatch.setenv("ADEPT_DATA_DIR", str(empty))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TaskError, match="the Hugging Face hub cannot be reached"):
+        load_task_data(get_task("mnli"), ["train"])

@@ -56,6 +56,12 @@ def eval_command(
     predictions: Annotated[
         Path | None, typer.Option("--predictions", help="Write one JSON line per example here.")
     ] = None,
+    allow_unsafe_exec: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsafe-exec", help="Code tasks: run generated code unisolated where no sandbox works (unsafe)."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Evaluate on a task split: generation + string match (as the paper) or rank classification.
@@ -63,8 +69,10 @@ def eval_command(
     A run or an adapter saved by `adept train` is scored with the settings it was trained with (task,
     lengths, scoring); options given here override them."""
     from ..evaluation import write_predictions
+    from ..evaluation.execution import sandbox_for
     from ..hf import make_accelerator
     from ..runs import eval_settings, evaluate_loaded, load_base, load_from_adapter, load_from_run, template_warning
+    from ..tasks import get_task
 
     require_at_least(1, batch_size=batch_size, limit=limit, max_length=max_length, max_target_length=max_target_length)
     if run is not None and adapter is not None:
@@ -88,7 +96,12 @@ def eval_command(
         max_target_length=max_target_length,
         data_dir=data_dir,
         limit=limit,
+        allow_unsafe_exec=allow_unsafe_exec,
     )
+    if get_task(settings.task).kind == "code" and accelerator.is_main_process:
+        err_console.print(
+            f"generated code runs in: {sandbox_for(settings.allow_unsafe_exec).describe()}", highlight=False
+        )
     warning = template_warning(loaded, settings)
     if warning and accelerator.is_main_process:
         err_console.print(warning, highlight=False, soft_wrap=True)

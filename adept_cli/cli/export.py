@@ -36,8 +36,10 @@ def export_command(
     logits before it is kept; a format that would change the model's outputs is refused."""
     from ..export import FORMATS, export
     from ..export import push_to_hub as push
+    from ..prompt.io import read_evaluation_settings
     from ..prompt.model import PromptTunedModel
     from ..runs import load_from_run
+    from ..training.run_dir import RunDir
 
     if format not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
@@ -51,7 +53,8 @@ def export_command(
     loaded = load_from_run(run)
     if not isinstance(loaded.model, PromptTunedModel):
         fail(f"{run} is a {loaded.method} run: its best/ folder is already a PEFT adapter or a full model")
-    summary = export(loaded.model.eval(), loaded.tokenizer, output, format, hub_repo=push_to_hub)
+    evaluation = read_evaluation_settings(RunDir(run).best)
+    summary = export(loaded.model.eval(), loaded.tokenizer, output, format, push_to_hub, evaluation)
     if push_to_hub:
         summary["hub"] = push(output, push_to_hub)
     if as_json:

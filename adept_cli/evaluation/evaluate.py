@@ -129,8 +129,10 @@ def evaluate(
     scoring: Scoring = "generate",
     batch_size: int = 16,
     accelerator: Any = None,
+    allow_unsafe_exec: bool = False,
 ) -> EvalResult:
-    """Metrics of `model` on `examples`; `accelerator` shards the work over processes."""
+    """Metrics of `model` on `examples`; `accelerator` shards the work over processes. Generated code
+    (code tasks) runs isolated; `allow_unsafe_exec` permits running it unisolated where no isolation works."""
     if scoring == "rank" and task.kind != "classification":
         raise TaskError(f"rank classification needs label words; {task.name} is a {task.kind} task (use generate)")
     if accelerator is not None:
@@ -153,7 +155,8 @@ def evaluate(
     if sorted(outputs_by_index) != all_indices:
         raise RuntimeError(f"evaluation produced {len(outputs_by_index)} outputs for {len(examples)} examples")
     outputs = [outputs_by_index[i] for i in all_indices]
-    return EvalResult(score(task, examples, outputs), outputs, len(outputs), scoring)
+    metrics = score(task, examples, outputs, allow_unsafe_exec=allow_unsafe_exec)
+    return EvalResult(metrics, outputs, len(outputs), scoring)
 
 
 def _predict(

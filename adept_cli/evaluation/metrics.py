@@ -165,6 +165,7 @@ def score(
     examples: Sequence[Example],
     outputs: Sequence[Any],
     code_timeout: float = 10.0,
+    allow_unsafe_exec: bool = False,
 ) -> dict[str, float]:
     """Metrics of `outputs` (generated strings, or class indices from rank classification)."""
     if len(outputs) != len(examples):
@@ -202,6 +203,7 @@ def score(
     results = check_solutions(
         [(extract_code(o), e.references, e.extra.get("setup", "")) for o, e in zip(outputs, examples)],
         timeout=code_timeout,
+        allow_unsafe_exec=allow_unsafe_exec,
     )
     passed = sum(r.passed for r in results)
     timeouts = sum(r.status == "timeout" for r in results)

@@ -152,6 +152,13 @@ def read_hub_split(task: Task, split: str, why: str, local_hint: str) -> list[Re
     hub = task.hub
     if hub is None:
         raise TaskError(f"task {task.name!r} has no hub source; {local_hint}")
+    from ..hf import hub_offline, hub_reachable
+
+    if not hub_offline() and not hub_reachable():
+        raise TaskError(
+            f"task {task.name!r}: split {split!r} ({why}) is not in the local data and the Hugging Face hub "
+            f"cannot be reached (this machine seems offline). {local_hint}"
+        )
     try:
         from datasets import load_dataset
 

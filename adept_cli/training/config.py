@@ -96,6 +96,9 @@ class TrainConfig:
     log_every: int = _f(10, "log loss, learning rates and tokens/s every N steps")
     tensorboard: bool = _f(False, "also log to TensorBoard in <run>/tensorboard (needs the tensorboard package)")
     save_predictions: bool = _f(False, "write the test predictions to <run>/predictions.jsonl")
+    allow_unsafe_exec: bool = _f(
+        False, "code tasks: run generated code unisolated where no sandbox (bubblewrap / unshare) works"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..encoding import IGNORE_INDEX, pad_batch
 from ..evaluation import evaluate, write_predictions
+from ..evaluation.execution import sandbox_for
 from ..files import atomic_directory, write_json_atomic, write_text_atomic
 from ..hf import unwrap
 from .checkpoint import rng_state, set_rng_state, write_checkpoint
@@ -162,6 +163,8 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
     accelerator = setup_accelerator(config, run_dir)
     task, data, config = setup_data(config)
     reporter = RunReporter(run_dir.metrics, accelerator, config, console)
+    if task.kind == "code":  # generated code will run: know now, not at the first evaluation, whether it can
+        reporter.note(f"generated code runs in: {sandbox_for(config.allow_unsafe_exec).describe()}")
     with claimed_run_dir(run_dir, accelerator, config, resuming=resume is not None):
         saved = find_resume_checkpoint(run_dir, resume, accelerator.process_index, reporter.note)
         set_seed(config.seed)
@@ -205,12 +208,13 @@ def restore(run: Run, saved: dict[str, Any] | None) -> None:
 
 
 def truncate_metrics(run_dir: RunDir, step: int, note: Any) -> None:
-    """Keep the log lines up to `step`, so a resumed curve continues without duplicates; a line torn by
-    a kill is dropped."""
+    """Keep the log lines written before the checkpoint of `step` (its training and validation lines;
+    the test line comes after it), so a resumed curve continues without duplicates; a line torn by a
+    kill is dropped."""
     records, dropped = read_metrics(run_dir.metrics)
     if dropped:
         note(f"warning: dropped {dropped} unreadable line(s) of {run_dir.metrics}")
-    kept = [record for record in records if record["step"] <= step]
+    kept = [r for r in records if r["step"] < step or (r["step"] == step and r.get("kind") != "test")]
     write_text_atomic(run_dir.metrics, "".join(json.dumps(record) + "\n" for record in kept))
 
 
@@ -303,6 +307,7 @@ def validate_and_keep_best(run: Run) -> None:
         config.scoring,
         config.eval_batch_size,
         run.accelerator,
+        config.allow_unsafe_exec,
     )
     improved = state.best_metric is None or result.main > state.best_metric
     if improved:
@@ -338,7 +343,14 @@ def finish(run: Run) -> dict[str, Any]:
     config, task, state, accelerator = run.config, run.task, run.state, run.accelerator
     restore_trained(run.raw, run.dir.best)
     test = evaluate(
-        run.model, run.trainable.encoder, task, run.data["test"], config.scoring, config.eval_batch_size, accelerator
+        run.model,
+        run.trainable.encoder,
+        task,
+        run.data["test"],
+        config.scoring,
+        config.eval_batch_size,
+        accelerator,
+        config.allow_unsafe_exec,
     )
     run.reporter.eval_log(state.step, "test", test, best=False)
     trainable_params, total_params = count_parameters(run.raw)

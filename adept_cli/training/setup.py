@@ -123,9 +123,15 @@ def find_resume_checkpoint(run: RunDir, resume: str | None, rank: int, note: Any
     return None
 
 
+# Where a run and its data live, not what it trains: a run folder moved or copied elsewhere resumes.
+LOCATION_SETTINGS = ("output_dir", "data_dir")
+
+
 def _check_unchanged(run: RunDir, config: TrainConfig) -> None:
     before = load_run_config(run.config).to_dict()
-    changed = {k: (before[k], v) for k, v in config.to_dict().items() if before.get(k) != v}
+    changed = {
+        k: (before[k], v) for k, v in config.to_dict().items() if before.get(k) != v and k not in LOCATION_SETTINGS
+    }
     if changed:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise TrainConfigError(f"cannot resume {run.path} with different settings ({listed})")

@@ -11,10 +11,19 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from ..errors import AdeptError
 from ..files import write_json_atomic
 from ..hf import auto_model_class, hub_name, is_seq2seq, load_model
 from ..prompt.config import method_config
-from ..prompt.io import ADAPTER_WEIGHTS, EVALUATION_FILE, EVALUATION_KEY, load_adapter, write_adapter
+from ..prompt.io import (
+    ADAPTER_WEIGHTS,
+    EVALUATION_FILE,
+    EVALUATION_KEY,
+    AdapterError,
+    load_adapter,
+    read_weights,
+    write_adapter,
+)
 from ..prompt.model import PromptTunedModel
 from .config import TrainConfig, method_settings
 
@@ -97,7 +106,7 @@ def save_trained(model: Any, directory: Path, evaluation: dict[str, Any]) -> Non
 def restore_trained(model: Any, directory: Path) -> None:
     """Load the weights `save_trained` wrote into the live `model` (same method and base)."""
     if isinstance(model, PromptTunedModel):
-        model.adapter.load_state_dict(load_file(str(directory / ADAPTER_WEIGHTS)))
+        model.adapter.load_state_dict(read_weights(directory / ADAPTER_WEIGHTS))
         return
     from peft import PeftModel
 
@@ -119,12 +128,18 @@ def load_trained(method: str, directory: Path, model_name: str, dtype: Any = Non
     """A fresh model with the trained weights of `directory`, for evaluation or export."""
     if method in ("adept", "dept", "pt"):
         return load_adapter(directory, base=load_model(model_name, dtype), base_model_name=model_name)
-    if method == "lora":
-        from peft import PeftModel
+    try:
+        if method == "lora":
+            from peft import PeftModel
 
-        return PeftModel.from_pretrained(load_model(model_name, dtype), directory)
-    from transformers import AutoConfig
+            return PeftModel.from_pretrained(load_model(model_name, dtype), directory).eval()
+        from transformers import AutoConfig
 
-    loader = auto_model_class(AutoConfig.from_pretrained(directory))
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    return loader.from_pretrained(directory, **kwargs).eval()
+        loader = auto_model_class(AutoConfig.from_pretrained(directory))
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        return loader.from_pretrained(directory, **kwargs).eval()
+    except AdeptError:
+        raise
+    except Exception as error:  # peft, transformers and safetensors each fail their own way on damaged files
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise AdapterError(f"{directory} could not be loaded as a {method} result: {reason}") from None

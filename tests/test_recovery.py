@@ -1,0 +1,215 @@
+"""Runs that recover and results that are not silently wrong: torn logs, damaged checkpoints and
+adapters, a busy run folder, failures before the first step, leftovers of interrupted writes, format
+versions, and an adapter copied out of its run scoring exactly as the run did."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adept_cli import AdapterError, load_adapter
+from adept_cli.cli import app
+from adept_cli.training import train
+from adept_cli.training.run_dir import RunDir, RunDirError
+
+from .helpers import STORIES, model_path, read_jsonl, stories_config
+
+runner = CliRunner()
+SHORT = ("steps=4", "eval_every=2", "checkpoint_every=2", "keep_checkpoints=5", "log_every=1")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished smoke run; tests copy it before damaging anything."""
+    folder = tmp_path_factory.mktemp("finished")
+    train(stories_config(folder, *SHORT, "scoring=rank"))
+    return folder / "run"
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(run, target)
+    return target
+
+
+def _resume(run: Path):
+    return runner.invoke(app, ["train", "-o", str(run), "--resume", "auto"])
+
+
+def _drop_results(run: Path) -> None:
+    """Make a finished run look interrupted after its last checkpoint."""
+    (run / "results.json").unlink()
+
+
+def test_a_torn_last_metrics_line_does_not_block_resume(finished, tmp_path) -> None:
+    run = _copy(finished, tmp_path)
+    _drop_results(run)
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write('{"kind": "train", "step": 5, "lo')  # killed mid-write
+    result = _resume(run)
+    assert result.exit_code == 0, result.output
+    assert "dropped 1 unreadable line" in result.output
+    steps = [(r["kind"], r["step"]) for r in read_jsonl(run / "metrics.jsonl")]
+    assert steps == [(r["kind"], r["step"]) for r in read_jsonl(finished / "metrics.jsonl")]
+
+
+@pytest.mark.parametrize("damaged", ["trainable.safetensors", "optimizer.pt", "trainer_state.json"])
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(finished, tmp_path, damaged) -> None:
+    run = _copy(finished, tmp_path)
+    _drop_results(run)
+    newest = RunDir(run).checkpoint(4)
+    data = (newest / damaged).read_bytes()
+    (newest / damaged).write_bytes(data[: len(data) // 2])  # truncated
+    result = _resume(run)
+    assert result.exit_code == 0, result.output
+    assert f"{newest / damaged} is damaged" in result.output
+    assert "resumed from" in result.output and "step_00000002" in result.output
+    final = json.loads((run / "results.json").read_text())
+    assert final["test"] == json.loads((finished / "results.json").read_text())["test"]
+
+
+def test_no_intact_checkpoint_is_one_line_naming_the_files(finished, tmp_path) -> None:
+    run = _copy(finished, tmp_path)
+    _drop_results(run)
+    for step in (2, 4):
+        (RunDir(run).checkpoint(step) / "optimizer.pt").write_bytes(b"not a pickle")
+    result = _resume(run)
+    assert result.exit_code == 2
+    assert "no intact checkpoint" in result.output and "step_00000002/optimizer.pt is damaged" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", ["--run", "--adapter"])
+def test_a_damaged_adapter_is_one_line_naming_the_file(finished, tmp_path, option) -> None:
+    run = _copy(finished, tmp_path)
+    weights = run / "best" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    target = str(run if option == "--run" else run / "best")
+    result = runner.invoke(app, ["eval", option, target, "--limit", "2"])
+    assert result.exit_code == 2
+    assert f"{weights} is damaged" in result.output and "Traceback" not in result.output
+
+
+def test_a_busy_run_folder_is_refused_and_a_stale_lock_taken_over(finished, tmp_path) -> None:
+    run = _copy(finished, tmp_path)
+    _drop_results(run)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from adept_cli.training.run_dir import RunDir\n"
+            "with RunDir(Path(sys.argv[1])).lock():\n    print('locked', flush=True); time.sleep(60)",
+            str(run),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = _resume(run)
+        assert result.exit_code == 2
+        assert f"{run} is in use by another adept process (pid {holder.pid}" in result.output
+    finally:
+        holder.kill()  # as kill -9: the lock file stays behind, its lock dies with the process
+        holder.wait()
+    assert (run / ".lock").exists()
+    result = _resume(run)
+    assert result.exit_code == 0, result.output
+    assert not (run / ".lock").exists()
+
+
+def test_the_lock_is_held_while_training(tmp_path, monkeypatch) -> None:
+    from adept_cli.training import reporting
+
+    seen = []
+    original = reporting.RunReporter.advance
+
+    def try_second_lock(self, step):
+        original(self, step)
+        if step == 1:
+            with pytest.raises(RunDirError, match="is in use by another adept process"):
+                with RunDir(tmp_path / "run").lock():
+                    pass
+            seen.append(step)
+
+    monkeypatch.setattr(reporting.RunReporter, "advance", try_second_lock)
+    train(stories_config(tmp_path, "steps=2", "eval_every=2"))
+    assert seen == [1]
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_nothing_behind(tmp_path) -> None:
+    from adept_cli.hf import ModelError
+
+    config = stories_config(tmp_path, "steps=2")
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "tokenizer.json").write_text("{}")
+    from dataclasses import replace
+
+    with pytest.raises(ModelError):
+        train(replace(config, model=str(broken)))
+    assert not (tmp_path / "run").exists()
+    train(config)  # the same command, with a loadable model, runs
+    assert (tmp_path / "run" / "results.json").is_file()
+
+
+def test_leftovers_of_interrupted_writes_are_cleaned_on_the_next_start(finished, tmp_path) -> None:
+    run = _copy(finished, tmp_path)
+    _drop_results(run)
+    leftovers = [run / ".best.abc123.tmp", run / "checkpoints" / ".step_00000002.old", run / ".results.json.x.tmp"]
+    leftovers[0].mkdir()
+    leftovers[1].mkdir()
+    leftovers[2].write_text("{")
+    assert _resume(run).exit_code == 0
+    assert not any(path.exists() for path in leftovers)
+
+
+def test_adapter_format_version_is_checked(finished, tmp_path) -> None:
+    adapter = _copy(finished / "best", tmp_path)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["format_version"] = 99
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterError, match="format_version 99, newer than this adept reads"):
+        load_adapter(adapter, base_model_name=model_path(STORIES))
+    result = runner.invoke(app, ["eval", "--adapter", str(adapter)])
+    assert result.exit_code == 2 and "upgrade adept-cli" in result.output
+
+
+def test_a_loaded_adapter_is_in_eval_mode(finished) -> None:
+    model = load_adapter(finished / "best", base_model_name=model_path(STORIES))
+    assert not model.training and not any(module.training for module in model.modules())
+
+
+def test_a_copied_adapter_scores_exactly_as_its_run(finished, tmp_path) -> None:
+    copy = tmp_path / "elsewhere" / "my-adapter"
+    shutil.copytree(finished / "best", copy)
+    by_run = runner.invoke(app, ["eval", "--run", str(finished), "--json"])
+    by_adapter = runner.invoke(app, ["eval", "--adapter", str(copy), "--json"])  # no --task, no settings
+    assert by_run.exit_code == 0 and by_adapter.exit_code == 0, by_adapter.output
+    run_result, adapter_result = json.loads(by_run.stdout), json.loads(by_adapter.stdout)
+    assert adapter_result["task"] == "rte" and adapter_result["scoring"] == "rank"
+    # the run limits the test split to 16 rows; the adapter scores the whole split with the same settings
+    limited = runner.invoke(app, ["eval", "--adapter", str(copy), "--limit", "16", "--json"])
+    assert json.loads(limited.stdout)["metrics"] == run_result["metrics"]
+    assert adapter_result["examples"] > run_result["examples"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--limit", "0"], "--limit must be >= 1; got 0"),
+        (["--limit", "-3"], "--limit must be >= 1; got -3"),
+        (["--batch-size", "0"], "--batch-size must be >= 1; got 0"),
+    ],
+)
+def test_bad_limits_are_clear_errors(finished, args, message) -> None:
+    result = runner.invoke(app, ["eval", "--run", str(finished), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
