@@ -56,6 +56,20 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def read_json_object(path: str | os.PathLike, error: type[Exception], what: str) -> dict[str, Any]:
+    """A JSON object from `path`; unreadable, malformed or not an object raises `error` naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as problem:
+        raise error(f"cannot read {what} {path}: {problem.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+        raise error(f"{path} is not valid JSON ({problem})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} is not {what} (a JSON object)")
+    return data
+
+
 def read_yaml(path: str | os.PathLike, error: type[Exception], what: str) -> Any:
     """Parsed YAML; an unreadable or malformed file raises `error` naming the file."""
     import yaml

@@ -3,7 +3,6 @@ was trained with (a run's config, or the evaluation settings an adapter carries)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from .encoding import Encoder
 from .errors import AdeptError
 from .evaluation import EvalResult, evaluate
-from .files import sha256_file
+from .files import read_json_object, sha256_file
 from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer
 from .prompt.io import ADAPTER_CONFIG, FORMAT, load_adapter, read_adapter_config, read_evaluation_settings
 from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data
@@ -55,19 +54,15 @@ def load_from_adapter(adapter_dir: str | Path, model_name: str | None = None) ->
     path = adapter_dir / ADAPTER_CONFIG
     if not path.is_file():
         raise RunError(f"{path} not found: --adapter takes a directory with {ADAPTER_CONFIG}")
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunError(f"{path} is not valid JSON ({error})") from None
-    if not isinstance(metadata, dict):
-        raise RunError(f"{path} is not an adapter config (a JSON object)")
+    metadata = read_json_object(path, RunError, "an adapter config")
+    native = metadata.get("format") == FORMAT
+    if native:
+        metadata = read_adapter_config(adapter_dir)  # format and version checked before any model loads
     evaluation = read_evaluation_settings(adapter_dir)
-    if metadata.get("format") == FORMAT:
-        read_adapter_config(adapter_dir)  # format and version checked before any model loads
     name = model_name or metadata.get("base_model_name_or_path")
     if not name:
         raise RunError(f"{path} names no base model; pass --model")
-    if metadata.get("format") == FORMAT:
+    if native:
         model = load_adapter(adapter_dir, base=load_model(name), base_model_name=name)
         return LoadedModel(model, load_tokenizer(name), name, metadata["method"], evaluation=evaluation)
     from peft import PeftModel

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..errors import AdeptError
+from ..files import atomic_directory, read_json_object
 from ..hf import is_seq2seq
 from .config import ConfigError, config_from_dict
 from .model import PromptTunedModel, input_embedding
@@ -66,8 +67,6 @@ def write_adapter(model: PromptTunedModel, directory: str | os.PathLike, extra: 
 
 def save_adapter(model: PromptTunedModel, directory: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Save atomically: `directory` holds either the old adapter or the complete new one."""
-    from ..files import atomic_directory
-
     with atomic_directory(directory) as scratch:
         write_adapter(model, scratch, extra)
     return Path(directory)
@@ -79,11 +78,8 @@ def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise AdapterError(f"adapter directory not found: {directory}")
     if not path.is_file():
         raise AdapterError(f"{path} is missing: an adapter directory holds {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AdapterError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+    metadata = read_json_object(path, AdapterError, "an adapter config")
+    if metadata.get("format") != FORMAT:
         raise AdapterError(f'{path} is not an adept adapter config (expected "format": "{FORMAT}")')
     version = metadata.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -160,15 +156,11 @@ def read_evaluation_settings(directory: str | os.PathLike) -> dict[str, Any]:
     """The evaluation settings an adapter (or a PEFT / full-model folder) was saved with; {} if none."""
     directory = Path(directory)
     config_path, sidecar = directory / ADAPTER_CONFIG, directory / EVALUATION_FILE
-    try:
-        if sidecar.is_file():
-            settings = json.loads(sidecar.read_text(encoding="utf-8"))
-        elif config_path.is_file():
-            settings = json.loads(config_path.read_text(encoding="utf-8")).get(EVALUATION_KEY, {})
-        else:
-            return {}
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as error:
-        raise AdapterError(f"{sidecar if sidecar.is_file() else config_path} is not valid JSON ({error})") from None
+    if sidecar.is_file():
+        return read_json_object(sidecar, AdapterError, "evaluation settings")
+    if not config_path.is_file():
+        return {}
+    settings = read_json_object(config_path, AdapterError, "an adapter config").get(EVALUATION_KEY, {})
     if not isinstance(settings, dict):
-        raise AdapterError(f"{directory}: the evaluation settings must be a JSON object")
+        raise AdapterError(f"{config_path}: {EVALUATION_KEY!r} must be a JSON object")
     return settings
