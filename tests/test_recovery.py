@@ -213,3 +213,9 @@ def test_bad_limits_are_clear_errors(finished, args, message) -> None:
     result = runner.invoke(app, ["eval", "--run", str(finished), *args])
     assert result.exit_code == 2 and message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_resume_of_a_folder_without_a_run_does_not_start_a_default_run(tmp_path) -> None:
+    (tmp_path / "run").mkdir()
+    result = runner.invoke(app, ["train", "-o", str(tmp_path / "run"), "--resume", "auto"])
+    assert result.exit_code == 2 and "holds no run to resume (no config.yaml)" in result.output

@@ -58,6 +58,11 @@ def train(
     if resume is not None and recipe is None and saved.is_file():
         # Continue with the run's own settings; anything given here must agree with them (checked later).
         config = build_config(saved, options, overrides)
+    elif resume is not None and recipe is None and not overrides and not (model or task or method):
+        fail(
+            f"--resume {resume}: {saved.parent} holds no run to resume (no {saved.name}); "
+            "start one by giving its settings (--recipe, --task, key=value)"
+        )
     _check_before_loading(config)
     from ..training.loop import train as run_training
 

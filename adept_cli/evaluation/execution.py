@@ -2,10 +2,11 @@
 
 Isolation (Linux): each program runs in a fresh `python -I` inside new user, mount, PID, network, IPC
 and UTS namespaces: the whole filesystem is mounted read-only except a private scratch folder (its
-working directory) and an empty /tmp; there is no network (not even the host's loopback); it sees only
+working directory and TMPDIR); there is no network (not even the host's loopback); it sees only
 its own processes, so it cannot signal adept and nothing it starts outlives it (the namespace dies with
 its first process); its environment is empty; and it runs under limits on CPU time, address space,
-file size, open files and processes. When adept runs as root, the program also runs as `nobody`.
+file size, open files and processes. When adept runs as root, the program runs as `nobody` where
+that user can run the interpreter.
 `bubblewrap` (bwrap) builds the sandbox where it is installed, else `unshare` from util-linux; either
 is first checked with a probe program that must fail to write outside its folder. Where neither works
 (macOS, namespaces disabled), generated code runs only with an explicit `allow_unsafe_exec`, with a
@@ -44,7 +45,6 @@ MAX_FILE_MB = 16  # any file the program writes, its captured stdout / stderr in
 MAX_OPEN_FILES = 64
 MAX_PROCESSES = 64
 NOBODY = 65534
-WORKDIR = "/tmp/work"  # the scratch folder as the sandboxed program sees it
 logger = logging.getLogger("adept.execution")
 
 
@@ -116,10 +116,10 @@ class Sandbox:
                 "--ro-bind", "/", "/",
                 "--proc", "/proc",
                 "--dev", "/dev",
-                "--tmpfs", "/tmp",
-                "--bind", str(scratch), WORKDIR,
+                "--bind", str(scratch), str(scratch),
                 "--clearenv",
-                "--chdir", WORKDIR,
+                "--setenv", "TMPDIR", str(scratch),
+                "--chdir", str(scratch),
                 *python,
             ]  # fmt: skip
         if self.kind == "unshare":
@@ -147,15 +147,15 @@ class Sandbox:
 
 
 # Inside the new namespaces: a read-only copy of the mount tree with the scratch folder bound writable
-# at WORKDIR and a fresh /proc, then chroot into it with an empty environment. Any failed step aborts.
-_UNSHARE_SCRIPT = f"""
+# and a fresh /proc, then chroot into it with an empty environment. Any failed step aborts.
+_UNSHARE_SCRIPT = """
 set -eu
 PATH="/usr/sbin:/sbin:/usr/bin:/bin:$PATH"
 scratch=$1; shift
 root="$scratch/.root"
 mkdir "$root"
 mount --rbind / "$root"
-awk -v r="$root" '$5 == r || index($5, r "/") == 1 {{ print $5 " " $6 }}' /proc/self/mountinfo |
+awk -v r="$root" '$5 == r || index($5, r "/") == 1 { print $5 " " $6 }' /proc/self/mountinfo |
 while read -r point options; do
   flags=ro
   for flag in nosuid nodev noexec; do
@@ -163,12 +163,10 @@ while read -r point options; do
   done
   mount -o "remount,bind,$flags" "$point"
 done
-mount -t tmpfs -o size=64m tmpfs "$root/tmp"
-mkdir "$root{WORKDIR}"
-mount --bind "$scratch" "$root{WORKDIR}"
+mount --bind "$scratch" "$root$scratch"
 mount -t proc proc "$root/proc"
 cd "$root"
-exec env -i "$(command -v chroot)" "$root" sh -c 'cd {WORKDIR} && exec "$@"' sandbox "$@"
+exec env -i TMPDIR="$scratch" "$(command -v chroot)" "$root" sh -c 'cd "$TMPDIR" && exec "$@"' sandbox "$@"
 """
 
 
@@ -201,7 +199,7 @@ try:
     socket.create_connection(("127.0.0.1", 9), timeout=1)
 except OSError:
     pass
-if os.getpid() > 10 or "PATH" in os.environ or "HOME" in os.environ:
+if os.getpid() > 10 or "PATH" in os.environ or "HOME" in os.environ or not os.environ.get("TMPDIR"):
     raise SystemExit(4)
 """
 
