@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -18,12 +19,23 @@ TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
 RIGHT = "def add(a, b):\n    return a + b\n"
 WRONG = "def add(a, b):\n    return a - b\n"
 
-needs_sandbox = pytest.mark.skipif(detect_sandbox() is None, reason="no bubblewrap / unshare isolation here")
+
+@pytest.fixture(params=["bubblewrap", "unshare"])
+def each_sandbox(request, monkeypatch):
+    """Run the hostile programs in each isolation that works here, not only the one adept would pick."""
+    sandbox = execution.Sandbox(request.param)
+    if execution.shutil.which({"bubblewrap": "bwrap", "unshare": "unshare"}[request.param]) is None:
+        pytest.skip(f"{request.param} is not installed")
+    if not execution._probe(sandbox):
+        pytest.skip(f"{request.param} does not isolate here")
+    monkeypatch.setattr(execution, "detect_sandbox", lambda: sandbox)
+    return sandbox
 
 
-@needs_sandbox
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox uses Linux namespaces")
 def test_a_sandbox_is_found_on_linux_ci() -> None:
     sandbox = detect_sandbox()
+    assert sandbox is not None, "neither bubblewrap nor unshare isolates here: install bubblewrap"
     assert sandbox.kind in ("bubblewrap", "unshare")
     assert "no network" in sandbox.describe() and "read-only filesystem" in sandbox.describe()
 
@@ -53,18 +65,17 @@ def test_right_and_wrong_solutions() -> None:
         "import sys\nprint(sys.stdin.read() if sys.stdin else '')\nexit(0)",
     ],
 )
-def test_exiting_before_the_tests_is_a_failure_not_a_pass(fake) -> None:
+def test_exiting_before_the_tests_is_a_failure_not_a_pass(each_sandbox, fake) -> None:
     result = check_solution(WRONG + fake, TESTS)
     assert result.status == "failed"
 
 
-def test_the_nonce_is_not_in_the_program_file() -> None:
+def test_the_nonce_is_not_in_the_program_file(each_sandbox) -> None:
     program = "src = open(__file__).read()\nimport re\nprint(' '.join(re.findall('[0-9a-f]{32}', src)))\nexit(0)"
     assert check_solution(program, TESTS).status == "failed"
 
 
-@needs_sandbox
-def test_files_outside_the_scratch_folder_cannot_be_written_or_deleted(tmp_path) -> None:
+def test_files_outside_the_scratch_folder_cannot_be_written_or_deleted(each_sandbox, tmp_path) -> None:
     victim = tmp_path / "precious.txt"
     victim.write_text("keep me")
     attack = f"""
@@ -81,8 +92,7 @@ for action in (lambda: open({str(victim)!r}, "w").write("gone"), lambda: os.remo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
 
 
-@needs_sandbox
-def test_no_network_not_even_loopback() -> None:
+def test_no_network_not_even_loopback(each_sandbox) -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -105,8 +115,7 @@ except OSError:
         server.close()
 
 
-@needs_sandbox
-def test_the_environment_and_the_callers_processes_are_out_of_reach(monkeypatch) -> None:
+def test_the_environment_and_the_callers_processes_are_out_of_reach(each_sandbox, monkeypatch) -> None:
     monkeypatch.setenv("ADEPT_TEST_SECRET", "hunter2-token")
     attack = f"""
 import os, signal
@@ -129,8 +138,7 @@ for target in ({os.getpid()}, os.getppid()):
     assert result.status == "passed", result.detail  # and this test process is still alive to see it
 
 
-@needs_sandbox
-def test_a_detached_child_dies_with_the_program() -> None:
+def test_a_detached_child_dies_with_the_program(each_sandbox) -> None:
     marker = f"{time.time():.6f}"
     attack = f"""
 import subprocess
@@ -152,7 +160,7 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
-def test_a_flood_of_output_is_cut_off() -> None:
+def test_a_flood_of_output_is_cut_off(each_sandbox) -> None:
     flood = "import sys\nblock = 'x' * (1 << 20)\nfor _ in range(200):\n    sys.stderr.write(block)\n"
     start = time.monotonic()
     result = check_solution(RIGHT + flood, TESTS)
@@ -165,7 +173,7 @@ def test_memory_hog_fails_without_harming_the_caller() -> None:
     assert check_solution(RIGHT, TESTS).passed  # the caller carries on
 
 
-def test_limits_are_in_force_inside() -> None:
+def test_limits_are_in_force_inside(each_sandbox) -> None:
     probe = """
 import resource
 limits = {name: resource.getrlimit(getattr(resource, name)) for name in
