@@ -26,11 +26,14 @@ class AnalysisError(AdeptError, ValueError):
 
 
 def applied_offsets(model: PromptTunedModel, ids: torch.Tensor) -> torch.Tensor:
-    """The offset the model adds to each token of `ids` (1 x n) in a real forward pass."""
-    captured: dict[str, torch.Tensor] = {}
+    """The offset the model adds to each token of `ids` (1 x n) in a real forward pass (the embedding's
+    output for the real tokens, whether the prompt runs in the row or is shared, minus E)."""
+    captured: list[torch.Tensor] = []
 
     def grab(module: Any, args: Any, output: torch.Tensor) -> None:
-        captured["embeds"] = output
+        real = args[0] < model.vocab_size  # prompt slots are virtual ids
+        if int(real.sum()) == ids.numel():
+            captured.append(output[real].view(*ids.shape, -1))
 
     handle = model.adapted_embedding.register_forward_hook(grab)
     try:
@@ -39,8 +42,7 @@ def applied_offsets(model: PromptTunedModel, ids: torch.Tensor) -> torch.Tensor:
             model(ids, **extra)
     finally:
         handle.remove()
-    content = captured["embeds"][:, model.prompt_len :]
-    return content - model.adapted_embedding.embedding(ids)
+    return captured[-1] - model.adapted_embedding.embedding(ids)
 
 
 # -- shift probe -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from ..errors import AdeptError
 
 PROMPT_INITS = ("vocab", "text", "random")
+SHARE_PROMPT = ("auto", "on", "off")  # PromptTunedModel(share_prompt=...): see prompt/sharing.py
 
 
 class ConfigError(AdeptError, ValueError):

@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..encoding import IGNORE_INDEX
 from ..hf import is_seq2seq
 from .budget import solve
-from .config import AdeptConfig, DeptConfig, MethodConfig
+from .config import SHARE_PROMPT, AdeptConfig, ConfigError, DeptConfig, MethodConfig
 from .modules import PromptAdapter
+from .sharing import PromptCache, content_positions, sharing_problem
 
 # Vocabulary-sampled prompt init draws from the first ids of the vocabulary, which SentencePiece and
 # BPE vocabularies order roughly by frequency (Lester et al. sample frequent tokens).
@@ -118,6 +120,10 @@ class PromptTunedModel(nn.Module):
     Seq2seq models get the prompt and offsets on the encoder input only; causal models get the prompt
     before the input and offsets on every input token, generated ones included. `forward` returns the
     base model's output with causal logits aligned to `input_ids` (prompt positions removed).
+
+    `share_prompt` (causal models): "auto" (default) computes the prompt's keys and values once and
+    shares them across rows and calls where the model allows it (see `prompt.sharing`), "on" requires
+    it, "off" runs the prompt in every row. Both paths compute the same model.
     """
 
     def __init__(
@@ -127,8 +133,11 @@ class PromptTunedModel(nn.Module):
         tokenizer: Any = None,
         base_model_name: str | None = None,
         init_prompt: bool = True,
+        share_prompt: str = "auto",
     ):
         super().__init__()
+        if share_prompt not in SHARE_PROMPT:
+            raise ConfigError(f"share_prompt must be one of {', '.join(SHARE_PROMPT)}; got {share_prompt!r}")
         self.base = base
         self.is_seq2seq = is_seq2seq(base)
         self.base_model_name = base_model_name or getattr(base, "name_or_path", None) or ""
@@ -152,6 +161,18 @@ class PromptTunedModel(nn.Module):
                 owner.register_forward_hook(_forget_content_positions(adapted), with_kwargs=True, always_call=True),
             ]
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
+        # Why the prompt's computation is not shared (None when it is).
+        self.not_shared_because = "share_prompt=off" if share_prompt == "off" else sharing_problem(base)
+        if self.prompt_len == 0 and self.not_shared_because is None:
+            self.not_shared_because = "there is no prompt"
+        if share_prompt == "on" and self.not_shared_because is not None:
+            self.unwrap()
+            raise ConfigError(f"share_prompt=on, but this model cannot share the prompt: {self.not_shared_because}")
+        self.prompt_cache = PromptCache()
+
+    @property
+    def shares_prompt(self) -> bool:
+        return self.not_shared_because is None
 
     # -- structure ---------------------------------------------------------------------------------
 
@@ -186,6 +207,8 @@ class PromptTunedModel(nn.Module):
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
+        if hasattr(self, "prompt_cache"):
+            self.prompt_cache.clear()
         self._embedding_owner().set_input_embeddings(self.adapted_embedding.embedding)
         return self.base
 
@@ -252,6 +275,8 @@ class PromptTunedModel(nn.Module):
             return self.base(
                 input_ids=extended["input_ids"], attention_mask=extended["attention_mask"], labels=labels, **kwargs
             )
+        if self._shares_forward(input_ids, attention_mask, labels, kwargs):
+            return self._shared_forward(input_ids, attention_mask, labels, **kwargs)
         extended = self.insert_prompt(input_ids, attention_mask, labels)
         if self._takes_position_ids and "position_ids" not in kwargs:
             kwargs["position_ids"] = self.position_ids(extended["attention_mask"])
@@ -266,6 +291,36 @@ class PromptTunedModel(nn.Module):
             output.logits = self._content_logits(logits, extended["content_index"])
         return output
 
+    def _shares_forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None, kwargs: dict
+    ) -> bool:
+        if not self.shares_prompt or kwargs.get("past_key_values") is not None or "inputs_embeds" in kwargs:
+            return False
+        if labels is None:
+            return True
+        # The first token of a row is predicted from the prompt's last position, which the shared path
+        # does not compute per row: a label there (unusual: it is the start of the input) needs the full row.
+        first = (attention_mask.cumsum(1) == 0).sum(1, keepdim=True) if attention_mask is not None else None
+        first_labels = labels.gather(1, first) if first is not None else labels[:, :1]
+        return bool((first_labels == IGNORE_INDEX).all())
+
+    def _shared_forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None, **kwargs: Any
+    ) -> Any:
+        """The rows' own tokens on top of the shared prompt cache, at the positions they have behind it."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        rows, length = input_ids.shape[0], self.prompt_len
+        if self._takes_position_ids and "position_ids" not in kwargs:
+            kwargs["position_ids"] = content_positions(attention_mask, length)
+        return self.base(
+            input_ids=input_ids,
+            attention_mask=torch.cat([attention_mask.new_ones(rows, length), attention_mask], dim=1),
+            labels=labels,
+            past_key_values=self.prompt_cache.cache(self, rows),
+            **kwargs,
+        )
+
     def _content_logits(self, logits: torch.Tensor, content_index: torch.Tensor) -> torch.Tensor:
         n = content_index.shape[1]
         if bool((content_index[:, 0] == self.prompt_len).all()):  # no left padding: a cheap view
@@ -277,7 +332,10 @@ class PromptTunedModel(nn.Module):
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> Any:
         """`base.generate` on the prompted input. Causal models: pad on the left; the returned
         sequences start with `input_ids` (no prompt slots), as transformers returns them."""
-        extended = self.insert_prompt(input_ids, attention_mask)
+        if self._shares_generation(kwargs):
+            extended = self._shared_generation_inputs(input_ids, attention_mask, kwargs)
+        else:
+            extended = self.insert_prompt(input_ids, attention_mask)
         output = self.base.generate(
             input_ids=extended["input_ids"], attention_mask=extended["attention_mask"], **kwargs
         )
@@ -285,11 +343,40 @@ class PromptTunedModel(nn.Module):
             return output
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         new_tokens = sequences[:, extended["input_ids"].shape[1] :]
-        sequences = torch.cat([input_ids, new_tokens], dim=1)
+        per_row = sequences.shape[0] // input_ids.shape[0]  # num_return_sequences > 1 returns several
+        sequences = torch.cat([input_ids.repeat_interleave(per_row, dim=0), new_tokens], dim=1)
         if isinstance(output, torch.Tensor):
             return sequences
         output.sequences = sequences
         return output
+
+    def _shares_generation(self, kwargs: dict) -> bool:
+        config = kwargs.get("generation_config") or self.base.generation_config
+        return (
+            self.shares_prompt
+            and kwargs.get("past_key_values") is None
+            and kwargs.get("use_cache", getattr(config, "use_cache", True)) is not False
+            and getattr(config, "cache_implementation", None) is None
+            and kwargs.get("assistant_model") is None
+        )
+
+    def _shared_generation_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, kwargs: dict
+    ) -> dict[str, torch.Tensor]:
+        """[prompt slots, row] ids with the prompt already in the cache; one cache row per sequence that
+        generate will run (rows x beams, or rows x returned sequences)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        config = kwargs.get("generation_config") or self.base.generation_config
+        beams = kwargs.get("num_beams", getattr(config, "num_beams", 1) or 1)
+        returned = kwargs.get("num_return_sequences", getattr(config, "num_return_sequences", 1) or 1)
+        rows, length = input_ids.shape[0], self.prompt_len
+        kwargs["past_key_values"] = self.prompt_cache.cache(self, rows * max(beams, returned))
+        slots = torch.arange(self.vocab_size, self.vocab_size + length, device=input_ids.device).expand(rows, -1)
+        return {
+            "input_ids": torch.cat([slots, input_ids], dim=1),
+            "attention_mask": torch.cat([attention_mask.new_ones(rows, length), attention_mask], dim=1),
+        }
 
 
 def _init_prompt(adapter: PromptAdapter, embedding: nn.Module, vocab_size: int, tokenizer: Any) -> None:

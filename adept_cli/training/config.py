@@ -20,7 +20,7 @@ import yaml
 from ..errors import AdeptError
 from ..files import read_yaml
 from ..hf import DEFAULT_MODEL
-from ..prompt.config import ConfigError, method_config
+from ..prompt.config import SHARE_PROMPT, ConfigError, method_config
 
 METHODS = ("adept", "dept", "pt", "lora", "full")
 PROMPT_METHODS = ("adept", "dept", "pt")
@@ -56,6 +56,9 @@ class TrainConfig:
     prompt_init: str | None = _f(None, "pt / dept / adept: soft-prompt init: vocab (default) | text | random")
     prompt_init_text: str | None = _f(None, "pt / dept / adept: text for prompt_init=text")
     budget: int | None = _f(None, "pt / dept / adept: parameter budget for unset sizes (default: 100 x width)")
+    share_prompt: str | None = _f(
+        None, "pt / dept / adept, causal models: auto (default) | on | off: compute the prompt once per batch"
+    )
     bottleneck: int | None = _f(None, "adept: hidden size r of the offset network (default: largest under budget)")
     dropout: float | None = _f(None, "adept: dropout on the offset network's hidden layer (default 0)")
     rank: int | None = _f(None, "dept: rank r of the position offsets (default: largest under the budget)")
@@ -114,7 +117,7 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 # Settings that belong to some methods only: set on a run of another method, they are an error.
 METHOD_FIELDS = {
-    **{name: PROMPT_METHODS for name in ("prompt_len", "prompt_init", "prompt_init_text", "budget")},
+    **{name: PROMPT_METHODS for name in ("prompt_len", "prompt_init", "prompt_init_text", "budget", "share_prompt")},
     "bottleneck": ("adept",),
     "dropout": ("adept",),
     "rank": ("dept",),
@@ -206,9 +209,13 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
                 f"{path}: format_version {version!r} is newer than this adept reads ({RUN_FORMAT_VERSION}); "
                 "upgrade adept-cli (pip install -U adept-cli)"
             )
-    elif set(FIELDS) - {"lora_rank"} <= set(data):  # a complete dump without a version: a version-0 run
+    elif VERSION_0_FIELDS <= set(data):  # a complete dump without a version: a version-0 run
         data = _upgrade_version_0(data)
     return data
+
+
+# Fields every version-0 config.yaml holds, whatever its method (later versions add to them).
+VERSION_0_FIELDS = {"model", "task", "method", "steps", "rank", "dropout", "lora_alpha", "lora_dropout", "prompt_init"}
 
 
 def _upgrade_version_0(data: dict[str, Any]) -> dict[str, Any]:
@@ -323,15 +330,21 @@ def config_problems(config: TrainConfig) -> list[str]:
         problems.append(f"max_grad_norm must be > 0 or null; got {config.max_grad_norm}")
     if config.epochs is not None and config.epochs <= 0:
         problems.append(f"epochs must be > 0; got {config.epochs}")
+    if config.share_prompt not in (None, *SHARE_PROMPT):
+        problems.append(f"share_prompt must be one of {', '.join(SHARE_PROMPT)}; got {config.share_prompt!r}")
     if config.batch_size % config.grad_accum:
         problems.append(f"batch_size {config.batch_size} is not divisible by grad_accum {config.grad_accum}")
     return problems
 
 
+# Settings of how a prompt method runs, not of the adapter it trains (not in the method config).
+RUNTIME_FIELDS = ("share_prompt",)
+
+
 def method_settings(config: TrainConfig) -> dict[str, Any]:
     """The settings given for the prompt method config (`adept_cli.prompt.config`), which holds the
     defaults of those left unset."""
-    names = [name for name, methods in METHOD_FIELDS.items() if config.method in methods]
+    names = [name for name, methods in METHOD_FIELDS.items() if config.method in methods and name not in RUNTIME_FIELDS]
     return {name: getattr(config, name) for name in names if getattr(config, name) is not None}
 
 

@@ -28,6 +28,7 @@ from ..evaluation import evaluate, write_predictions
 from ..evaluation.execution import sandbox_for
 from ..files import atomic_directory, write_json_atomic, write_text_atomic
 from ..hf import unwrap
+from ..prompt.model import PromptTunedModel
 from .checkpoint import rng_state, set_rng_state, write_checkpoint
 from .config import TrainConfig
 from .reporting import RunReporter
@@ -169,6 +170,8 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
         saved = find_resume_checkpoint(run_dir, resume, accelerator.process_index, reporter.note)
         set_seed(config.seed)
         trainable = setup_model(config, task, data)
+        if isinstance(trainable.model, PromptTunedModel) and not trainable.model.shares_prompt:
+            reporter.note(f"the prompt runs in every row: {trainable.model.not_shared_because}")
         optimizer, scheduler = setup_optimizer(trainable.model, config)
         model, optimizer = accelerator.prepare(trainable.model, optimizer)
         run = Run(

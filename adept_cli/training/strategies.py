@@ -42,7 +42,13 @@ def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: i
         settings = method_settings(config)
         if config.method == "dept":
             settings["max_length"] = dept_positions(config, source_length, is_seq2seq(base))
-        return PromptTunedModel(base, method_config(config.method, **settings), tokenizer, base_model_name=config.model)
+        return PromptTunedModel(
+            base,
+            method_config(config.method, **settings),
+            tokenizer,
+            base_model_name=config.model,
+            share_prompt=config.share_prompt or "auto",
+        )
     if config.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 

@@ -1,0 +1,104 @@
+"""Share the soft prompt's computation across rows and calls (causal models).
+
+In a causal model the soft prompt comes first, carries no offsets and attends only to itself, so its
+hidden states and keys / values are the same in every row of every batch. `PromptCache` runs the l
+prompt positions once (batch 1), and the rows run only their own tokens on top of that cache
+(`past_key_values`), with the positions they have without sharing (l, l + 1, ... after the prompt; pads
+masked). The model computed is the same; the work per step falls from B x (l + n) to l + B x n positions.
+
+- With gradients (training) the prompt pass runs once per forward and the gradient reaches the prompt
+  through the shared keys and values.
+- Without gradients (evaluation, generation) the prompt's cache is computed once per adapter state and
+  reused by every batch and `generate` call; it is recomputed whenever a trainable tensor changes (an
+  optimizer step, `load_state_dict`, any in-place write bumps the tensor's version), the device or dtype
+  changes, or the model switches between train and eval mode.
+
+Seq2seq models cannot share (the encoder is bidirectional: the prompt's states depend on the row), nor
+can models whose cache is not a plain full-attention key / value cache (sliding-window, chunked, linear
+or hybrid layers); `sharing_problem` says why.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..hf import is_seq2seq
+
+
+def sharing_problem(base: nn.Module) -> str | None:
+    """Why the prompt's computation cannot be shared on `base` (None when it can)."""
+    if is_seq2seq(base):
+        return "a seq2seq encoder is bidirectional, so the prompt's states depend on each row"
+    parameters = inspect.signature(base.forward).parameters
+    missing = [name for name in ("past_key_values", "position_ids") if name not in parameters]
+    if missing:
+        return f"{type(base).__name__}.forward takes no {' / '.join(missing)}"
+    try:
+        from transformers.cache_utils import get_layer_types_and_kwargs
+
+        layer_types, _ = get_layer_types_and_kwargs(base.config.get_text_config(decoder=True))
+    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        return f"its cache layout cannot be read ({type(error).__name__})"
+    other = sorted({kind for kind in layer_types if kind != "full_attention"})
+    if other:
+        return f"its cache has {', '.join(other)} layers (only full-attention caches are shared)"
+    return None
+
+
+class PromptCache:
+    """The prompt's keys and values for a `PromptTunedModel` (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._state: tuple | None = None
+        self._layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def clear(self) -> None:
+        self._state, self._layers = None, None
+
+    def layers(self, model: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(keys, values) of every layer for the l prompt positions, batch 1."""
+        if torch.is_grad_enabled():  # part of the graph: computed afresh for this forward
+            self.clear()
+            return _prompt_pass(model)
+        state = _adapter_state(model)
+        if state != self._state:
+            self._layers, self._state = _prompt_pass(model), state
+        return self._layers
+
+    def cache(self, model: Any, rows: int) -> Any:
+        """A fresh `DynamicCache` holding the prompt's keys and values for `rows` rows (views, no copies)."""
+        from transformers import DynamicCache
+
+        layers = self.layers(model)
+        return DynamicCache(
+            ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in layers]
+        )
+
+
+def _adapter_state(model: Any) -> tuple:
+    # A tensor's `_version` counts its in-place writes: optimizer steps, copy_, load_state_dict.
+    tensors = tuple((id(p), p._version, p.device, p.dtype) for p in model.adapter.parameters())
+    return model.training, tensors
+
+
+def _prompt_pass(model: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from transformers import DynamicCache
+
+    length = model.prompt_len
+    device = model.adapter.prompt.device
+    ids = torch.arange(model.vocab_size, model.vocab_size + length, device=device).unsqueeze(0)
+    positions = torch.arange(length, device=device).unsqueeze(0)
+    # The inner model: the prompt's keys and values are wanted, not its logits.
+    output = model.base.base_model(
+        input_ids=ids, position_ids=positions, past_key_values=DynamicCache(), use_cache=True
+    )
+    return [(layer.keys, layer.values) for layer in output.past_key_values.layers]
+
+
+def content_positions(attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """The positions the content tokens have behind an l-token prompt: l, l + 1, ... (pads 0, masked)."""
+    return (attention_mask.long().cumsum(-1) - 1 + prompt_len).masked_fill(attention_mask == 0, 0)
