@@ -6,6 +6,8 @@ labels the same SST-2 sentences with greedy decoding of two tokens, in batches; 
 process, taking turns.
 
     python bench/inference_speed.py                  # writes bench/results/inference_speed.json
+    python bench/inference_speed.py --models smollm2-135m --results shared_prompt_inference \
+        --methods adept-adept120,adept-adept120-unshared,base,peft-pt200
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ METHODS = {
     "adept-pt200": "adept PT, l = 200",
     "adept-dept120": "adept DePT, l = 120, r at the budget of PT-200",
     "adept-adept120": "adept ADePT, l = 120, r at the budget of PT-200",
+    "adept-adept120-unshared": "adept ADePT, l = 120, prompt run in every row (share_prompt=off)",
+    "base": "the bare base model, no adapter",
     "adept-merged120": "ADePT l = 120 merged export: plain transformers + PEFT PromptTuning(120), no FFN",
     "peft-pt200": "PEFT PromptTuning, 200 virtual tokens",
 }
@@ -39,6 +43,8 @@ def build(method: str, base, tokenizer, workdir: Path):
 
     dim = base.get_input_embeddings().weight.shape[1]
     budget = 200 * dim
+    if method == "base":
+        return base
     if method == "peft-pt200":
         from peft import PromptTuningConfig as PeftPromptTuningConfig
         from peft import TaskType, get_peft_model
@@ -49,9 +55,10 @@ def build(method: str, base, tokenizer, workdir: Path):
         "adept-pt200": PromptTuningConfig(prompt_len=200),
         "adept-dept120": DeptConfig(prompt_len=120, budget=budget, max_length=256),
         "adept-adept120": AdeptConfig(prompt_len=120, budget=budget),
+        "adept-adept120-unshared": AdeptConfig(prompt_len=120, budget=budget),
         "adept-merged120": AdeptConfig(prompt_len=120, budget=budget),
     }[method]
-    model = PromptTunedModel(base, config, tokenizer)
+    model = PromptTunedModel(base, config, tokenizer, share_prompt="off" if "unshared" in method else "auto")
     if method != "adept-merged120":
         return model
     from adept_cli.export import PROMPT_ADAPTER, _load_merged, export_merged
@@ -139,6 +146,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=128, help="SST-2 validation sentences")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--results", default="inference_speed", help="name of the results file in bench/results/")
     args = parser.parse_args()
     methods = args.methods.split(",")
     results: dict[str, dict] = {}
@@ -147,7 +155,7 @@ def main() -> None:
         for method, row in results[model_name].items():
             print(f"{model_name:16s} {method:16s} {row['samples_per_s']:8.2f} samples/s", flush=True)
     path = write_results(
-        "inference_speed",
+        args.results,
         {
             "count": args.count,
             "batch_size": args.batch_size,

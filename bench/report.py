@@ -149,6 +149,69 @@ def quality_section(data: dict[str, Any]) -> list[str]:
     return lines + [""] + checks + [""]
 
 
+def shared_prompt_section(train: dict[str, Any] | None, inference: dict[str, Any] | None) -> list[str]:
+    """The shared prompt's targets: ratios measured side by side in one process (SmolLM2-135M)."""
+    lines = ["## The shared prompt (causal models): targets", ""]
+    if train:
+        lines += ["Training (`bench/results/shared_prompt_train.json`):", ""]
+        lines += provenance(train)
+        for model, rows in train["results"].items():
+            shared, unshared = rows["adept-adept60"], rows["adept-adept60-unshared"]
+            floor, peft = rows["adept-adept0"], rows["peft-pt100"]
+            lines += [
+                "",
+                f"### {model}, batch {train['batch_size']}",
+                "",
+                "| method | s / step | peak memory (MB) |",
+                "| --- | ---: | ---: |",
+            ]
+            lines += [
+                f"| {train['methods'][method]} | {row['step_s']:.3f} | {row['peak_memory_mb']:.0f} |"
+                for method, row in rows.items()
+            ]
+            step_ratio = shared["step_s"] / floor["step_s"]
+            before = unshared["step_s"] / floor["step_s"]
+            speedup = peft["step_s"] / shared["step_s"]
+            memory = shared["peak_memory_mb"] / max(floor["peak_memory_mb"], 1e-9)
+            lines += [
+                "",
+                "- Step of ADePT l = 60 <= 1.2x ADePT l = 0: "
+                + verdict(step_ratio <= 1.2, f"{step_ratio:.2f}x; {before:.2f}x with the prompt in every row"),
+                "- At least 3x faster than PEFT PromptTuning(100): " + verdict(speedup >= 3, f"{speedup:.2f}x"),
+                "- Peak memory of ADePT l = 60 <= 1.2x l = 0: " + verdict(memory <= 1.2, f"{memory:.2f}x"),
+                "",
+            ]
+    if inference:
+        lines += ["Generation (`bench/results/shared_prompt_inference.json`):", ""]
+        lines += provenance(inference)
+        for model, rows in inference["results"].items():
+            shared, unshared = rows["adept-adept120"], rows["adept-adept120-unshared"]
+            base, peft = rows["base"], rows["peft-pt200"]
+            lines += [
+                "",
+                f"### {model}, {inference['count']} sentences, batch {inference['batch_size']}, "
+                f"{inference['new_tokens']} greedy tokens",
+                "",
+                "| method | samples / s |",
+                "| --- | ---: |",
+            ]
+            lines += [
+                f"| {inference['methods'][method]} | {row['samples_per_s']:.2f} |" for method, row in rows.items()
+            ]
+            time_ratio = base["samples_per_s"] / shared["samples_per_s"]
+            before = base["samples_per_s"] / unshared["samples_per_s"]
+            speedup = shared["samples_per_s"] / peft["samples_per_s"]
+            lines += [
+                "",
+                "- ADePT l = 120 <= 1.1x the bare model's time: "
+                + verdict(time_ratio <= 1.1, f"{time_ratio:.2f}x; {before:.2f}x with the prompt in every row"),
+                "- At least 2.5x the throughput of PEFT PromptTuning(200): "
+                + verdict(speedup >= 2.5, f"{speedup:.2f}x"),
+                "",
+            ]
+    return lines
+
+
 def main() -> None:
     lines = [
         "# Benchmarks",
@@ -161,6 +224,9 @@ def main() -> None:
     for name, section in sections:
         data = load(name)
         lines += section(data) if data else [f"## {name}", "", "Not run yet.", ""]
+    shared = (load("shared_prompt_train"), load("shared_prompt_inference"))
+    if any(shared):
+        lines += shared_prompt_section(*shared)
     notes = BENCH / "NOTES.md"
     if notes.is_file():
         lines += [notes.read_text().strip(), ""]

@@ -7,6 +7,8 @@ PromptTuning with 100 virtual tokens.
 
     python bench/train_speed.py                       # both models, writes bench/results/train_speed.json
     python bench/train_speed.py --models smollm2-135m --steps 4
+    python bench/train_speed.py --models smollm2-135m --results shared_prompt_train \
+        --methods adept-adept60,adept-adept60-unshared,adept-adept0,peft-pt100
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ METHODS = {
     "adept-pt60": "adept PT, l = 60",
     "adept-dept60": "adept DePT, l = 60, r at the budget of PT-100",
     "adept-adept60": "adept ADePT, l = 60, r at the budget of PT-100",
+    "adept-adept60-unshared": "adept ADePT, l = 60, prompt run in every row (share_prompt=off)",
+    "adept-adept0": "adept ADePT, l = 0 (offsets only: the floor of any input-side method)",
     "peft-pt100": "PEFT PromptTuning, 100 virtual tokens",
     "peft-lora16": "PEFT LoRA, rank 16 (PEFT's default target modules)",
 }
@@ -46,8 +50,10 @@ def build(method: str, base, tokenizer):
             "adept-pt60": PromptTuningConfig(prompt_len=60),
             "adept-dept60": DeptConfig(prompt_len=60, max_length=256),
             "adept-adept60": AdeptConfig(prompt_len=60),
+            "adept-adept60-unshared": AdeptConfig(prompt_len=60),
+            "adept-adept0": AdeptConfig(prompt_len=0),
         }[method]
-        return PromptTunedModel(base, config, tokenizer)
+        return PromptTunedModel(base, config, tokenizer, share_prompt="off" if "unshared" in method else "auto")
     from peft import LoraConfig, TaskType, get_peft_model
     from peft import PromptTuningConfig as PeftPromptTuningConfig
 
@@ -142,6 +148,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed steps per method (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--results", default="train_speed", help="name of the results file in bench/results/")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -166,7 +173,7 @@ def main() -> None:
                 row["time_ratio_to_peft_pt100"] = row["step_s"] / base["step_s"]
                 row["memory_ratio_to_peft_pt100"] = row["peak_memory_mb"] / max(base["peak_memory_mb"], 1e-9)
     path = write_results(
-        "train_speed",
+        args.results,
         {
             "batch_size": args.batch_size,
             "steps": args.steps,
