@@ -86,6 +86,28 @@ def generate_outputs(
 
 
 @torch.no_grad()
+def label_scores(
+    model: Any,
+    encoder: Encoder,
+    examples: Sequence[Example],
+    indices: Sequence[int],
+    batch_size: int,
+    candidates: Sequence[str],
+) -> dict[int, list[float]]:
+    """For each example, the log-probability the model gives each candidate target (its tokens and end token)."""
+    tokenizer = encoder.tokenizer
+    device = next(model.parameters()).device
+    outputs: dict[int, list[float]] = {}
+    for batch_indices in _batches(_by_length(examples, indices), batch_size):
+        scores = []
+        for candidate in candidates:
+            features = [encoder.scoring_features(examples[i], candidate) for i in batch_indices]
+            batch = {k: v.to(device) for k, v in pad_batch(features, tokenizer.pad_token_id).items()}
+            scores.append(_sequence_log_prob(model, batch, encoder.is_seq2seq))
+        outputs.update(zip(batch_indices, torch.stack(scores, dim=1).tolist()))
+    return outputs
+
+
 def rank_outputs(
     model: Any,
     encoder: Encoder,
@@ -94,18 +116,9 @@ def rank_outputs(
     batch_size: int,
     candidates: Sequence[str],
 ) -> dict[int, int]:
-    tokenizer = encoder.tokenizer
-    device = next(model.parameters()).device
-    outputs: dict[int, int] = {}
-    for batch_indices in _batches(_by_length(examples, indices), batch_size):
-        scores = []
-        for candidate in candidates:
-            features = [encoder.scoring_features(examples[i], candidate) for i in batch_indices]
-            batch = {k: v.to(device) for k, v in pad_batch(features, tokenizer.pad_token_id).items()}
-            scores.append(_sequence_log_prob(model, batch, encoder.is_seq2seq))
-        best = torch.stack(scores, dim=1).argmax(dim=1).tolist()
-        outputs.update(zip(batch_indices, best))
-    return outputs
+    """The most likely candidate of each example (the first of equal ones)."""
+    scores = label_scores(model, encoder, examples, indices, batch_size, candidates)
+    return {index: max(range(len(row)), key=row.__getitem__) for index, row in scores.items()}
 
 
 def _sequence_log_prob(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool) -> torch.Tensor:

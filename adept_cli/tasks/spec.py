@@ -131,14 +131,23 @@ class Task:
                 raise RowError(f"missing field {names}")
         return out
 
-    def example(self, row: dict[str, Any]) -> Example:
+    def prepared(self, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The row with canonical and derived fields, and the input text the template makes of it."""
         row = self.canonical(row)
         if self.prepare is not None:
-            row = self.prepare(row)
+            try:
+                row = self.prepare(row)
+            except (KeyError, TypeError, IndexError) as error:
+                raise RowError(f"cannot prepare the row ({type(error).__name__}: {error})") from None
         try:
-            source = self.template.format(**row)
+            return row, self.template.format(**row)
         except KeyError as error:
             raise RowError(f"missing field {error.args[0]!r} (used by the template)") from None
+        except (IndexError, ValueError) as error:
+            raise RowError(f"the template cannot format this row ({error})") from None
+
+    def example(self, row: dict[str, Any]) -> Example:
+        row, source = self.prepared(row)
         if self.kind == "classification":
             index = self.class_index(row.get(self.label_field, _MISSING))
             return Example(source, self.label_words[index], label=index, group=self._group(row))

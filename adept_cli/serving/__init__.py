@@ -1,0 +1,1 @@
+"""Putting trained adapters to work: predictions on new rows (`predict`)."""

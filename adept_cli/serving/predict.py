@@ -1,0 +1,162 @@
+"""Predictions on new, unlabelled rows: `adept predict`.
+
+Rows come from a jsonl / json / csv / tsv / parquet file, or from stdin lines (a JSON object, or plain
+text that is the model's input as it is). Each row is formatted with the task's template and answered in
+input order: a classification task gives the most likely label word and a probability per label word
+(rank scoring: the label words' likelihoods, normalised over the labels); other tasks give the greedy
+generation. Rows are read and answered in chunks, so a large file streams.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..encoding import Encoder
+from ..errors import AdeptError
+from ..evaluation.evaluate import generate_outputs, label_scores, max_new_tokens
+from ..tasks.sources import SUFFIXES, read_file
+from ..tasks.spec import Example, RowError, Task
+
+ON_ERROR = ("fail", "skip")
+
+
+class PredictError(AdeptError, ValueError):
+    """An input row cannot be answered; the message names its file and line."""
+
+
+@dataclass(frozen=True)
+class InputRow:
+    where: str  # "file:line" (or "stdin:line") for messages
+    fields: dict[str, Any] | None  # a structured row, formatted with the task's template
+    text: str | None = None  # a plain-text row: the model's input as it is
+
+
+def read_rows(source: str) -> Iterator[InputRow]:
+    """Rows of a file (by its suffix), or of stdin when `source` is "-": one JSON object or plain text per line."""
+    if source == "-":
+        yield from _lines(sys.stdin, "stdin", plain_text=True)
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise PredictError(f"--input {path}: no such file")
+    if path.suffix.lower() == ".jsonl":
+        with open(path, encoding="utf-8") as handle:
+            yield from _lines(handle, str(path), plain_text=False)
+        return
+    if path.suffix.lower() not in SUFFIXES:
+        raise PredictError(f"--input {path}: unsupported file type; use one of {', '.join(SUFFIXES)} or - for stdin")
+    from ..tasks.spec import TaskError
+
+    try:
+        records = read_file(path)
+    except TaskError as error:
+        raise PredictError(str(error)) from None
+    for record in records:
+        yield InputRow(record.origin, record.row)
+
+
+def _lines(handle: TextIO, name: str, plain_text: bool) -> Iterator[InputRow]:
+    for number, line in enumerate(handle, start=1):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            if plain_text:
+                yield InputRow(where, None, line)
+                continue
+            raise PredictError(f"{where}: malformed JSON line ({error.msg})") from None
+        if isinstance(value, dict):
+            yield InputRow(where, value)
+        elif plain_text and isinstance(value, str):
+            yield InputRow(where, None, value)
+        elif plain_text:
+            yield InputRow(where, None, line)
+        else:
+            raise PredictError(f"{where}: expected a JSON object, got {type(value).__name__}")
+
+
+@dataclass
+class Predictor:
+    """A loaded model and the task whose format and answers it uses."""
+
+    model: Any
+    encoder: Encoder
+    task: Task
+    batch_size: int = 32
+
+    def source(self, row: InputRow) -> str:
+        if row.text is not None:
+            return row.text
+        try:
+            return self.task.prepared(row.fields)[1]
+        except RowError as error:
+            raise PredictError(f"{row.where}: {error}") from None
+
+    def answer(self, sources: list[str]) -> list[dict[str, Any]]:
+        """One answer per input text, in order."""
+        examples = [Example(source, "") for source in sources]
+        indices = list(range(len(examples)))
+        if self.task.kind == "classification":
+            words = list(self.task.label_words)
+            scores = label_scores(self.model, self.encoder, examples, indices, self.batch_size, words)
+            return [_label_answer(words, scores[i]) for i in indices]
+        new_tokens = max_new_tokens(self.task, self.encoder)
+        texts = generate_outputs(self.model, self.encoder, examples, indices, self.batch_size, new_tokens)
+        return [{"text": texts[i]} for i in indices]
+
+
+def _label_answer(words: list[str], log_probs: list[float]) -> dict[str, Any]:
+    top = max(log_probs)
+    weights = [math.exp(value - top) for value in log_probs]
+    total = sum(weights)
+    best = max(range(len(words)), key=log_probs.__getitem__)
+    return {"label": words[best], "scores": {word: weight / total for word, weight in zip(words, weights)}}
+
+
+def predict(
+    predictor: Predictor,
+    rows: Iterable[InputRow],
+    write: Callable[[dict[str, Any]], None],
+    on_error: str = "fail",
+    chunk: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Answer `rows` in chunks; `write` gets one record per answered row, in input order. A row that
+    cannot be formatted fails the run (`on_error="fail"`) or is reported and skipped ("skip")."""
+    if on_error not in ON_ERROR:
+        raise PredictError(f"--on-error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
+    counts = {"answered": 0, "skipped": 0}
+    pending: list[tuple[int, str | None, str | None]] = []  # (index, input text, error), in input order
+
+    def flush() -> None:
+        texts = [text for _, text, _ in pending if text is not None]
+        answers = iter(predictor.answer(texts) if texts else [])
+        for index, text, error in pending:
+            write({"index": index, **(next(answers) if text is not None else {"error": error})})
+        counts["answered"] += len(texts)
+        counts["skipped"] += len(pending) - len(texts)
+        if progress is not None:
+            progress(len(pending))
+        pending.clear()
+
+    for index, row in enumerate(rows):
+        try:
+            pending.append((index, predictor.source(row), None))
+        except PredictError as error:
+            if on_error == "fail":
+                raise PredictError(f"{error} (use --on-error skip to skip such rows)") from None
+            pending.append((index, None, str(error)))
+        if len(pending) >= chunk:
+            flush()
+    if pending:
+        flush()
+    return counts
