@@ -120,6 +120,23 @@ def tiny_gpt2():
     return GPT2LMHeadModel(config).eval(), load_tokenizer(STORIES)
 
 
+def tiny_qwen2():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=512,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.2,
+    )
+    return Qwen2ForCausalLM(config).eval(), load_tokenizer(STORIES)
+
+
 def stories():
     from transformers import AutoModelForCausalLM
 

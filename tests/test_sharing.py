@@ -11,26 +11,9 @@ import torch
 
 from adept_cli import ConfigError, PromptTunedModel
 
-from .helpers import INPUTS, MODEL_FACTORIES, STORIES, TARGETS, load_tokenizer, perturb, small_config
+from .helpers import INPUTS, MODEL_FACTORIES, TARGETS, perturb, small_config, tiny_qwen2
 
 METHODS = ("pt", "dept", "adept")
-
-
-def tiny_qwen2():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=512,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        initializer_range=0.2,
-    )
-    return Qwen2ForCausalLM(config).eval(), load_tokenizer(STORIES)
 
 
 FACTORIES = {"llama": MODEL_FACTORIES["llama"], "gpt2": MODEL_FACTORIES["gpt2"], "qwen2": tiny_qwen2}

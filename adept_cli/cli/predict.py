@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -93,18 +91,10 @@ def _sink(output: str):
     if output == "-":
         yield lambda record: (sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n"), sys.stdout.flush())
         return
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, scratch = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            yield lambda record: handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(scratch, path)
-    except BaseException:
-        Path(scratch).unlink(missing_ok=True)
-        raise
+    from ..files import atomic_text_file
+
+    with atomic_text_file(output) as handle:
+        yield lambda record: handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 @contextmanager
