@@ -91,8 +91,14 @@ def test_unwritable_outputs_are_one_line(tmp_path) -> None:
         (["export", "--run", str(tmp_path), "-o", "/proc/adept-export"], "/proc is not writable"),
         (["export", "--run", str(tmp_path), "-o", str(tmp_path / "a-file")], "is not empty (or not a folder)"),
         (["eval", "--task", "rte", "--predictions", "/proc/x/p.jsonl"], "/proc is not writable"),
+        (["eval", "--task", "no-such-task"], "no-such-task"),
+        (["eval", "--task", "rte", "--data-dir", str(tmp_path / "nowhere")], "is not a directory"),
+        (["eval", "--run", str(tmp_path), "--limit", "0"], "--limit must be >= 1"),
+        (["predict", "--run", str(tmp_path), "--input", "-", "--task", "no-such-task"], "no-such-task"),
     ]:
-        assert message in _one_line_error(_adept(*args)), args
+        result = _adept(*args)
+        assert message in _one_line_error(result), args
+        assert "torch imported: False" in result.stderr, args
 
 
 def test_an_unreachable_hub_is_one_quick_line_not_retries() -> None:

@@ -68,10 +68,6 @@ def eval_command(
 
     A run or an adapter saved by `adept train` is scored with the settings it was trained with (task,
     lengths, scoring); options given here override them."""
-    from ..evaluation import write_predictions
-    from ..evaluation.execution import sandbox_for
-    from ..hf import make_accelerator
-    from ..runs import eval_settings, evaluate_loaded, load_base, load_from_adapter, load_from_run, template_warning
     from ..tasks import get_task
 
     require_at_least(1, batch_size=batch_size, limit=limit, max_length=max_length, max_target_length=max_target_length)
@@ -81,6 +77,15 @@ def eval_command(
         fail("--task is required without --run or --adapter")
     if predictions is not None:
         check_writable_file(predictions, "--predictions")
+    if task is not None:
+        get_task(task)  # an unknown task or a bad task file answers before any model loads
+    if data_dir is not None and not Path(data_dir).is_dir():
+        fail(f"--data-dir {data_dir} is not a directory")
+    from ..evaluation import write_predictions
+    from ..evaluation.execution import sandbox_for
+    from ..hf import make_accelerator
+    from ..runs import eval_settings, evaluate_loaded, load_base, load_from_adapter, load_from_run, template_warning
+
     accelerator = make_accelerator()
     if run is not None:
         loaded = load_from_run(run)

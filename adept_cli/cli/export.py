@@ -34,15 +34,8 @@ def export_command(
 ) -> None:
     """Export the best adapter of a run. Each export is reloaded and checked against the adept runtime's
     logits before it is kept; a format that would change the model's outputs is refused."""
-    from ..export import FORMATS, export
-    from ..export import push_to_hub as push
-    from ..prompt.io import read_evaluation_settings
-    from ..prompt.model import PromptTunedModel
-    from ..runs import load_from_run
     from ..training.run_dir import RunDir
 
-    if format not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     if output is None:
         fail("--output DIR is required")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
@@ -50,6 +43,16 @@ def export_command(
     problem = writable_problem(output)
     if problem:
         fail(f"--output {output}: {problem}")
+    if not RunDir(run).holds_a_run():
+        fail(f"--run {run} is not a run directory (no config.yaml)")
+    from ..export import FORMATS, export
+    from ..export import push_to_hub as push
+    from ..prompt.io import read_evaluation_settings
+    from ..prompt.model import PromptTunedModel
+    from ..runs import load_from_run
+
+    if format not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     loaded = load_from_run(run)
     if not isinstance(loaded.model, PromptTunedModel):
         fail(f"{run} is a {loaded.method} run: its best/ folder is already a PEFT adapter or a full model")

@@ -59,6 +59,10 @@ def predict_command(
         problem = writable_problem(Path(output))
         if problem:
             fail(f"--output {output}: {problem}")
+    if task is not None:
+        from ..tasks import get_task
+
+        get_task(task)  # an unknown task or a bad task file answers before any model loads
 
     from ..encoding import Encoder
     from ..hf import is_seq2seq

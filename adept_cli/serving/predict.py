@@ -15,13 +15,14 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ..encoding import Encoder
 from ..errors import AdeptError
-from ..evaluation.evaluate import generate_outputs, label_scores, max_new_tokens
 from ..tasks.sources import SUFFIXES, read_file
 from ..tasks.spec import Example, RowError, Task
+
+if TYPE_CHECKING:  # the model side imports torch; reading and checking rows does not
+    from ..encoding import Encoder
 
 ON_ERROR = ("fail", "skip")
 
@@ -103,6 +104,8 @@ class Predictor:
 
     def answer(self, sources: list[str]) -> list[dict[str, Any]]:
         """One answer per input text, in order."""
+        from ..evaluation.evaluate import generate_outputs, label_scores, max_new_tokens
+
         examples = [Example(source, "") for source in sources]
         indices = list(range(len(examples)))
         if self.task.kind == "classification":
