@@ -16,6 +16,7 @@ _EXPORTS = {
     "load_adapter": "prompt.io",
     "save_adapter": "prompt.io",
     "PromptTunedModel": "prompt.model",
+    "MixedAdapterModel": "prompt.multi",
     "AdeptConfig": "prompt.config",
     "ConfigError": "prompt.config",
     "DeptConfig": "prompt.config",

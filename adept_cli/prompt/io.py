@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import AdeptError
 from ..files import atomic_directory, read_json_object
 from ..hf import is_seq2seq
-from .config import ConfigError, config_from_dict
+from .config import ConfigError, MethodConfig, config_from_dict
 from .model import PromptTunedModel, input_embedding
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -102,32 +102,48 @@ def load_adapter(
 ) -> PromptTunedModel:
     """Attach a saved adapter to `base` (loaded from the adapter's recorded base model when None)."""
     metadata = read_adapter_config(directory)
+    name = base_model_name or metadata.get("base_model_name_or_path")
+    if base is None:
+        if not name:
+            raise AdapterError(f"{Path(directory) / ADAPTER_CONFIG} names no base model; pass the model explicitly")
+        from ..hf import load_model
+
+        base = load_model(name)
+    config, state = read_adapter_for(directory, base, name)
+    model = PromptTunedModel(base, config, base_model_name=name, init_prompt=False)
+    try:
+        load_adapter_state(model.adapter, state, directory)
+    except AdapterError:
+        model.unwrap()
+        raise
+    return model.eval()
+
+
+def read_adapter_for(
+    directory: str | os.PathLike, base: torch.nn.Module, name: str | None = None
+) -> tuple[MethodConfig, dict[str, torch.Tensor]]:
+    """The method config and tensors of a saved adapter, checked against `base` (kind and width)."""
+    metadata = read_adapter_config(directory)
     config_path = Path(directory) / ADAPTER_CONFIG
     try:
         config = config_from_dict(metadata["method_config"])
     except (ConfigError, TypeError) as error:
-        raise AdapterError(f"{config_path}: bad method_config: {error}") from error
-    name = base_model_name or metadata.get("base_model_name_or_path")
-    if base is None:
-        if not name:
-            raise AdapterError(f"{config_path} names no base model; pass the model explicitly")
-        from ..hf import load_model
-
-        base = load_model(name)
+        raise AdapterError(f"{config_path}: bad method_config: {error}") from None
+    shown = name or metadata.get("base_model_name_or_path") or "the model"
     kind = "seq2seq" if is_seq2seq(base) else "causal"
     if kind != metadata["model_kind"]:
-        raise AdapterError(f"{config_path} is for a {metadata['model_kind']} model; {name or 'the model'} is {kind}")
+        raise AdapterError(f"{config_path} is for a {metadata['model_kind']} model; {shown} is {kind}")
     dim = input_embedding(base).weight.shape[1]
     if dim != metadata["dim"]:
         raise AdapterError(
-            f"{config_path} was trained for embedding width {metadata['dim']}, "
-            f"but {name or 'the model'} has width {dim}"
+            f"{config_path} was trained for embedding width {metadata['dim']}, but {shown} has width {dim}"
         )
-    weights_path = Path(directory) / ADAPTER_WEIGHTS
-    state = read_weights(weights_path)
+    return config, read_weights(Path(directory) / ADAPTER_WEIGHTS)
 
-    model = PromptTunedModel(base, config, base_model_name=name, init_prompt=False)
-    expected = model.adapter.state_dict()
+
+def load_adapter_state(adapter: torch.nn.Module, state: dict[str, torch.Tensor], directory: str | os.PathLike) -> None:
+    """Copy saved tensors into `adapter`; missing, unexpected or misshapen tensors are one AdapterError."""
+    expected = adapter.state_dict()
     problems = [f"missing {key}" for key in expected if key not in state]
     problems += [f"unexpected {key}" for key in state if key not in expected]
     problems += [
@@ -136,10 +152,9 @@ def load_adapter(
         if key in state and state[key].shape != value.shape
     ]
     if problems:
-        model.unwrap()
-        raise AdapterError(f"{weights_path} does not match {config_path}: {'; '.join(problems)}")
-    model.adapter.load_state_dict(state)
-    return model.eval()
+        weights, config = Path(directory) / ADAPTER_WEIGHTS, Path(directory) / ADAPTER_CONFIG
+        raise AdapterError(f"{weights} does not match {config}: {'; '.join(problems)}")
+    adapter.load_state_dict(state)
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,258 @@
+"""Several prompt adapters over one frozen base, and batches that mix them: each row names its adapter.
+
+One forward pass serves rows of different adapters (PT, DePT, ADePT alike): every row gets its own soft
+prompt and its own offsets (ADePT's f, DePT's A B), and prompts of different lengths are aligned by
+padding and masks, so each row computes exactly what its adapter computes alone. Adapters are added and
+removed at run time. The soft prompts are placed as *virtual* ids, as in `PromptTunedModel`: adapter k's
+slot j is id vocab_size + start_k + j, so everything downstream is the base model's own code path.
+
+Generation: greedy or sampled, one sequence per row (beam search and several returned sequences would
+reorder or multiply the rows, and each row must keep its adapter).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import AdeptError
+from ..hf import is_seq2seq
+from .model import AdaptedEmbedding, PromptTunedModel, input_embedding, resolve_sizes
+from .modules import PromptAdapter
+
+
+class AdapterNotFound(AdeptError, KeyError):
+    """A row names an adapter that is not loaded."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class MixedEmbedding(nn.Module):
+    """The base's input embedding plus every adapter: E(ids) + each row's offsets, prompt rows at
+    virtual ids. `rows` (set for the duration of one call) names each row's adapter."""
+
+    def __init__(self, embedding: nn.Module, vocab_size: int):
+        super().__init__()
+        self.embedding = embedding
+        self.vocab_size = vocab_size
+        self.adapters = nn.ModuleDict()
+        self.starts: dict[str, int] = {}  # first virtual slot of each adapter
+        self.rows: list[str] | None = None
+        self.content_positions: torch.Tensor | None = None  # DePT: per row, set by a hook
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.embedding.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.rows is None or len(self.rows) != input_ids.shape[0]:
+            raise AdeptError(
+                "a mixed-adapter batch needs one adapter name per row and one sequence per row "
+                "(no beam search or several returned sequences)"
+            )
+        virtual = input_ids >= self.vocab_size
+        embeds = self.embedding(input_ids.masked_fill(virtual, 0))
+        offsets = torch.zeros_like(embeds)
+        for name in dict.fromkeys(self.rows):
+            adapter: PromptAdapter = self.adapters[name]
+            rows = torch.tensor([i for i, row in enumerate(self.rows) if row == name], device=input_ids.device)
+            positions = None
+            if adapter.position_offsets is not None:
+                positions = self._positions(input_ids)[rows]
+            found = adapter.offsets(embeds[rows], positions)
+            if found is not None:
+                offsets[rows] = found
+        embeds = embeds + offsets
+        if virtual.any():
+            table = torch.cat([self.adapters[name].prompt for name in self.starts]).to(embeds.dtype)
+            slot = (input_ids - self.vocab_size).clamp(0, table.shape[0] - 1)
+            embeds = torch.where(virtual.unsqueeze(-1), F.embedding(slot, table), embeds)
+        return embeds
+
+    def _positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        n = input_ids.shape[1]
+        if self.content_positions is None:  # outside a recorded call: every row starts with its prompt
+            lengths = torch.tensor([self.adapters[name].prompt_len for name in self.rows], device=input_ids.device)
+            return torch.arange(n, device=input_ids.device).unsqueeze(0) - lengths.unsqueeze(1)
+        return self.content_positions[:, -n:]
+
+
+class MixedAdapterModel(nn.Module):
+    """A frozen Hugging Face LM with any number of named prompt adapters; `forward` and `generate` take
+    one adapter name per row (`adapters=[...]`)."""
+
+    def __init__(self, base: nn.Module, base_model_name: str | None = None):
+        super().__init__()
+        self.base = base
+        self.is_seq2seq = is_seq2seq(base)
+        self.base_model_name = base_model_name or getattr(base, "name_or_path", None) or ""
+        base.requires_grad_(False)
+        embedding = input_embedding(base)
+        if isinstance(embedding, (AdaptedEmbedding, MixedEmbedding)):
+            raise ValueError("this model already carries a prompt adapter; wrap a fresh base model")
+        self.vocab_size, self.dim = embedding.weight.shape
+        self.mixed = MixedEmbedding(embedding, self.vocab_size)
+        self._owner().set_input_embeddings(self.mixed)
+        self._owner().register_forward_pre_hook(self._record_positions, with_kwargs=True)
+        self._owner().register_forward_hook(self._forget_positions, with_kwargs=True, always_call=True)
+        self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
+        self._next_slot = 0
+
+    def _owner(self) -> nn.Module:
+        return self.base.get_encoder() if self.is_seq2seq else self.base
+
+    # -- adapters ----------------------------------------------------------------------------------
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.mixed.adapters)
+
+    def add_adapter(self, name: str, adapter: PromptAdapter | PromptTunedModel | str | os.PathLike) -> None:
+        """Add a trained adapter: a `PromptAdapter`, a `PromptTunedModel`'s, or a saved adapter directory."""
+        if name in self.mixed.adapters:
+            raise AdeptError(f"an adapter named {name!r} is already loaded; remove it first")
+        if isinstance(adapter, PromptTunedModel):
+            adapter = adapter.adapter
+        if not isinstance(adapter, PromptAdapter):
+            from .io import load_adapter_state, read_adapter_for
+
+            config, state = read_adapter_for(adapter, self.base, self.base_model_name)
+            loaded = PromptAdapter(resolve_sizes(config, self.dim), self.dim)
+            load_adapter_state(loaded, state, adapter)
+            adapter = loaded
+        if adapter.prompt.shape[1] != self.dim:
+            raise AdeptError(f"adapter {name!r} has width {adapter.prompt.shape[1]}; the model has {self.dim}")
+        self.mixed.adapters[name] = adapter.to(self.mixed.weight.device).eval()
+        self.mixed.starts[name] = self._next_slot
+        self._next_slot += adapter.prompt_len
+
+    def remove_adapter(self, name: str) -> None:
+        self._check([name])
+        del self.mixed.adapters[name]
+        del self.mixed.starts[name]
+        # Slots are renumbered so the virtual table stays contiguous (it is rebuilt per call).
+        self._next_slot = 0
+        for other in self.mixed.starts:
+            self.mixed.starts[other] = self._next_slot
+            self._next_slot += self.mixed.adapters[other].prompt_len
+
+    def _check(self, names: Sequence[str]) -> None:
+        missing = sorted({name for name in names if name not in self.mixed.adapters})
+        if missing:
+            loaded = ", ".join(self.adapter_names) or "none"
+            raise AdapterNotFound(f"no adapter named {', '.join(map(repr, missing))} (loaded: {loaded})")
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def insert_prompts(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        adapters: Sequence[str],
+        labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Each row's own prompt slots before its tokens: causal rows left-padded to a common width,
+        seq2seq rows right-padded. Returns `input_ids`, `attention_mask`, `labels` (causal) and
+        `content_index` (the column of each original token in the new rows)."""
+        self._check(adapters)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        rows = []
+        for row, name in enumerate(adapters):
+            real = attention_mask[row].bool()
+            start = self.vocab_size + self.mixed.starts[name]
+            slots = torch.arange(start, start + self.mixed.adapters[name].prompt_len, device=input_ids.device)
+            tokens = input_ids[row][real]
+            row_labels = labels[row][real] if labels is not None else None
+            rows.append((slots, tokens, row_labels, real.nonzero().squeeze(1)))
+        width = max(len(slots) + len(tokens) for slots, tokens, _, _ in rows)
+        batch, n = input_ids.shape
+        ids = torch.full((batch, width), 0, dtype=input_ids.dtype, device=input_ids.device)
+        mask = torch.zeros((batch, width), dtype=attention_mask.dtype, device=input_ids.device)
+        new_labels = torch.full((batch, width), -100, dtype=torch.long, device=input_ids.device)
+        content_index = torch.zeros((batch, n), dtype=torch.long, device=input_ids.device)
+        for row, (slots, tokens, row_labels, columns) in enumerate(rows):
+            length = len(slots) + len(tokens)
+            start = 0 if self.is_seq2seq else width - length  # seq2seq: right padding; causal: left
+            ids[row, start : start + length] = torch.cat([slots, tokens])
+            mask[row, start : start + length] = 1
+            if row_labels is not None:
+                new_labels[row, start + len(slots) : start + length] = row_labels
+            content_index[row, columns] = torch.arange(start + len(slots), start + length, device=input_ids.device)
+        out = {"input_ids": ids, "attention_mask": mask, "content_index": content_index}
+        if labels is not None and not self.is_seq2seq:
+            out["labels"] = new_labels
+        return out
+
+    def _record_positions(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        position_ids, mask = kwargs.get("position_ids"), kwargs.get("attention_mask")
+        if isinstance(position_ids, torch.Tensor) and position_ids.ndim == 2:
+            positions = position_ids
+        elif isinstance(mask, torch.Tensor) and mask.ndim == 2:
+            positions = mask.long().cumsum(-1) - 1
+        else:
+            return
+        lengths = [self.mixed.adapters[name].prompt_len for name in self.mixed.rows or []]
+        if len(lengths) == positions.shape[0]:
+            self.mixed.content_positions = positions - torch.tensor(lengths, device=positions.device).unsqueeze(1)
+
+    def _forget_positions(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self.mixed.content_positions = None
+
+    # -- forward / generate ------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        adapters: Sequence[str],
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The base's output; causal logits aligned with `input_ids` (each row's prompt removed)."""
+        extended = self.insert_prompts(input_ids, attention_mask, adapters, labels)
+        if not self.is_seq2seq:
+            labels = extended.get("labels")
+            if self._takes_position_ids:
+                kwargs.setdefault("position_ids", PromptTunedModel.position_ids(extended["attention_mask"]))
+        self.mixed.rows = list(adapters)
+        try:
+            output = self.base(
+                input_ids=extended["input_ids"], attention_mask=extended["attention_mask"], labels=labels, **kwargs
+            )
+        finally:
+            self.mixed.rows = None
+        logits = getattr(output, "logits", None)
+        if not self.is_seq2seq and logits is not None and logits.shape[1] == extended["input_ids"].shape[1]:
+            index = extended["content_index"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+            output.logits = logits.gather(1, index)
+        return output
+
+    @torch.no_grad()
+    def generate(
+        self, input_ids: torch.Tensor, adapters: Sequence[str], attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        """`base.generate` with each row's adapter. Causal models: the returned rows start with
+        `input_ids` (pad on the left), as transformers returns them."""
+        if kwargs.get("num_beams", 1) != 1 or kwargs.get("num_return_sequences", 1) != 1:
+            raise AdeptError("mixed-adapter generation runs one sequence per row: num_beams=1, num_return_sequences=1")
+        extended = self.insert_prompts(input_ids, attention_mask, adapters)
+        self.mixed.rows = list(adapters)
+        try:
+            output = self.base.generate(
+                input_ids=extended["input_ids"], attention_mask=extended["attention_mask"], **kwargs
+            )
+        finally:
+            self.mixed.rows = None
+        if self.is_seq2seq:
+            return output
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        new_tokens = sequences[:, extended["input_ids"].shape[1] :]
+        return torch.cat([input_ids, new_tokens], dim=1)

@@ -1,0 +1,91 @@
+"""Mixed-adapter batches: rows of different adapters (PT, DePT, ADePT; prompts of different lengths) in
+one forward pass or one `generate` give exactly what each adapter gives alone, causal and seq2seq.
+Models: tiny RANDOM T5 and GPT-2 (configs) and the real stories260K Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adept_cli import save_adapter
+from adept_cli.errors import AdeptError
+from adept_cli.prompt.multi import AdapterNotFound, MixedAdapterModel
+
+from .helpers import INPUTS, MODEL_FACTORIES, perturb, wrap
+
+ADAPTERS = {"pt": dict(prompt_len=6), "dept": dict(prompt_len=4), "adept": dict(prompt_len=2)}
+
+
+def singles(model_name: str) -> dict[str, object]:
+    models = {}
+    for method, overrides in ADAPTERS.items():
+        model, tokenizer = wrap(method, model_name, **overrides)
+        perturb(model)
+        models[method] = model.eval()
+    return models, tokenizer
+
+
+def mixed_model(model_name: str, models: dict) -> MixedAdapterModel:
+    base, _ = MODEL_FACTORIES[model_name]()
+    mixed = MixedAdapterModel(base.eval())
+    for name, model in models.items():
+        mixed.add_adapter(name, model)
+    return mixed
+
+
+def rows_and_names():
+    names = ["adept", "pt", "dept", "pt"]
+    return [INPUTS[i % len(INPUTS)] for i in range(len(names))], names
+
+
+@pytest.mark.parametrize("model_name", ["gpt2", "llama", "t5"])
+def test_a_mixed_forward_equals_each_adapter_alone(model_name) -> None:
+    models, tokenizer = singles(model_name)
+    mixed = mixed_model(model_name, models)
+    texts, names = rows_and_names()
+    seq2seq = mixed.is_seq2seq
+    tokenizer.padding_side = "right" if seq2seq else "left"
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    decoder = {"decoder_input_ids": torch.tensor([[0, 5, 9]] * len(texts))} if seq2seq else {}
+    with torch.no_grad():
+        together = mixed(batch["input_ids"], names, batch["attention_mask"], **decoder).logits
+        for row, (text, name) in enumerate(zip(texts, names)):
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            alone = models[name](ids, **{k: v[:1] for k, v in decoder.items()}).logits[0]
+            got = together[row] if seq2seq else together[row][batch["attention_mask"][row].bool()]
+            torch.testing.assert_close(got, alone, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_name", ["gpt2", "llama", "t5"])
+def test_mixed_generation_gives_each_adapters_own_tokens(model_name) -> None:
+    models, tokenizer = singles(model_name)
+    mixed = mixed_model(model_name, models)
+    texts, names = rows_and_names()
+    tokenizer.padding_side = "right" if mixed.is_seq2seq else "left"
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    options = {"max_new_tokens": 6, "do_sample": False, "eos_token_id": None}
+    together = mixed.generate(batch["input_ids"], names, batch["attention_mask"], **options)
+    for row, (text, name) in enumerate(zip(texts, names)):
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        alone = models[name].generate(ids, **options)[0]
+        assert torch.equal(together[row][-6:], alone[-6:]), (row, name)
+
+
+def test_adapters_load_from_disk_and_are_added_and_removed(tmp_path) -> None:
+    models, tokenizer = singles("llama")
+    save_adapter(models["dept"], tmp_path / "dept")
+    base, _ = MODEL_FACTORIES["llama"]()
+    mixed = MixedAdapterModel(base.eval())
+    mixed.add_adapter("from-disk", tmp_path / "dept")
+    mixed.add_adapter("pt", models["pt"])
+    ids = tokenizer(INPUTS[:1], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(mixed(ids, ["from-disk"]).logits, models["dept"](ids).logits, atol=1e-4, rtol=1e-4)
+        mixed.remove_adapter("from-disk")
+        with pytest.raises(AdapterNotFound, match="no adapter named 'from-disk' \\(loaded: pt\\)"):
+            mixed(ids, ["from-disk"])
+        torch.testing.assert_close(mixed(ids, ["pt"]).logits, models["pt"](ids).logits, atol=1e-4, rtol=1e-4)
+    with pytest.raises(AdeptError, match="already loaded"):
+        mixed.add_adapter("pt", models["pt"])
+    with pytest.raises(AdeptError, match="one sequence per row"):
+        mixed.generate(ids, ["pt"], num_beams=2, max_new_tokens=2)
