@@ -74,8 +74,9 @@ class AdaptedEmbedding(nn.Module):
         return positions[:, -n:]
 
 
-def _record_content_positions(embedding: AdaptedEmbedding):
-    """Pre-forward hook: content positions from `position_ids`, else from a 2-D attention mask."""
+def record_content_positions(embedding: nn.Module, prompt_lengths: Any):
+    """Pre-forward hook: the content position of every token (its position minus its row's prompt
+    length, `prompt_lengths()`: an int, or one per row) from `position_ids`, else a 2-D attention mask."""
 
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         position_ids = kwargs.get("position_ids")
@@ -86,12 +87,12 @@ def _record_content_positions(embedding: AdaptedEmbedding):
             positions = mask.long().cumsum(-1) - 1
         else:
             positions = None
-        embedding.content_positions = None if positions is None else positions - embedding.adapter.prompt_len
+        embedding.content_positions = None if positions is None else positions - prompt_lengths()
 
     return hook
 
 
-def _forget_content_positions(embedding: AdaptedEmbedding):
+def forget_content_positions(embedding: nn.Module):
     def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         embedding.content_positions = None
 
@@ -157,10 +158,13 @@ class PromptTunedModel(nn.Module):
         if adapter.position_offsets is not None:
             owner = self._embedding_owner()
             self._hooks = [
-                owner.register_forward_pre_hook(_record_content_positions(adapted), with_kwargs=True),
-                owner.register_forward_hook(_forget_content_positions(adapted), with_kwargs=True, always_call=True),
+                owner.register_forward_pre_hook(
+                    record_content_positions(adapted, lambda: adapter.prompt_len), with_kwargs=True
+                ),
+                owner.register_forward_hook(forget_content_positions(adapted), with_kwargs=True, always_call=True),
             ]
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
+        self.prompt_cache = PromptCache()
         # Why the prompt's computation is not shared (None when it is).
         self.not_shared_because = "share_prompt=off" if share_prompt == "off" else sharing_problem(base)
         if self.prompt_len == 0 and self.not_shared_because is None:
@@ -168,7 +172,6 @@ class PromptTunedModel(nn.Module):
         if share_prompt == "on" and self.not_shared_because is not None:
             self.unwrap()
             raise ConfigError(f"share_prompt=on, but this model cannot share the prompt: {self.not_shared_because}")
-        self.prompt_cache = PromptCache()
 
     @property
     def shares_prompt(self) -> bool:
@@ -207,8 +210,7 @@ class PromptTunedModel(nn.Module):
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
-        if hasattr(self, "prompt_cache"):
-            self.prompt_cache.clear()
+        self.prompt_cache.clear()
         self._embedding_owner().set_input_embeddings(self.adapted_embedding.embedding)
         return self.base
 

@@ -23,7 +23,14 @@ from torch import nn
 
 from ..errors import AdeptError
 from ..hf import is_seq2seq
-from .model import AdaptedEmbedding, PromptTunedModel, input_embedding, resolve_sizes
+from .model import (
+    AdaptedEmbedding,
+    PromptTunedModel,
+    forget_content_positions,
+    input_embedding,
+    record_content_positions,
+    resolve_sizes,
+)
 from .modules import PromptAdapter
 
 
@@ -100,8 +107,10 @@ class MixedAdapterModel(nn.Module):
         self.vocab_size, self.dim = embedding.weight.shape
         self.mixed = MixedEmbedding(embedding, self.vocab_size)
         self._owner().set_input_embeddings(self.mixed)
-        self._owner().register_forward_pre_hook(self._record_positions, with_kwargs=True)
-        self._owner().register_forward_hook(self._forget_positions, with_kwargs=True, always_call=True)
+        self._owner().register_forward_pre_hook(
+            record_content_positions(self.mixed, self._row_prompt_lengths), with_kwargs=True
+        )
+        self._owner().register_forward_hook(forget_content_positions(self.mixed), with_kwargs=True, always_call=True)
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
         self._next_slot = 0
 
@@ -191,20 +200,11 @@ class MixedAdapterModel(nn.Module):
             out["labels"] = new_labels
         return out
 
-    def _record_positions(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        position_ids, mask = kwargs.get("position_ids"), kwargs.get("attention_mask")
-        if isinstance(position_ids, torch.Tensor) and position_ids.ndim == 2:
-            positions = position_ids
-        elif isinstance(mask, torch.Tensor) and mask.ndim == 2:
-            positions = mask.long().cumsum(-1) - 1
-        else:
-            return
-        lengths = [self.mixed.adapters[name].prompt_len for name in self.mixed.rows or []]
-        if len(lengths) == positions.shape[0]:
-            self.mixed.content_positions = positions - torch.tensor(lengths, device=positions.device).unsqueeze(1)
-
-    def _forget_positions(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        self.mixed.content_positions = None
+    def _row_prompt_lengths(self) -> torch.Tensor | int:
+        if self.mixed.rows is None:  # not a mixed call: the embedding says so with a clear error
+            return 0
+        lengths = [self.mixed.adapters[name].prompt_len for name in self.mixed.rows]
+        return torch.tensor(lengths, device=self.mixed.weight.device).unsqueeze(1)
 
     # -- forward / generate ------------------------------------------------------------------------
 
