@@ -134,9 +134,13 @@ def prepare_split(loaded: LoadedModel, settings: EvalSettings, split: str) -> tu
     task = get_task(settings.task)
     limits = {split: settings.limits.get(split)}
     examples = load_task_data(task, [split], data_dir=settings.data_dir, seed=settings.split_seed, limits=limits)
+    return task, examples[split], encoder_for(loaded, settings, task)
+
+
+def encoder_for(loaded: LoadedModel, settings: EvalSettings, task: Task) -> Encoder:
+    """Token ids for `task`'s texts with the lengths the model was trained with."""
     source_length = settings.max_length or task.max_length
-    encoder = Encoder(loaded.tokenizer, is_seq2seq(loaded.model), source_length, settings.max_target_length)
-    return task, examples[split], encoder
+    return Encoder(loaded.tokenizer, is_seq2seq(loaded.model), source_length, settings.max_target_length)
 
 
 def evaluate_loaded(

@@ -64,18 +64,14 @@ def predict_command(
 
         get_task(task)  # an unknown task or a bad task file answers before any model loads
 
-    from ..encoding import Encoder
-    from ..hf import is_seq2seq
-    from ..runs import eval_settings, load_from_adapter, load_from_run
+    from ..runs import encoder_for, eval_settings, load_from_adapter, load_from_run
     from ..serving.predict import Predictor, predict, read_rows
     from ..tasks import get_task
 
     loaded = load_from_run(run) if run is not None else load_from_adapter(adapter, model)
     settings = eval_settings(loaded, task=task)
     chosen = get_task(settings.task)
-    encoder = Encoder(
-        loaded.tokenizer, is_seq2seq(loaded.model), settings.max_length or chosen.max_length, settings.max_target_length
-    )
+    encoder = encoder_for(loaded, settings, chosen)
     predictor = Predictor(loaded.model.eval(), encoder, chosen, batch_size)
     with _progress() as advance, _sink(output) as write:
 
