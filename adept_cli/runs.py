@@ -14,7 +14,7 @@ from .files import read_json_object, sha256_file
 from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer
 from .prompt.io import ADAPTER_CONFIG, FORMAT, load_adapter, read_adapter_config, read_evaluation_settings
 from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data
-from .training.config import TrainConfig, load_run_config
+from .training.config import PROMPT_METHODS, TrainConfig, load_run_config
 from .training.run_dir import RunDir
 from .training.strategies import load_trained
 
@@ -174,3 +174,53 @@ def template_warning(loaded: LoadedModel, settings: EvalSettings) -> str | None:
     if digest and Path(task.origin).is_file() and sha256_file(Path(task.origin)) != digest:
         return f"warning: {task.origin} has changed since this adapter was trained (sha256 differs)"
     return None
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """Where a prompt adapter's files are and what it was trained with, read without loading a model."""
+
+    directory: Path  # holds adapter_config.json + weights
+    method: str
+    base_model: str | None
+    evaluation: dict[str, Any]  # task, scoring, max_length, max_target_length, split_seed (as recorded)
+
+
+def prompt_adapter_source(path: str | Path) -> AdapterSource:
+    """A run directory (its best adapter) or an adept adapter directory, checked to be a prompt method
+    (PT / DePT / ADePT): the adapters that can share a batch over one frozen base."""
+    path = Path(path)
+    run = RunDir(path)
+    if run.holds_a_run():
+        config = load_run_config(run.config)
+        if not run.best.is_dir():
+            raise RunError(f"{run.best} not found: the run has not finished an evaluation yet")
+        evaluation = {
+            "task": config.task,
+            "scoring": config.scoring,
+            "max_length": config.max_length,
+            "max_target_length": config.max_target_length,
+            "split_seed": config.split_seed,
+        }
+        source = AdapterSource(run.best, config.method, config.model, evaluation)
+    elif (path / ADAPTER_CONFIG).is_file():
+        metadata = read_json_object(path / ADAPTER_CONFIG, RunError, "an adapter config")
+        if metadata.get("format") != FORMAT:
+            raise RunError(
+                f"{path} is a PEFT adapter; only adept prompt adapters (PT, DePT, ADePT) share a batch: "
+                "export the run with --format adept"
+            )
+        metadata = read_adapter_config(path)
+        source = AdapterSource(
+            path, metadata["method"], metadata.get("base_model_name_or_path"), read_evaluation_settings(path)
+        )
+    elif not path.exists():
+        raise RunError(f"{path}: no such run or adapter directory")
+    else:
+        raise RunError(f"{path} is neither a run directory (config.yaml) nor an adapter ({ADAPTER_CONFIG})")
+    if source.method not in PROMPT_METHODS:
+        raise RunError(
+            f"{path} holds a {source.method} model; only prompt adapters (PT, DePT, ADePT) can be served "
+            "together over one frozen base"
+        )
+    return source

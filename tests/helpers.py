@@ -206,9 +206,9 @@ def train_steps(model: PromptTunedModel, batch, steps: int, lr: float = 0.05) ->
     return losses
 
 
-def perturb(model: PromptTunedModel, scale: float = 0.3) -> None:
+def perturb(model: PromptTunedModel, scale: float = 0.3, seed: int = 7) -> None:
     """Give every adapter tensor non-zero values, as after training."""
-    generator = torch.Generator().manual_seed(7)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.adapter.parameters():
             parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)

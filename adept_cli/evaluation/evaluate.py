@@ -103,7 +103,7 @@ def label_scores(
         for candidate in candidates:
             features = [encoder.scoring_features(examples[i], candidate) for i in batch_indices]
             batch = {k: v.to(device) for k, v in pad_batch(features, tokenizer.pad_token_id).items()}
-            scores.append(_sequence_log_prob(model, batch, encoder.is_seq2seq))
+            scores.append(sequence_log_prob(model, batch, encoder.is_seq2seq))
         outputs.update(zip(batch_indices, torch.stack(scores, dim=1).tolist()))
     return outputs
 
@@ -121,7 +121,7 @@ def rank_outputs(
     return {index: max(range(len(row)), key=row.__getitem__) for index, row in scores.items()}
 
 
-def _sequence_log_prob(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool) -> torch.Tensor:
+def sequence_log_prob(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool) -> torch.Tensor:
     """Sum of log-probabilities of the label tokens of each row."""
     logits = model(**batch).logits
     labels = batch["labels"]

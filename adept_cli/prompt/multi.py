@@ -1,4 +1,5 @@
-"""Several prompt adapters over one frozen base, and batches that mix them: each row names its adapter.
+"""Several prompt adapters over one frozen base, and batches that mix them: each row names its adapter
+(or None: the base model alone, no prompt and no offsets).
 
 One forward pass serves rows of different adapters (PT, DePT, ADePT alike): every row gets its own soft
 prompt and its own offsets (ADePT's f, DePT's A B), and prompts of different lengths are aligned by
@@ -43,7 +44,7 @@ class AdapterNotFound(AdeptError, KeyError):
 
 class MixedEmbedding(nn.Module):
     """The base's input embedding plus every adapter: E(ids) + each row's offsets, prompt rows at
-    virtual ids. `rows` (set for the duration of one call) names each row's adapter."""
+    virtual ids. `rows` (set for the duration of one call) names each row's adapter (None: the base's own)."""
 
     def __init__(self, embedding: nn.Module, vocab_size: int):
         super().__init__()
@@ -68,6 +69,8 @@ class MixedEmbedding(nn.Module):
         embeds = self.embedding(input_ids.masked_fill(virtual, 0))
         offsets = torch.zeros_like(embeds)
         for name in dict.fromkeys(self.rows):
+            if name is None:
+                continue
             adapter: PromptAdapter = self.adapters[name]
             rows = torch.tensor([i for i, row in enumerate(self.rows) if row == name], device=input_ids.device)
             positions = None
@@ -83,17 +86,20 @@ class MixedEmbedding(nn.Module):
             embeds = torch.where(virtual.unsqueeze(-1), F.embedding(slot, table), embeds)
         return embeds
 
+    def prompt_lengths(self, rows: Sequence[str | None]) -> list[int]:
+        return [0 if name is None else self.adapters[name].prompt_len for name in rows]
+
     def _positions(self, input_ids: torch.Tensor) -> torch.Tensor:
         n = input_ids.shape[1]
         if self.content_positions is None:  # outside a recorded call: every row starts with its prompt
-            lengths = torch.tensor([self.adapters[name].prompt_len for name in self.rows], device=input_ids.device)
+            lengths = torch.tensor(self.prompt_lengths(self.rows), device=input_ids.device)
             return torch.arange(n, device=input_ids.device).unsqueeze(0) - lengths.unsqueeze(1)
         return self.content_positions[:, -n:]
 
 
 class MixedAdapterModel(nn.Module):
     """A frozen Hugging Face LM with any number of named prompt adapters; `forward` and `generate` take
-    one adapter name per row (`adapters=[...]`)."""
+    one adapter name per row (`adapters=[...]`; None runs that row on the base model alone)."""
 
     def __init__(self, base: nn.Module, base_model_name: str | None = None):
         super().__init__()
@@ -153,7 +159,7 @@ class MixedAdapterModel(nn.Module):
             self._next_slot += self.mixed.adapters[other].prompt_len
 
     def _check(self, names: Sequence[str]) -> None:
-        missing = sorted({name for name in names if name not in self.mixed.adapters})
+        missing = sorted({name for name in names if name is not None and name not in self.mixed.adapters})
         if missing:
             loaded = ", ".join(self.adapter_names) or "none"
             raise AdapterNotFound(f"no adapter named {', '.join(map(repr, missing))} (loaded: {loaded})")
@@ -164,7 +170,7 @@ class MixedAdapterModel(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        adapters: Sequence[str],
+        adapters: Sequence[str | None],
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Each row's own prompt slots before its tokens: causal rows left-padded to a common width,
@@ -174,10 +180,10 @@ class MixedAdapterModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         rows = []
-        for row, name in enumerate(adapters):
+        for row, (name, length) in enumerate(zip(adapters, self.mixed.prompt_lengths(adapters))):
             real = attention_mask[row].bool()
-            start = self.vocab_size + self.mixed.starts[name]
-            slots = torch.arange(start, start + self.mixed.adapters[name].prompt_len, device=input_ids.device)
+            start = self.vocab_size + self.mixed.starts.get(name, 0)
+            slots = torch.arange(start, start + length, device=input_ids.device)
             tokens = input_ids[row][real]
             row_labels = labels[row][real] if labels is not None else None
             rows.append((slots, tokens, row_labels, real.nonzero().squeeze(1)))
@@ -203,7 +209,7 @@ class MixedAdapterModel(nn.Module):
     def _row_prompt_lengths(self) -> torch.Tensor | int:
         if self.mixed.rows is None:  # not a mixed call: the embedding says so with a clear error
             return 0
-        lengths = [self.mixed.adapters[name].prompt_len for name in self.mixed.rows]
+        lengths = self.mixed.prompt_lengths(self.mixed.rows)
         return torch.tensor(lengths, device=self.mixed.weight.device).unsqueeze(1)
 
     # -- forward / generate ------------------------------------------------------------------------
@@ -211,13 +217,14 @@ class MixedAdapterModel(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        adapters: Sequence[str],
+        adapters: Sequence[str | None],
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> Any:
         """The base's output; causal logits aligned with `input_ids` (each row's prompt removed)."""
-        extended = self.insert_prompts(input_ids, attention_mask, adapters, labels)
+        # Seq2seq labels are the decoder's targets: they stay as given, apart from the encoder's rows.
+        extended = self.insert_prompts(input_ids, attention_mask, adapters, None if self.is_seq2seq else labels)
         if not self.is_seq2seq:
             labels = extended.get("labels")
             if self._takes_position_ids:
@@ -237,7 +244,11 @@ class MixedAdapterModel(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, adapters: Sequence[str], attention_mask: torch.Tensor | None = None, **kwargs
+        self,
+        input_ids: torch.Tensor,
+        adapters: Sequence[str | None],
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
     ) -> torch.Tensor:
         """`base.generate` with each row's adapter. Causal models: the returned rows start with
         `input_ids` (pad on the left), as transformers returns them."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -111,13 +111,14 @@ class Predictor:
         if self.task.kind == "classification":
             words = list(self.task.label_words)
             scores = label_scores(self.model, self.encoder, examples, indices, self.batch_size, words)
-            return [_label_answer(words, scores[i]) for i in indices]
+            return [label_answer(words, scores[i]) for i in indices]
         new_tokens = max_new_tokens(self.task, self.encoder)
         texts = generate_outputs(self.model, self.encoder, examples, indices, self.batch_size, new_tokens)
         return [{"text": texts[i]} for i in indices]
 
 
-def _label_answer(words: list[str], log_probs: list[float]) -> dict[str, Any]:
+def label_answer(words: Sequence[str], log_probs: Sequence[float]) -> dict[str, Any]:
+    """The most likely label word and each word's probability, normalised over the words."""
     top = max(log_probs)
     weights = [math.exp(value - top) for value in log_probs]
     total = sum(weights)

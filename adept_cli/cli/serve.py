@@ -1,0 +1,155 @@
+"""`adept serve`: one frozen base, many prompt adapters, an OpenAI-style HTTP API with mixed-adapter batches."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, err_console, examples, fail, require_at_least, user_errors
+
+API_KEY_ENV = "ADEPT_API_KEY"
+
+EXAMPLES = examples(
+    (
+        "Two runs' adapters over one base, on localhost:8000",
+        "adept serve --adapter sst2=runs/sst2-adept --adapter rte=runs/rte-adept",
+    ),
+    (
+        "Ask it with curl (or any OpenAI client: base_url http://127.0.0.1:8000/v1)",
+        'curl -s localhost:8000/v1/predict -d \'{"model": "sst2", "inputs": {"sentence": "a gem"}}\'',
+    ),
+    (
+        "Reachable from other machines: name the host and require a key",
+        "ADEPT_API_KEY=secret adept serve --adapter sst2=runs/sst2-adept --host 0.0.0.0 --port 8080",
+    ),
+)
+
+
+def _parse_adapters(values: list[str]) -> list[tuple[str, Path]]:
+    from ..serving.app import ADAPTER_NAME
+
+    pairs: list[tuple[str, Path]] = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not path:
+            fail(f"--adapter {value!r}: expected NAME=PATH (a run directory or an adapter directory)")
+        if not re.match(ADAPTER_NAME, name):
+            fail(f"--adapter {value!r}: the name may use letters, digits and . _ : - (at most 64)")
+        if name in (known for known, _ in pairs):
+            fail(f"--adapter {value!r}: the name {name!r} is given twice")
+        if not Path(path).is_dir():
+            fail(f"--adapter {value!r}: {path} is not a directory")
+        pairs.append((name, Path(path)))
+    return pairs
+
+
+@user_errors
+def serve_command(
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option("--adapter", "-a", help="NAME=PATH of a run or adapter directory; repeat for more."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Base model (default: the first adapter's).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; anything but localhost must be named here.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port (0: any free port; the address is printed).")] = 8000,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Most rows in one batch.")] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", help="How long a request waits for others to share its batch.")
+    ] = 10.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key", envvar=API_KEY_ENV, help=f"Require this key on every route but /health (or ${API_KEY_ENV})."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+) -> None:
+    """Serve trained prompt adapters (PT, DePT, ADePT) over one frozen base model. Requests for different
+    adapters that arrive together run in ONE forward pass, each row with its own prompt and offsets.
+    OpenAI-style routes: GET /v1/models, POST /v1/completions (stream too), POST /v1/predict (labels and
+    label scores as adept predict gives them), POST /v1/adapters and DELETE /v1/adapters/NAME while
+    serving, GET /health, GET /metrics. SIGTERM or Ctrl-C finish the requests in flight, then exit 0."""
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        fail(f"adept serve needs {' and '.join(missing)}: pip install 'adept-cli[serve]'")
+    require_at_least(1, max_batch_size=max_batch_size)
+    if max_wait_ms < 0:
+        fail(f"--max-wait-ms must be >= 0; got {max_wait_ms}")
+    if not 0 <= port <= 65535:
+        fail(f"--port must be between 0 and 65535; got {port}")
+    pairs = _parse_adapters(adapter or [])
+    if not pairs and model is None:
+        fail("give at least one --adapter NAME=PATH, or --model to serve the base model alone")
+
+    from ..serving.server import LOCAL_HOSTS, bind
+
+    sock = bind(host, port)  # a taken port answers now, before the model loads
+    if host not in LOCAL_HOSTS and not api_key:
+        err_console.print(
+            f"warning: listening on {host} without an API key: anyone who reaches this machine can use and "
+            f"change the adapters (set --api-key or ${API_KEY_ENV})",
+            highlight=False,
+        )
+
+    engine = _load(pairs, model, device)
+    from ..serving.app import create_app
+    from ..serving.batcher import Batcher
+    from ..serving.server import serve
+
+    batcher = Batcher(engine, max_batch_size, max_wait_ms)
+    app = create_app(engine, batcher, api_key)
+
+    def ready(url: str) -> None:
+        names = ", ".join(engine.adapters) or "none"
+        line = f"adept serve: listening on {url} (base {engine.model_name}; adapters: {names})"
+        console.print(line, highlight=False, soft_wrap=True)
+
+    serve(app, sock, ready)
+    console.print("adept serve: stopped", highlight=False)
+
+
+def _load(pairs: list[tuple[str, Path]], model: str | None, device: str):
+    import torch
+
+    from ..hf import load_model, load_tokenizer
+    from ..runs import prompt_adapter_source
+    from ..serving.engine import Engine
+
+    sources = [(name, path, prompt_adapter_source(path)) for name, path in pairs]
+    base_name = model or sources[0][2].base_model
+    if not base_name:
+        fail(f"{sources[0][1]} names no base model; pass --model")
+    for name, path, source in sources:
+        if source.base_model and not _same_model(source.base_model, base_name):
+            err_console.print(
+                f"warning: adapter {name!r} ({path}) was trained on {source.base_model}, served on {base_name}",
+                highlight=False,
+            )
+    chosen = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    try:
+        target = torch.device(chosen)
+    except RuntimeError:
+        fail(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    with console.status(f"loading {base_name}"):
+        engine = Engine(load_model(base_name).to(target), load_tokenizer(base_name), base_name)
+        for name, path, _ in sources:
+            engine.add(name, path)
+    return engine
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two model names are one model: the same hub id, or paths to the same folder."""
+    from ..hf import hub_name
+
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return hub_name(a) == hub_name(b)

@@ -1,0 +1,205 @@
+"""Dynamic batching for `adept serve`: requests wait up to `max_wait_ms` for company, then up to
+`max_batch_size` rows run together, whatever adapter each names.
+
+One thread runs the model. It takes the oldest waiting job, then whatever else arrives until that job
+has waited `max_wait_ms` (no waiting at all when the queue already holds a full batch), and runs the
+batch as a few groups: all scoring rows in one forward pass, generation rows grouped by how they sample
+(greedy rows of every adapter together; a seeded row alone, so its seed reproduces its answer). A job's
+failure is its own: a job whose adapter was removed while it waited fails alone; an error inside a
+group's model call fails that group's jobs and the thread goes on with the next batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import AdeptError
+from .engine import Engine, GenerationRow, Sampling
+
+_STOP = object()
+_unique = itertools.count()
+
+
+@dataclass
+class Job:
+    """One row of work: a scoring row (adapter, source text, candidates) or a generation row."""
+
+    adapter: str | None
+    score: tuple[str, Sequence[str]] | None = None  # (source text, candidates)
+    generation: GenerationRow | None = None
+    sampling: Sampling | None = None
+    future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+    def group(self) -> tuple:
+        if self.score is not None:
+            return ("score",)
+        if self.sampling.seed is not None:
+            return ("seeded", next(_unique))
+        return ("generate", self.sampling)
+
+    def cancelled(self) -> bool:
+        return self.generation is not None and self.generation.cancelled()
+
+
+@dataclass
+class Metrics:
+    """What /metrics reports."""
+
+    requests: dict[str, int] = field(default_factory=dict)  # "<route> <status>" -> count
+    batches: int = 0
+    rows: int = 0
+    largest_batch: int = 0
+    mixed_batches: int = 0  # batches holding rows of more than one adapter
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # rows per batch -> batches
+    queue_seconds: float = 0.0
+    generated_tokens: int = 0
+    busy_seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_request(self, route: str, status: int) -> None:
+        with self.lock:
+            key = f"{route} {status}"
+            self.requests[key] = self.requests.get(key, 0) + 1
+
+    def count_batch(self, jobs: Sequence[Job], started: float) -> None:
+        with self.lock:
+            self.batches += 1
+            self.rows += len(jobs)
+            self.largest_batch = max(self.largest_batch, len(jobs))
+            self.mixed_batches += len({job.adapter for job in jobs}) > 1
+            self.batch_sizes[len(jobs)] = self.batch_sizes.get(len(jobs), 0) + 1
+            self.queue_seconds += sum(started - job.enqueued for job in jobs)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "requests": dict(self.requests),
+                "batches": self.batches,
+                "rows": self.rows,
+                "mean_batch_size": self.rows / self.batches if self.batches else 0.0,
+                "largest_batch": self.largest_batch,
+                "mixed_batches": self.mixed_batches,
+                "batch_sizes": {str(size): count for size, count in sorted(self.batch_sizes.items())},
+                "mean_queue_seconds": self.queue_seconds / self.rows if self.rows else 0.0,
+                "generated_tokens": self.generated_tokens,
+                "busy_seconds": self.busy_seconds,
+                "tokens_per_second": self.generated_tokens / self.busy_seconds if self.busy_seconds else 0.0,
+            }
+
+    def prometheus(self) -> str:
+        """The snapshot in Prometheus' text format."""
+        data = self.snapshot()
+        lines = ["# TYPE adept_requests_total counter"]
+        for key, count in sorted(data["requests"].items()):
+            route, status = key.rsplit(" ", 1)
+            lines.append(f'adept_requests_total{{route="{route}",status="{status}"}} {count}')
+        for name, kind in (
+            ("batches", "counter"),
+            ("rows", "counter"),
+            ("mean_batch_size", "gauge"),
+            ("largest_batch", "gauge"),
+            ("mixed_batches", "counter"),
+            ("mean_queue_seconds", "gauge"),
+            ("generated_tokens", "counter"),
+            ("busy_seconds", "counter"),
+            ("tokens_per_second", "gauge"),
+        ):
+            suffix = "_total" if kind == "counter" else ""
+            lines += [f"# TYPE adept_{name}{suffix} {kind}", f"adept_{name}{suffix} {data[name]}"]
+        return "\n".join(lines) + "\n"
+
+
+class Batcher:
+    """The model thread and its queue (see the module docstring)."""
+
+    def __init__(
+        self, engine: Engine, max_batch_size: int = 32, max_wait_ms: float = 10.0, metrics: Metrics | None = None
+    ):
+        if max_batch_size < 1 or max_wait_ms < 0:
+            raise AdeptError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.metrics = metrics or Metrics()
+        self.queue: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="adept-batcher", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Finish every job already queued, then end the thread."""
+        self.queue.put(_STOP)
+        self.thread.join()
+
+    def submit(self, job: Job) -> Future:
+        self.queue.put(job)
+        return job.future
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self.queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch_size:
+                try:
+                    remaining = first.enqueued + self.max_wait - time.monotonic()
+                    job = self.queue.get_nowait() if remaining <= 0 else self.queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stopping = True
+                    break
+                batch.append(job)
+            self._run(batch)
+
+    def _run(self, batch: list[Job]) -> None:
+        started = time.monotonic()
+        live = [job for job in batch if not job.cancelled() and job.future.set_running_or_notify_cancel()]
+        self.metrics.count_batch(live, started)
+        groups: dict[tuple, list[Job]] = {}
+        for job in live:
+            groups.setdefault(job.group(), []).append(job)
+        for jobs in groups.values():
+            self._run_group(jobs)
+        with self.metrics.lock:
+            self.metrics.busy_seconds += time.monotonic() - started
+
+    def _run_group(self, jobs: list[Job]) -> None:
+        with self.engine.lock:  # no adapter comes or goes between the check and the model call
+            self._run_checked(jobs)
+
+    def _run_checked(self, jobs: list[Job]) -> None:
+        runnable = []
+        for job in jobs:  # an adapter removed while the job waited fails that job only
+            try:
+                if job.adapter is not None:
+                    self.engine.get(job.adapter)
+                runnable.append(job)
+            except AdeptError as error:
+                job.future.set_exception(error)
+        if not runnable:
+            return
+        try:
+            if runnable[0].score is not None:
+                results = self.engine.score([(job.adapter, *job.score) for job in runnable])
+            else:
+                results = self.engine.generate([job.generation for job in runnable], runnable[0].sampling)
+                with self.metrics.lock:
+                    self.metrics.generated_tokens += sum(result.completion_tokens for result in results)
+        except Exception as error:  # noqa: BLE001 - the request fails, the server goes on
+            for job in runnable:
+                job.future.set_exception(error)
+            return
+        for job, result in zip(runnable, results):
+            job.future.set_result(result)

@@ -1,0 +1,368 @@
+"""The model side of `adept serve`: one frozen base with named prompt adapters, and the two kinds of
+batched work a server does over them: rank-scoring label words (`/v1/predict` on a classification task)
+and generation (completions, and `/v1/predict` on other tasks).
+
+Rows of different adapters share one forward pass (`MixedAdapterModel`): scoring flattens every
+(row, label word) pair into one batch, so adapters of different tasks, with different label words, mix
+too. Generation runs one `generate` call per batch; each row stops on its own (end token, its stop
+strings, its max_tokens, or its client going away) and its text is decoded as it grows, so a streamed
+answer and a whole one are the same text.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..encoding import Encoder, pad_batch
+from ..errors import AdeptError
+from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
+from ..hf import is_seq2seq
+from ..prompt.multi import AdapterNotFound, MixedAdapterModel
+from ..tasks.spec import Example, RowError, Task
+
+# Inputs without a task (completions, plain text) are cut to this many tokens only when the model itself
+# states no limit (relative-position models such as T5).
+FALLBACK_CONTEXT = 512
+DEFAULT_TARGET_LENGTH = 128
+
+
+class RequestError(AdeptError, ValueError):
+    """A request the server cannot answer as asked (HTTP 400); the message says why."""
+
+    def __init__(self, message: str, code: str = "invalid_request"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class ServedAdapter:
+    name: str
+    method: str
+    source: str  # the run or adapter directory it was loaded from
+    prompt_len: int
+    task: Task | None  # formats /v1/predict inputs; None: completions only
+    encoder: Encoder  # the source / target lengths it was trained with
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "task": self.task.name if self.task else None,
+            "prompt_len": self.prompt_len,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen; rows that share one run in one `generate` call."""
+
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        if self.greedy:
+            return {"do_sample": False}
+        # OpenAI's sampling has no top-k; transformers' default of 50 would change the distribution.
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+
+
+@dataclass
+class GenerationRow:
+    adapter: str | None  # None: the base model alone
+    input_ids: list[int]
+    max_tokens: int
+    stop: Sequence[str] = ()
+    on_text: Callable[[str], None] | None = None  # each new piece of text, as it is decoded
+    cancelled: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class Generated:
+    text: str
+    finish_reason: str  # stop | length | cancelled
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class RowDecoder:
+    """One row's generated tokens -> text: stops at the end token, a stop string or max_tokens, and hands
+    out text only once it is final (not an unfinished UTF-8 character, not a possible start of a stop
+    string)."""
+
+    def __init__(self, decode: Callable[[list[int]], str], row: GenerationRow, end_ids: set[int]):
+        self.decode, self.row, self.end_ids = decode, row, end_ids
+        self.tokens: list[int] = []
+        self.text = ""  # handed out so far
+        self.finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def push(self, token: int) -> None:
+        if self.finished:
+            return
+        if self.row.cancelled():
+            self.finish_reason = "cancelled"
+            return
+        if token in self.end_ids:
+            self._finish("stop", self._decoded())
+            return
+        self.tokens.append(token)
+        decoded = self._decoded()
+        cut = min((i for i in (decoded.find(stop) for stop in self.row.stop if stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self._finish("stop", decoded[:cut])
+        elif len(self.tokens) >= self.row.max_tokens:
+            self._finish("length", decoded)
+        else:
+            self._hand_out(decoded[: self._final_length(decoded)])
+
+    def close(self) -> Generated:
+        """The row's result once generation has ended (a row still open ran out of tokens)."""
+        if not self.finished:
+            self._finish("length", self._decoded())
+        return Generated(self.text, self.finish_reason, len(self.row.input_ids), len(self.tokens))
+
+    def _decoded(self) -> str:
+        return self.decode(self.tokens)
+
+    def _final_length(self, decoded: str) -> int:
+        end = len(decoded)
+        if decoded.endswith("\ufffd"):  # part of a multi-byte character: wait for the rest
+            end = len(decoded.rstrip("\ufffd"))
+        for stop in self.row.stop:  # a suffix that may grow into a stop string is held back
+            for size in range(min(len(stop) - 1, end), 0, -1):
+                if decoded[:end].endswith(stop[:size]):
+                    end -= size
+                    break
+        return end
+
+    def _finish(self, reason: str, text: str) -> None:
+        self._hand_out(text)
+        self.finish_reason = reason
+
+    def _hand_out(self, text: str) -> None:
+        if len(text) > len(self.text) and text.startswith(self.text):
+            piece, self.text = text[len(self.text) :], text
+            if self.row.on_text is not None:
+                self.row.on_text(piece)
+
+
+class _RowStreamer:
+    """transformers' streamer hook: every step's new token of each row goes to that row's decoder."""
+
+    def __init__(self, decoders: list[RowDecoder]):
+        self.decoders = decoders
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # the first call carries the input ids
+            self.prompt_seen = True
+            return
+        for decoder, token in zip(self.decoders, value.reshape(len(self.decoders), -1)[:, -1].tolist()):
+            decoder.push(token)
+
+    def end(self) -> None:
+        pass
+
+
+class _RowsDone:
+    """transformers' stopping-criteria hook: a row is done once its decoder is (or its client left)."""
+
+    def __init__(self, decoders: list[RowDecoder]):
+        self.decoders = decoders
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        done = [decoder.finished or decoder.row.cancelled() for decoder in self.decoders]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def context_limit(base: Any, tokenizer: Any) -> int:
+    """The most positions the model takes (prompt slots + input + new tokens)."""
+    config = base.config.get_text_config(decoder=True) if hasattr(base.config, "get_text_config") else base.config
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    stated = getattr(tokenizer, "model_max_length", None)
+    return stated if isinstance(stated, int) and 0 < stated < 1_000_000 else FALLBACK_CONTEXT
+
+
+class Engine:
+    """The frozen base and its adapters. Every model call and adapter change holds `lock`, so adapters
+    come and go between batches, never during one. The tokenizer is used from the request handlers and
+    the batching thread; a fast tokenizer is not thread-safe, so every use holds `text_lock`."""
+
+    def __init__(self, base: Any, tokenizer: Any, model_name: str):
+        self.model = MixedAdapterModel(base.eval(), model_name)
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.is_seq2seq = is_seq2seq(base)
+        self.context = context_limit(base, tokenizer)
+        self.adapters: dict[str, ServedAdapter] = {}
+        self.lock = threading.RLock()
+        self.text_lock = threading.Lock()
+        self.base_encoder = Encoder(tokenizer, self.is_seq2seq, self.context, DEFAULT_TARGET_LENGTH)
+        self.device = next(base.parameters()).device
+        end = tokenizer.eos_token_id
+        self.end_ids = {end} if end is not None else set()
+
+    # -- adapters ----------------------------------------------------------------------------------
+
+    def add(self, name: str, path: str | Path, task: str | None = None) -> ServedAdapter:
+        """Load a run's best adapter or an adapter directory under `name`, with the task that formats its
+        /v1/predict inputs (the recorded one unless `task` is given)."""
+        from ..runs import prompt_adapter_source
+        from ..tasks import get_task
+
+        source = prompt_adapter_source(path)
+        task_name = task or source.evaluation.get("task")
+        chosen = get_task(task_name) if task_name else None
+        max_length = source.evaluation.get("max_length") or (chosen.max_length if chosen else self.context)
+        target_length = source.evaluation.get("max_target_length") or DEFAULT_TARGET_LENGTH
+        encoder = Encoder(self.tokenizer, self.is_seq2seq, max_length, target_length)
+        with self.lock:
+            if name in self.adapters:
+                raise RequestError(f"an adapter named {name!r} is already loaded; remove it first", "adapter_exists")
+            self.model.add_adapter(name, source.directory)
+            prompt_len = self.model.mixed.adapters[name].prompt_len
+            served = ServedAdapter(name, source.method, str(path), prompt_len, chosen, encoder)
+            self.adapters[name] = served
+        return served
+
+    def remove(self, name: str) -> None:
+        with self.lock:
+            self.get(name)
+            self.model.remove_adapter(name)
+            del self.adapters[name]
+
+    def get(self, name: str) -> ServedAdapter:
+        served = self.adapters.get(name)
+        if served is None:
+            loaded = ", ".join(self.adapters) or "none"
+            raise AdapterNotFound(
+                f"no adapter named {name!r} (loaded: {loaded}; the base model is {self.model_name!r})"
+            )
+        return served
+
+    def resolve(self, name: str) -> str | None:
+        """The adapter a request's `model` names; None for the base model itself."""
+        if name == self.model_name:
+            return None
+        self.get(name)
+        return name
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def prompt_ids(self, adapter: str | None, text: str, max_tokens: int) -> list[int]:
+        """A completion prompt's token ids, refused when it and the new tokens exceed the model's context."""
+        with self.text_lock:
+            ids = self.tokenizer(text)["input_ids"]
+        slots = self.get(adapter).prompt_len if adapter is not None else 0
+        if not ids and not slots:
+            raise RequestError("the prompt is empty (no tokens)", "empty_prompt")
+        limit = self.context - slots - (0 if self.is_seq2seq else max_tokens)
+        if len(ids) > limit:
+            raise RequestError(
+                f"the prompt is {len(ids)} tokens; this model takes at most {self.context} positions, so with "
+                f"{slots} prompt slots"
+                + ("" if self.is_seq2seq else f" and max_tokens {max_tokens}")
+                + f" the prompt may have {max(limit, 0)} tokens",
+                "context_length_exceeded",
+            )
+        return ids
+
+    def task_source(self, adapter: str, row: dict[str, Any] | str) -> str:
+        """A /v1/predict input formatted as the adapter's task formats it (a string goes in as it is)."""
+        served = self.get(adapter)
+        if served.task is None:
+            raise RequestError(
+                f"adapter {adapter!r} records no task, so /v1/predict cannot format its inputs; add it with a "
+                "task, or use /v1/completions",
+                "no_task",
+            )
+        if isinstance(row, str):
+            return row
+        try:
+            return served.task.prepared(row)[1]
+        except RowError as error:
+            raise RequestError(str(error), "bad_input") from None
+
+    # -- work --------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, rows: Sequence[tuple[str | None, str, Sequence[str]]]) -> list[list[float]]:
+        """For each (adapter, source text, candidates) the log-probability of each candidate target, all
+        pairs in one forward pass."""
+        features, names = [], []
+        for adapter, source, candidates in rows:
+            encoder = self._encoder(adapter)
+            with self.text_lock:
+                features += [encoder.scoring_features(Example(source, ""), candidate) for candidate in candidates]
+            names += [adapter] * len(candidates)
+        batch = {k: v.to(self.device) for k, v in pad_batch(features, self.tokenizer.pad_token_id).items()}
+        with self.lock:
+            flat = sequence_log_prob(functools.partial(self.model, adapters=names), batch, self.is_seq2seq).tolist()
+        out, start = [], 0
+        for _, _, candidates in rows:
+            out.append(flat[start : start + len(candidates)])
+            start += len(candidates)
+        return out
+
+    @torch.no_grad()
+    def generate(self, rows: Sequence[GenerationRow], sampling: Sampling) -> list[Generated]:
+        """Every row in one `generate` call; a seeded sampling is reproducible (run it alone)."""
+        decoders = [RowDecoder(self._decode, row, self.end_ids) for row in rows]
+        batch = pad_batch([{"input_ids": row.input_ids} for row in rows], self.tokenizer.pad_token_id)
+        kwargs = dict(
+            max_new_tokens=max(row.max_tokens for row in rows),
+            num_beams=1,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            streamer=_RowStreamer(decoders),
+            stopping_criteria=[_RowsDone(decoders)],
+            **sampling.generate_kwargs(),
+        )
+        with self.lock, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            self.model.generate(
+                batch["input_ids"].to(self.device),
+                [row.adapter for row in rows],
+                batch["attention_mask"].to(self.device),
+                **kwargs,
+            )
+        return [decoder.close() for decoder in decoders]
+
+    def _decode(self, tokens: list[int]) -> str:
+        with self.text_lock:
+            return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _encoder(self, adapter: str | None) -> Encoder:
+        return self.base_encoder if adapter is None else self.get(adapter).encoder
+
+    # -- the predict route --------------------------------------------------------------------------
+
+    def predict_kind(self, adapter: str) -> str:
+        task = self.get(adapter).task
+        return "classification" if task is not None and task.kind == "classification" else "generation"
+
+    def predict_generation_row(self, adapter: str, source: str) -> GenerationRow:
+        """Greedy generation as `adept predict` runs it: the task's input length and answer length."""
+        served = self.get(adapter)
+        with self.text_lock:
+            ids, new_tokens = served.encoder.source_ids(source), max_new_tokens(served.task, served.encoder)
+        return GenerationRow(adapter, ids, new_tokens)

@@ -1,0 +1,110 @@
+"""The serving engine: rows of PT, DePT and ADePT adapters of DIFFERENT tasks (different label words,
+prompts of different lengths) scored in one forward pass and generated in one `generate` call give what
+each adapter gives alone; causal (the real stories260K) and seq2seq (a tiny RANDOM T5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adept_cli import save_adapter
+from adept_cli.encoding import Encoder
+from adept_cli.evaluation.evaluate import label_scores
+from adept_cli.prompt.io import EVALUATION_KEY
+from adept_cli.serving.engine import Engine, GenerationRow, RowDecoder, Sampling
+from adept_cli.tasks import Example, get_task
+
+from .helpers import INPUTS, MODEL_FACTORIES, perturb, wrap
+
+ADAPTERS = {"pt": ("sst2", 6, 21), "dept": ("rte", 4, 22), "adept": ("mrpc", 2, 23)}
+
+
+def setup(model_name: str, tmp_path):
+    models = {}
+    for method, (task, length, seed) in ADAPTERS.items():
+        model, tokenizer = wrap(method, model_name, prompt_len=length)
+        perturb(model, seed=seed)
+        evaluation = {"task": task, "max_length": 48, "max_target_length": 8}
+        save_adapter(model, tmp_path / method, extra={EVALUATION_KEY: evaluation})
+        models[method] = model.eval()
+    base, _ = MODEL_FACTORIES[model_name]()
+    engine = Engine(base, tokenizer, "base")
+    for method in ADAPTERS:
+        engine.add(method, tmp_path / method)
+    return engine, models, tokenizer
+
+
+@pytest.mark.parametrize("model_name", ["llama", "t5"])
+def test_label_words_of_three_tasks_are_scored_in_one_forward_as_alone(model_name, tmp_path) -> None:
+    engine, models, tokenizer = setup(model_name, tmp_path)
+    names = ["adept", "pt", "dept", "pt", "adept"]
+    rows = [(name, INPUTS[i % len(INPUTS)], get_task(ADAPTERS[name][0]).label_words) for i, name in enumerate(names)]
+    calls = []
+    engine.model.base.register_forward_hook(lambda *args: calls.append(1))
+    got = engine.score(rows)
+    assert len(calls) == 1
+    for (name, source, words), scores in zip(rows, got):
+        encoder = Encoder(tokenizer, engine.is_seq2seq, 48, 8)
+        alone = label_scores(models[name], encoder, [Example(source, "")], [0], 1, words)[0]
+        assert scores == pytest.approx(alone, abs=1e-4)
+    # the words differ per task: sst2's two, rte's two, mrpc's two, each its own
+    assert [len(s) for s in got] == [2] * len(names)
+
+
+@pytest.mark.parametrize("model_name", ["llama", "t5"])
+def test_one_generate_call_gives_each_adapters_own_tokens(model_name, tmp_path) -> None:
+    engine, models, tokenizer = setup(model_name, tmp_path)
+    names = ["dept", "adept", "pt", None]  # None: the base model itself
+    rows = [GenerationRow(name, tokenizer(INPUTS[i % 3])["input_ids"], 6) for i, name in enumerate(names)]
+    got = engine.generate(rows, Sampling())
+    base, _ = MODEL_FACTORIES[model_name]()
+    for row, result in zip(rows, got):
+        model = models[row.adapter] if row.adapter else base
+        ids = torch.tensor([row.input_ids])
+        out = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id)[0]  # fmt: skip
+        new = out.tolist() if engine.is_seq2seq else out[ids.shape[1] :].tolist()
+        end = tokenizer.eos_token_id
+        new = new[: new.index(end)] if end in new else new
+        assert result.text == tokenizer.decode(new, skip_special_tokens=True), row.adapter
+        assert result.prompt_tokens == len(row.input_ids)
+
+
+class Pieces:
+    def __init__(self, tokens: list[str]):
+        self.tokens = tokens
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.tokens[i] for i in ids)
+
+
+@pytest.mark.parametrize(
+    "stop,text,reason",
+    [
+        ([], "Hello world", "length"),
+        (["wor"], "Hello ", "stop"),  # the stop string is not handed out
+        (["lo w"], "Hel", "stop"),  # "lo" was held back: it could have started the stop string
+        (["xyz"], "Hello world", "length"),
+    ],
+)
+def test_text_is_handed_out_only_once_final(stop, text, reason) -> None:
+    tokens = ["Hel", "lo", " wor", "ld"]
+    handed: list[str] = []
+    row = GenerationRow("a", [1, 2], max_tokens=4, stop=stop, on_text=handed.append)
+    decoder = RowDecoder(Pieces(tokens).decode, row, end_ids={99})
+    for token in range(4):
+        decoder.push(token)
+    result = decoder.close()
+    assert (result.text, result.finish_reason) == (text, reason)
+    assert "".join(handed) == text
+
+
+def test_an_unfinished_character_waits_and_the_end_token_stops() -> None:
+    tokens = ["a", "\ufffd", "b"]
+    handed: list[str] = []
+    decoder = RowDecoder(Pieces(tokens).decode, GenerationRow("a", [1], 9, on_text=handed.append), end_ids={7})
+    decoder.push(0)
+    decoder.push(1)
+    assert handed == ["a"]  # the half character is not handed out
+    decoder.push(7)
+    assert decoder.close().finish_reason == "stop"

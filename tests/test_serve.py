@@ -1,0 +1,348 @@
+"""`adept serve`: the real server in a subprocess on a free port, called with the official `openai` client
+and with httpx. Four adapters (PT, DePT, two ADePT of different prompt lengths; three classification
+tasks and one generation task) over the real stories260K Llama, their weights perturbed as after training.
+Every answer is checked against the adapter run alone: `adept predict` for /v1/predict, the adapter's
+own `generate` for completions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from adept_cli import save_adapter
+from adept_cli.cli import app
+from adept_cli.prompt.io import EVALUATION_KEY, load_adapter
+
+from .helpers import STORIES, data_dir, model_path, perturb, read_jsonl, stories, wrap
+
+runner = CliRunner()
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+# name -> (method, prompt length, task, perturbation seed)
+ADAPTERS = {
+    "sst2-pt": ("pt", 6, "sst2", 11),
+    "mrpc-dept": ("dept", 4, "mrpc", 12),
+    "rte-adept": ("adept", 3, "rte", 13),
+    "stsb-adept": ("adept", 9, "stsb", 14),
+}
+FIELDS = {"sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"), "rte": ("premise", "hypothesis")}
+FIELDS["stsb"] = ("sentence1", "sentence2")
+PROMPTS = ["Once upon a time", "Lily saw a big red ball", "The cat was", "Tom and his dog"]
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("adapters")
+    paths = {}
+    for name, (method, length, task, seed) in ADAPTERS.items():
+        model, _ = wrap(method, "llama", prompt_len=length)
+        perturb(model, seed=seed)
+        evaluation = {"task": task, "max_length": 64, "max_target_length": 16, "scoring": "rank"}
+        paths[name] = save_adapter(model, folder / name, extra={EVALUATION_KEY: evaluation})
+    return paths
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[str, list[dict]]:
+    """Task rows without their labels, as a user sends them."""
+    out = {}
+    for task, fields in FIELDS.items():
+        split = "validation"
+        out[task] = [{f: r[f] for f in fields} for r in read_jsonl(data_dir() / task / f"{split}.jsonl")[:6]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected_predictions(adapters, rows, tmp_path_factory) -> dict[str, list[dict]]:
+    """What `adept predict` answers for each adapter's rows."""
+    folder = tmp_path_factory.mktemp("expected")
+    out = {}
+    for name, path in adapters.items():
+        task = ADAPTERS[name][2]
+        source, target = folder / f"{name}.jsonl", folder / f"{name}.out.jsonl"
+        source.write_text("".join(json.dumps(row) + "\n" for row in rows[task]))
+        result = runner.invoke(app, ["predict", "--adapter", str(path), "--input", str(source), "-o", str(target)])
+        assert result.exit_code == 0, result.output
+        out[name] = [{k: v for k, v in answer.items() if k != "index"} for answer in read_jsonl(target)]
+    return out
+
+
+def alone_completion(adapter_dir: Path, prompt: str, max_tokens: int) -> str:
+    """Greedy text of one adapter on its own (no server, no other rows)."""
+    base, tokenizer = stories()
+    model = load_adapter(adapter_dir, base=base)
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:].tolist()  # fmt: skip
+    if tokenizer.eos_token_id in out:
+        out = out[: out.index(tokenizer.eos_token_id)]
+    return tokenizer.decode(out, skip_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def expected_completions(adapters) -> dict[tuple[str, str], str]:
+    return {(name, p): alone_completion(path, p, 10) for name, path in adapters.items() for p in PROMPTS}
+
+
+class Server:
+    """`adept serve` in a subprocess; `url` once it prints that it listens."""
+
+    def __init__(self, *args: str):
+        env = {**os.environ, "COLUMNS": "400"}
+        command = [sys.executable, "-m", "adept_cli", "serve", "--port", "0", *args]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines: queue.Queue = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.url = self._wait_for_url()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _wait_for_url(self) -> str:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            if "listening on " in line:
+                return line.split("listening on ")[1].split()[0]
+        self.stop()
+        pytest.fail("adept serve did not start:\n" + "".join(self.output))
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(adapters):
+    args = [arg for name, path in adapters.items() for arg in ("--adapter", f"{name}={path}")]
+    started = Server(*args, "--max-wait-ms", "30", "--max-batch-size", "64", "--api-key", KEY)
+    yield started
+    assert started.stop() == 0, "".join(started.output)
+
+
+def call(server: Server, method: str, route: str, **kwargs) -> httpx.Response:
+    kwargs.setdefault("headers", AUTH)
+    return httpx.request(method, server.url + route, timeout=60, **kwargs)
+
+
+def test_the_openai_client_lists_models_and_completes(server, adapters, expected_completions) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key=KEY)
+    names = [model.id for model in client.models.list().data]
+    assert names == [model_path(STORIES), *ADAPTERS]
+
+    for name in ADAPTERS:
+        done = client.completions.create(model=name, prompt=PROMPTS, max_tokens=10, temperature=0)
+        assert [choice.text for choice in done.choices] == [expected_completions[(name, p)] for p in PROMPTS]
+        assert [choice.index for choice in done.choices] == list(range(len(PROMPTS)))
+        assert done.usage.completion_tokens <= 10 * len(PROMPTS)
+
+    # streaming: the pieces join to the same text; the last event of the row says why it ended
+    pieces, reasons = [], []
+    for chunk in client.completions.create(model="rte-adept", prompt=PROMPTS[0], max_tokens=10, temperature=0,
+                                           stream=True):  # fmt: skip
+        pieces.append(chunk.choices[0].text)
+        reasons.append(chunk.choices[0].finish_reason)
+    assert "".join(pieces) == expected_completions[("rte-adept", PROMPTS[0])]
+    assert len(pieces) > 2 and reasons[-1] in ("length", "stop") and set(reasons[:-1]) == {None}
+
+    # a stop string ends the text just before it
+    full = expected_completions[("sst2-pt", PROMPTS[0])]
+    stop = full.split()[2]
+    stopped = client.completions.create(model="sst2-pt", prompt=PROMPTS[0], max_tokens=10, temperature=0, stop=[stop])
+    assert stopped.choices[0].text == full[: full.index(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+
+    # the base model itself, and seeded sampling that reproduces
+    base = client.completions.create(model=model_path(STORIES), prompt=PROMPTS[0], max_tokens=6, temperature=0)
+    assert base.choices[0].text and base.choices[0].text != expected_completions[("rte-adept", PROMPTS[0])][:6]
+    sampled = [
+        client.completions.create(model="mrpc-dept", prompt=PROMPTS[1], max_tokens=12, temperature=1.0, seed=5)
+        .choices[0]
+        .text
+        for _ in range(2)
+    ]
+    assert sampled[0] == sampled[1]
+
+
+def test_200_concurrent_requests_over_4_adapters_each_get_their_own_answer(
+    server, rows, expected_predictions, expected_completions
+) -> None:
+    names = list(ADAPTERS)
+    requests = []
+    for i in range(200):
+        name = names[i % 4]
+        task = ADAPTERS[name][2]
+        if i % 2 == 0:
+            row = i // 8 % len(rows[task])
+            requests.append(("predict", name, row, {"model": name, "inputs": rows[task][row]}))
+        else:
+            prompt = PROMPTS[i // 4 % len(PROMPTS)]
+            body = {"model": name, "prompt": prompt, "max_tokens": 10, "temperature": 0}
+            requests.append(("complete", name, prompt, body))
+
+    async def send_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=120, limits=limits) as client:
+            route = {"predict": "/v1/predict", "complete": "/v1/completions"}
+            return await asyncio.gather(*(client.post(route[kind], json=body) for kind, _, _, body in requests))
+
+    before = call(server, "GET", "/metrics", params={"format": "json"}).json()
+    responses = asyncio.run(send_all())
+    for (kind, name, key, _), response in zip(requests, responses):
+        assert response.status_code == 200, response.text
+        if kind == "complete":
+            assert response.json()["choices"][0]["text"] == expected_completions[(name, key)], name
+            continue
+        got, want = response.json()["predictions"][0], expected_predictions[name][key]
+        if "text" in want:
+            assert got == want, name
+        else:
+            assert got["label"] == want["label"], name
+            assert got["scores"] == pytest.approx(want["scores"], abs=1e-4), name
+    after = call(server, "GET", "/metrics", params={"format": "json"}).json()
+    assert after["rows"] - before["rows"] == 200
+    assert after["largest_batch"] > 4 and after["mixed_batches"] > before["mixed_batches"]
+
+
+BAD = [
+    # (method, route, how the body is sent, expected status, words the message must hold)
+    ("POST", "/v1/predict", {"content": b"{not json"}, 400, "not valid JSON"),
+    ("POST", "/v1/predict", {"json": {"model": "sst2-pt"}}, 422, "inputs: Field required"),
+    ("POST", "/v1/predict", {"json": {"model": "sst2-pt", "inputs": 5}}, 422, "inputs"),
+    ("POST", "/v1/predict", {"json": {"model": "nope", "inputs": "x"}}, 404, "no adapter named 'nope'"),
+    ("POST", "/v1/predict", {"json": {"model": "rte-adept", "inputs": [{"premise": "a"}]}}, 400, "inputs[0]: missing"),
+    ("POST", "/v1/predict", {"json": {"model": "sst2-pt", "inputs": []}}, 400, "empty list"),
+    ("POST", "/v1/predict", {"json": {"model": model_path(STORIES), "inputs": "x"}}, 400, "needs an adapter"),
+    ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a " * 2000}}, 400, "at most 512 positions"),
+    ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "n": 3}}, 400, "n and best_of"),
+    ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "max_tokens": 0}}, 422, "max_tokens"),
+    ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "temperature": -1}}, 422, "temperature"),
+    ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "bogus": 1}}, 422, "bogus"),
+    ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "stop": [""]}}, 400, "stop"),
+    ("POST", "/v1/completions", {"json": ["a", "list"]}, 422, "body"),
+    ("POST", "/v1/adapters", {"json": {"name": "../x", "path": "/tmp"}}, 422, "name"),
+    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "/nonexistent/dir"}}, 400, "no such run or adapter"),
+    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "/etc"}}, 400, "neither a run directory"),
+    ("DELETE", "/v1/adapters/nope", {}, 404, "no adapter named 'nope'"),
+    ("GET", "/v1/nowhere", {}, 404, "Not Found"),
+    ("POST", "/v1/predict", {"content": b"x" * (9 * 1024 * 1024)}, 413, "over"),
+    ("GET", "/v1/models", {"headers": {}}, 401, "API key"),
+    ("GET", "/v1/models", {"headers": {"Authorization": "Bearer wrong"}}, 401, "API key"),
+]
+
+
+@pytest.mark.parametrize("method,route,body,status,words", BAD, ids=[f"{b[1]}-{b[3]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_input_gets_a_json_error_and_the_server_goes_on(
+    server, rows, expected_predictions, method, route, body, status, words
+) -> None:
+    response = call(server, method, route, **body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert words in error["message"] and error["type"] and error["code"]
+    # still answering, and correctly
+    assert httpx.get(server.url + "/health", timeout=10).json()["status"] == "ok"  # no key needed there
+    again = call(server, "POST", "/v1/predict", json={"model": "sst2-pt", "inputs": rows["sst2"][0]})
+    assert again.json()["predictions"][0]["label"] == expected_predictions["sst2-pt"][0]["label"]
+
+
+def test_adapters_come_and_go_while_serving(server, adapters, rows, expected_predictions) -> None:
+    added = call(server, "POST", "/v1/adapters", json={"name": "again", "path": str(adapters["rte-adept"])})
+    assert added.status_code == 201 and added.json()["task"] == "rte"
+    answer = call(server, "POST", "/v1/predict", json={"model": "again", "inputs": rows["rte"][2]}).json()
+    assert answer["predictions"][0]["label"] == expected_predictions["rte-adept"][2]["label"]
+    taken = call(server, "POST", "/v1/adapters", json={"name": "again", "path": str(adapters["sst2-pt"])})
+    assert taken.status_code == 409
+    # another task for the same adapter
+    other = call(server, "POST", "/v1/adapters", json={"name": "as-mrpc", "path": str(adapters["rte-adept"]),
+                                                       "task": "mrpc"})  # fmt: skip
+    assert other.status_code == 201 and other.json()["task"] == "mrpc"
+    assert call(server, "DELETE", "/v1/adapters/again").status_code == 200
+    assert call(server, "DELETE", "/v1/adapters/as-mrpc").status_code == 200
+    gone = call(server, "POST", "/v1/predict", json={"model": "again", "inputs": rows["rte"][2]})
+    assert gone.status_code == 404
+    assert [m["id"] for m in call(server, "GET", "/v1/models").json()["data"]][1:] == list(ADAPTERS)
+
+
+def test_a_client_leaving_mid_stream_stops_its_row_only(server, expected_completions) -> None:
+    body = {"model": "mrpc-dept", "prompt": PROMPTS[0], "max_tokens": 400, "temperature": 1.0, "stream": True}
+    before = call(server, "GET", "/metrics", params={"format": "json"}).json()["generated_tokens"]
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, headers=AUTH, timeout=60) as response:
+        events = response.iter_lines()
+        assert next(event for event in events if event.startswith("data:"))
+    # meanwhile and after, other requests are answered as before
+    other = {"model": "rte-adept", "prompt": PROMPTS[0], "max_tokens": 10, "temperature": 0}
+    text = call(server, "POST", "/v1/completions", json=other).json()["choices"][0]["text"]
+    assert text == expected_completions[("rte-adept", PROMPTS[0])]
+    time.sleep(0.5)
+    after = call(server, "GET", "/metrics", params={"format": "json"}).json()["generated_tokens"]
+    assert after - before < 200, after - before  # the stream stopped long before its 400 tokens
+
+
+def test_sigterm_finishes_requests_in_flight_then_exits_0(adapters) -> None:
+    server = Server("--adapter", f"pt={adapters['sst2-pt']}", "--max-wait-ms", "0")
+    body = {"model": "pt", "prompt": PROMPTS[0], "max_tokens": 300, "temperature": 1.0, "seed": 1}
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(r=httpx.post(server.url + "/v1/completions", json=body,
+                                                                      timeout=60)))  # fmt: skip
+    thread.start()
+    deadline = time.monotonic() + 30
+    while httpx.get(server.url + "/metrics", params={"format": "json"}).json()["batches"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0, "".join(server.output)
+    thread.join()
+    assert done["r"].status_code == 200 and done["r"].json()["choices"][0]["text"]
+    assert "stopped" in "".join(server.output)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + "/health", timeout=5)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--adapter", "noequals"], "expected NAME=PATH"),
+        (["--adapter", "a=/nonexistent"], "is not a directory"),
+        (["--adapter", "bad name=/tmp"], "the name may use"),
+        (["--max-batch-size", "0", "--model", "x"], "--max-batch-size must be >= 1"),
+        ([], "give at least one --adapter"),
+    ],
+)
+def test_bad_options_are_one_line(args, message) -> None:
+    result = runner.invoke(app, ["serve", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_taken_port_is_one_line(adapters) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(app, ["serve", "--adapter", f"a={adapters['sst2-pt']}", "--port", port])
+    assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output, result.output
