@@ -246,3 +246,25 @@ def export(
     if format == "peft":
         return export_peft(model, tokenizer, output)
     return export_merged(model, tokenizer, output, base_name=hub_repo)
+
+
+@torch.no_grad()
+def prompt_embeddings(model: PromptTunedModel, input_ids: list[int] | torch.Tensor) -> torch.Tensor:
+    """The (l + n, d) input embeddings of one causal row as the adapter sees it: the soft prompt, then
+    each token's embedding plus its offsets. Fed to the plain base model as `inputs_embeds` (or to an
+    engine that takes prompt embeddings, such as vLLM's `prompt_embeds`) it gives the adapter's logits."""
+    if model.is_seq2seq:
+        raise ExportError("prompt embeddings are for causal models (a seq2seq prompt enters the encoder)")
+    ids = torch.as_tensor(input_ids, device=model.adapter.prompt.device).reshape(1, -1)
+    extended = model.insert_prompt(ids)
+    return model.adapted_embedding(extended["input_ids"])[0]
+
+
+def embeddings_as_base64(embeddings: torch.Tensor) -> str:
+    """A tensor as vLLM's `prompt_embeds` field takes it: `torch.save` bytes, base64-encoded."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(embeddings.detach().cpu().contiguous(), buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -20,7 +20,7 @@ from adept_cli.runs import load_from_run
 from adept_cli.tasks import get_task, load_task_data
 from adept_cli.training import build_config, train
 
-from .helpers import SMOKE, STORIES, model_path, perturb, tiny_t5, wrap
+from .helpers import INPUTS, SMOKE, STORIES, model_path, perturb, stories, tiny_t5, wrap
 
 runner = CliRunner()
 
@@ -337,3 +337,25 @@ def test_merged_export_keeps_a_separate_decoder_table_of_its_own(tmp_path) -> No
     reloaded = T5ForConditionalGeneration.from_pretrained(tmp_path / "merged")
     torch.testing.assert_close(reloaded.decoder.embed_tokens.weight, own)
     assert not torch.equal(reloaded.encoder.embed_tokens.weight, reloaded.decoder.embed_tokens.weight)
+
+
+@pytest.mark.parametrize("method", ["pt", "dept", "adept"])
+def test_prompt_embeddings_give_the_adapters_logits_on_the_plain_base(method) -> None:
+    """What docs/predicting.md sends to an engine taking prompt embeddings (vLLM's prompt_embeds)."""
+    import base64
+    import io
+
+    from adept_cli.export import embeddings_as_base64, prompt_embeddings
+
+    model, tokenizer = wrap(method, "llama")
+    perturb(model)
+    model.eval()
+    ids = tokenizer(INPUTS[0])["input_ids"]
+    embeddings = prompt_embeddings(model, ids)
+    assert embeddings.shape == (model.prompt_len + len(ids), model.dim)
+    decoded = torch.load(io.BytesIO(base64.b64decode(embeddings_as_base64(embeddings))))
+    plain, _ = stories()
+    with torch.no_grad():
+        got = plain(inputs_embeds=decoded.unsqueeze(0)).logits[0, model.prompt_len :]
+        want = model(torch.tensor([ids])).logits[0]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
