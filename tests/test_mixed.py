@@ -89,3 +89,35 @@ def test_adapters_load_from_disk_and_are_added_and_removed(tmp_path) -> None:
         mixed.add_adapter("pt", models["pt"])
     with pytest.raises(AdeptError, match="one sequence per row"):
         mixed.generate(ids, ["pt"], num_beams=2, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("model_name", ["gpt2", "llama"])
+def test_the_shared_prompt_gives_what_running_every_prompt_does(model_name) -> None:
+    models, tokenizer = singles(model_name)
+    shared = mixed_model(model_name, models)
+    base, _ = MODEL_FACTORIES[model_name]()
+    unshared = MixedAdapterModel(base.eval(), share_prompt="off")
+    for name, model in models.items():
+        unshared.add_adapter(name, model)
+    assert shared.not_shared_because is None
+    widths = []
+    shared.base.register_forward_pre_hook(lambda m, a, k: widths.append(k["input_ids"].shape[1]), with_kwargs=True)
+    texts, names = rows_and_names()
+    for side in ("right", "left"):
+        tokenizer.padding_side = side
+        batch = tokenizer(texts, return_tensors="pt", padding=True)
+        mask = batch["attention_mask"].bool()
+        with torch.no_grad():
+            got = shared(batch["input_ids"], names, batch["attention_mask"]).logits
+            want = unshared(batch["input_ids"], names, batch["attention_mask"]).logits
+        assert widths[-1] == batch["input_ids"].shape[1]  # the rows' own tokens only: the prompts were cached
+        torch.testing.assert_close(got[mask], want[mask], atol=1e-4, rtol=1e-4)
+        kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        a = shared.generate(batch["input_ids"], names, batch["attention_mask"], **kwargs)
+        b = unshared.generate(batch["input_ids"], names, batch["attention_mask"], **kwargs)
+        assert torch.equal(a, b)
+    shared.remove_adapter("pt")  # its cached prompt goes with it; the others stay valid
+    with torch.no_grad():
+        again = shared(batch["input_ids"][:1], ["dept"], batch["attention_mask"][:1]).logits
+        alone = unshared(batch["input_ids"][:1], ["dept"], batch["attention_mask"][:1]).logits
+    torch.testing.assert_close(again[mask[:1]], alone[mask[:1]], atol=1e-4, rtol=1e-4)

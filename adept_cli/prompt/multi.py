@@ -9,6 +9,10 @@ slot j is id vocab_size + start_k + j, so everything downstream is the base mode
 
 Generation: greedy or sampled, one sequence per row (beam search and several returned sequences would
 reorder or multiply the rows, and each row must keep its adapter).
+
+Without gradients, causal models share each adapter's prompt computation across rows and calls
+(`sharing.MixedPromptCache`): a row's tokens run on top of its adapter's cached prompt keys and values,
+the same model computed with less work. `share_prompt="off"` runs every prompt in every row.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import nn
 
 from ..errors import AdeptError
 from ..hf import is_seq2seq
+from .config import SHARE_PROMPT, ConfigError
 from .model import (
     AdaptedEmbedding,
     PromptTunedModel,
@@ -33,6 +38,7 @@ from .model import (
     resolve_sizes,
 )
 from .modules import PromptAdapter
+from .sharing import MixedPromptCache, content_positions, sharing_problem
 
 
 class AdapterNotFound(AdeptError, KeyError):
@@ -101,8 +107,10 @@ class MixedAdapterModel(nn.Module):
     """A frozen Hugging Face LM with any number of named prompt adapters; `forward` and `generate` take
     one adapter name per row (`adapters=[...]`; None runs that row on the base model alone)."""
 
-    def __init__(self, base: nn.Module, base_model_name: str | None = None):
+    def __init__(self, base: nn.Module, base_model_name: str | None = None, share_prompt: str = "auto"):
         super().__init__()
+        if share_prompt not in SHARE_PROMPT:
+            raise ConfigError(f"share_prompt must be one of {', '.join(SHARE_PROMPT)}; got {share_prompt!r}")
         self.base = base
         self.is_seq2seq = is_seq2seq(base)
         self.base_model_name = base_model_name or getattr(base, "name_or_path", None) or ""
@@ -119,6 +127,10 @@ class MixedAdapterModel(nn.Module):
         self._owner().register_forward_hook(forget_content_positions(self.mixed), with_kwargs=True, always_call=True)
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
         self._next_slot = 0
+        self.not_shared_because = "share_prompt=off" if share_prompt == "off" else sharing_problem(base)
+        if share_prompt == "on" and self.not_shared_because is not None:
+            raise ConfigError(f"share_prompt=on, but this model cannot share the prompt: {self.not_shared_because}")
+        self.prompt_cache = MixedPromptCache()
 
     def _owner(self) -> nn.Module:
         return self.base.get_encoder() if self.is_seq2seq else self.base
@@ -150,6 +162,7 @@ class MixedAdapterModel(nn.Module):
 
     def remove_adapter(self, name: str) -> None:
         self._check([name])
+        self.prompt_cache.forget(name)
         del self.mixed.adapters[name]
         del self.mixed.starts[name]
         # Slots are renumbered so the virtual table stays contiguous (it is rebuilt per call).
@@ -223,6 +236,8 @@ class MixedAdapterModel(nn.Module):
         **kwargs: Any,
     ) -> Any:
         """The base's output; causal logits aligned with `input_ids` (each row's prompt removed)."""
+        if labels is None and self._shares(adapters, kwargs):
+            return self._shared_forward(input_ids, adapters, attention_mask, **kwargs)
         # Seq2seq labels are the decoder's targets: they stay as given, apart from the encoder's rows.
         extended = self.insert_prompts(input_ids, attention_mask, adapters, None if self.is_seq2seq else labels)
         if not self.is_seq2seq:
@@ -254,7 +269,10 @@ class MixedAdapterModel(nn.Module):
         `input_ids` (pad on the left), as transformers returns them."""
         if kwargs.get("num_beams", 1) != 1 or kwargs.get("num_return_sequences", 1) != 1:
             raise AdeptError("mixed-adapter generation runs one sequence per row: num_beams=1, num_return_sequences=1")
-        extended = self.insert_prompts(input_ids, attention_mask, adapters)
+        if self._shares(adapters, kwargs) and kwargs.get("use_cache", True) is not False:
+            extended = self._shared_generation_inputs(input_ids, attention_mask, adapters, kwargs)
+        else:
+            extended = self.insert_prompts(input_ids, attention_mask, adapters)
         self.mixed.rows = list(adapters)
         try:
             output = self.base.generate(
@@ -267,3 +285,63 @@ class MixedAdapterModel(nn.Module):
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         new_tokens = sequences[:, extended["input_ids"].shape[1] :]
         return torch.cat([input_ids, new_tokens], dim=1)
+
+    # -- the shared prompt (causal, no gradients) ----------------------------------------------------
+
+    def _shares(self, adapters: Sequence[str | None], kwargs: dict) -> bool:
+        self._check(adapters)
+        return (
+            self.not_shared_because is None
+            and not torch.is_grad_enabled()
+            and kwargs.get("past_key_values") is None
+            and "inputs_embeds" not in kwargs
+            and getattr(self.base.generation_config, "cache_implementation", None) is None
+            and max(self.mixed.prompt_lengths(adapters), default=0) > 0
+        )
+
+    def _shared_forward(
+        self, input_ids: torch.Tensor, adapters: Sequence[str | None], attention_mask: torch.Tensor | None, **kwargs
+    ) -> Any:
+        """The rows' own tokens on top of their adapters' cached prompts; logits aligned with `input_ids`."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        cache, prefix_mask, _ = self.prompt_cache.prefix(self, list(adapters))
+        lengths = prefix_mask.sum(1, keepdim=True)
+        if self._takes_position_ids:
+            kwargs.setdefault("position_ids", content_positions(attention_mask, lengths))
+        self.mixed.rows = list(adapters)
+        try:
+            return self.base(
+                input_ids=input_ids,
+                attention_mask=torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], dim=1),
+                past_key_values=cache,
+                **kwargs,
+            )
+        finally:
+            self.mixed.rows = None
+
+    def _shared_generation_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        adapters: Sequence[str | None],
+        kwargs: dict,
+    ) -> dict[str, torch.Tensor]:
+        """[each row's prompt slots (left-padded to the longest prompt), its tokens (left-padded)], with the
+        prompts already in the cache that `generate` is given."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        cache, prefix_mask, slots = self.prompt_cache.prefix(self, list(adapters))
+        kwargs["past_key_values"] = cache
+        ids, mask = _left_packed(input_ids, attention_mask)
+        return {
+            "input_ids": torch.cat([slots, ids], dim=1),
+            "attention_mask": torch.cat([prefix_mask.to(mask.dtype), mask], dim=1),
+        }
+
+
+def _left_packed(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same rows with their padding moved to the left (generation continues every row at the end)."""
+    real = attention_mask.bool()
+    order = torch.argsort(real.long(), dim=1, stable=True)  # pads first, tokens in their order after
+    return input_ids.gather(1, order), attention_mask.gather(1, order)

@@ -102,3 +102,78 @@ def _prompt_pass(model: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def content_positions(attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
     """The positions the content tokens have behind an l-token prompt: l, l + 1, ... (pads 0, masked)."""
     return (attention_mask.long().cumsum(-1) - 1 + prompt_len).masked_fill(attention_mask == 0, 0)
+
+
+class MixedPromptCache:
+    """The prompt's keys and values of every adapter of a `MixedAdapterModel`, for batches that mix them.
+
+    Each adapter's l_k prompt positions are run once (batch 1) and kept until the adapter's tensors
+    change or it is removed. A batch's cache puts each row's adapter prompt at the end of a block of
+    P = max l_k columns (left-padded, the padding masked), so every row's tokens follow its own prompt at
+    the positions they have without sharing (l_k, l_k + 1, ...). Used without gradients only (serving)."""
+
+    def __init__(self) -> None:
+        self._layers: dict[str, tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+
+    def forget(self, name: str) -> None:
+        self._layers.pop(name, None)
+
+    def layers(self, model: Any, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        adapter = model.mixed.adapters[name]
+        state = (id(adapter), tuple((p._version, p.device, p.dtype) for p in adapter.parameters()))
+        cached = self._layers.get(name)
+        if cached is None or cached[0] != state:
+            cached = (state, _adapter_prompt_pass(model, name))
+            self._layers[name] = cached
+        return cached[1]
+
+    def prefix(self, model: Any, adapters: list[str | None]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(a `DynamicCache` with every row's prompt, its (rows, P) attention mask, the (rows, P) slot ids)."""
+        from transformers import DynamicCache
+
+        lengths = model.mixed.prompt_lengths(adapters)
+        width, rows = max(lengths), len(adapters)
+        device = model.mixed.weight.device
+        mask = torch.zeros((rows, width), dtype=torch.long, device=device)
+        slots = torch.zeros((rows, width), dtype=torch.long, device=device)
+        for row, (name, length) in enumerate(zip(adapters, lengths)):
+            if length:
+                start = model.vocab_size + model.mixed.starts[name]
+                mask[row, width - length :] = 1
+                slots[row, width - length :] = torch.arange(start, start + length, device=device)
+        by_adapter = {
+            name: [row for row, other in enumerate(adapters) if other == name] for name in dict.fromkeys(adapters)
+        }
+        layers = {name: self.layers(model, name) for name in by_adapter if name is not None}
+        first = next(iter(layers.values()))
+        data = []
+        for index, (k0, v0) in enumerate(first):
+            keys = k0.new_zeros((rows, k0.shape[1], width, k0.shape[3]))
+            values = v0.new_zeros((rows, v0.shape[1], width, v0.shape[3]))
+            for name, adapter_layers in layers.items():
+                k, v = adapter_layers[index]
+                picked = torch.tensor(by_adapter[name], device=device)
+                keys[picked, :, width - k.shape[2] :] = k.expand(len(picked), -1, -1, -1)
+                values[picked, :, width - v.shape[2] :] = v.expand(len(picked), -1, -1, -1)
+            data.append((keys, values))
+        return DynamicCache(ddp_cache_data=data), mask, slots
+
+
+def _adapter_prompt_pass(model: Any, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from transformers import DynamicCache
+
+    length = model.mixed.adapters[name].prompt_len
+    device = model.mixed.weight.device
+    start = model.vocab_size + model.mixed.starts[name]
+    ids = torch.arange(start, start + length, device=device).unsqueeze(0)
+    model.mixed.rows = [name]
+    try:
+        output = model.base.base_model(
+            input_ids=ids,
+            position_ids=torch.arange(length, device=device).unsqueeze(0),
+            past_key_values=DynamicCache(),
+            use_cache=True,
+        )
+    finally:
+        model.mixed.rows = None
+    return [(layer.keys, layer.values) for layer in output.past_key_values.layers]
