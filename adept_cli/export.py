@@ -9,6 +9,7 @@ an export that would not reproduce the logits is refused, never written.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,11 @@ import torch
 from .errors import AdeptError
 from .files import atomic_directory
 from .hf import auto_model_class, hub_name, is_seq2seq
-from .prompt.io import EVALUATION_KEY, save_adapter
+from .prompt.io import EVALUATION_FILE, EVALUATION_KEY, save_adapter
+from .prompt.merged import PROMPT_FOLDER as PROMPT_ADAPTER  # the sub-folder holding the PEFT prompt
 from .prompt.model import PromptTunedModel
 
 FORMATS = ("adept", "peft", "merged")
-PROMPT_ADAPTER = "prompt"  # sub-folder of a merged export holding the PEFT prompt
 CHECK_TOLERANCE = 1e-4
 
 
@@ -136,7 +137,11 @@ def merged_embedding_table(model: PromptTunedModel, chunk: int = 8192) -> torch.
 
 
 def export_merged(
-    model: PromptTunedModel, tokenizer: Any, output: Path, base_name: str | None = None
+    model: PromptTunedModel,
+    tokenizer: Any,
+    output: Path,
+    base_name: str | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`base_name`: where users will load the merged base from (default: `output`, absolute).
 
@@ -164,6 +169,8 @@ def export_merged(
         base.save_pretrained(scratch, safe_serialization=True)
         tokenizer.save_pretrained(scratch)
         _peft_prompt_model(base, prompt, base_name or str(output.resolve())).save_pretrained(scratch / PROMPT_ADAPTER)
+        if evaluation:  # task and lengths, for `adept serve` and `adept eval --adapter`-style tools
+            (scratch / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
         reloaded = _load_merged(scratch, prompt.shape[0])
         if model.is_seq2seq and _encoder_table_is_shared(reloaded):
             raise ExportError(
@@ -245,7 +252,7 @@ def export(
         return export_adept(model, output, evaluation)
     if format == "peft":
         return export_peft(model, tokenizer, output)
-    return export_merged(model, tokenizer, output, base_name=hub_repo)
+    return export_merged(model, tokenizer, output, base_name=hub_repo, evaluation=evaluation)
 
 
 @torch.no_grad()

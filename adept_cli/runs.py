@@ -13,6 +13,7 @@ from .evaluation import EvalResult, evaluate
 from .files import read_json_object, sha256_file
 from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer
 from .prompt.io import ADAPTER_CONFIG, FORMAT, load_adapter, read_adapter_config, read_evaluation_settings
+from .prompt.merged import is_merged_export
 from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data
 from .training.config import PROMPT_METHODS, TrainConfig, load_run_config
 from .training.run_dir import RunDir
@@ -187,8 +188,8 @@ class AdapterSource:
 
 
 def prompt_adapter_source(path: str | Path) -> AdapterSource:
-    """A run directory (its best adapter) or an adept adapter directory, checked to be a prompt method
-    (PT / DePT / ADePT): the adapters that can share a batch over one frozen base."""
+    """A run directory (its best adapter), an adept adapter directory or a merged export, checked to be
+    a prompt method (PT / DePT / ADePT): the adapters that can share a batch over one frozen base."""
     path = Path(path)
     run = RunDir(path)
     if run.holds_a_run():
@@ -214,11 +215,15 @@ def prompt_adapter_source(path: str | Path) -> AdapterSource:
         source = AdapterSource(
             path, metadata["method"], metadata.get("base_model_name_or_path"), read_evaluation_settings(path)
         )
+    elif is_merged_export(path):
+        # The export holds a whole copy of the base; served over the original base, it is a prompt and a
+        # per-token offset table (see prompt/merged.py). The original base is not recorded: --model names it.
+        source = AdapterSource(path, "merged", None, read_evaluation_settings(path))
     elif not path.exists():
         raise RunError(f"{path}: no such run or adapter directory")
     else:
         raise RunError(f"{path} is neither a run directory (config.yaml) nor an adapter ({ADAPTER_CONFIG})")
-    if source.method not in PROMPT_METHODS:
+    if source.method not in (*PROMPT_METHODS, "merged"):
         raise RunError(
             f"{path} holds a {source.method} model; only prompt adapters (PT, DePT, ADePT) can be served "
             "together over one frozen base"

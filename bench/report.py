@@ -112,6 +112,53 @@ def inference_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def serve_section(data: dict[str, Any]) -> list[str]:
+    settings = data["settings"]
+    lines = ["## Serving: mixed-adapter batches (`adept serve`'s batching engine)", ""]
+    lines += provenance(data)
+    lines += [
+        f"- Model {settings['model']}; 4 adapters (ADePT, DePT, PT, ADePT, l = {settings['prompt_len']}); "
+        f"{settings['clients']} closed-loop clients, each request naming the next adapter in turn; "
+        f"{settings['requests']} `predict` requests (SST-2 sentence, rank scoring of 2 label words) and "
+        f"{settings['requests'] // 2} `generate` requests ({settings['new_tokens']} greedy tokens) per pass; "
+        f"--max-batch-size {settings['max_batch_size']}, --max-wait-ms {settings['max_wait_ms']:g}; medians "
+        f"over {settings['rounds']} rounds, the servers taking turns. In-process (no HTTP).",
+        "",
+    ]
+    for workload, rows in data["results"].items():
+        lines += [
+            f"### {workload}",
+            "",
+            "| server | requests / s | p50 latency (ms) | p95 latency (ms) | mean batch | throughput vs mixed |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        mixed = rows.get("mixed")
+        for server, row in rows.items():
+            ratio = row["requests_per_s"] / mixed["requests_per_s"] if mixed else float("nan")
+            batch = f"{row['mean_batch_size']:.1f}" if "mean_batch_size" in row else "1"
+            lines.append(
+                f"| {settings['servers'][server]} | {row['requests_per_s']:.2f} | {row['p50_ms']:.0f} | "
+                f"{row['p95_ms']:.0f} | {batch} | {ratio:.2f} |"
+            )
+        lines.append("")
+        single, grouped, peft = rows.get("single"), rows.get("grouped"), rows.get("peft-serial")
+        if mixed and single:
+            ratio = mixed["requests_per_s"] / single["requests_per_s"]
+            lines.append(f"- Mixed throughput within 10% of one adapter's: {verdict(ratio >= 0.9, f'{ratio:.2f}x')}")
+        if mixed and grouped:
+            speedup = mixed["requests_per_s"] / grouped["requests_per_s"]
+            ok = mixed["p95_ms"] < grouped["p95_ms"]
+            detail = f"{mixed['p95_ms']:.0f} vs {grouped['p95_ms']:.0f} ms; throughput {speedup:.2f}x"
+            lines.append(f"- p95 latency below one-adapter-at-a-time: {verdict(ok, detail)}")
+        if mixed and peft:
+            lines.append(
+                f"- Against transformers + PEFT one request at a time: "
+                f"{mixed['requests_per_s'] / peft['requests_per_s']:.2f}x the throughput"
+            )
+        lines.append("")
+    return lines
+
+
 def quality_section(data: dict[str, Any]) -> list[str]:
     lines = ["## Quality on real data: SmolLM2-135M-Instruct on a CPU", ""]
     lines += provenance(data, command=False)  # one command per task, below
@@ -220,7 +267,12 @@ def main() -> None:
         "produced its numbers. Re-run a benchmark, then the report, to refresh this page.",
         "",
     ]
-    sections = (("train_speed", training_section), ("inference_speed", inference_section), ("quality", quality_section))
+    sections = (
+        ("train_speed", training_section),
+        ("inference_speed", inference_section),
+        ("serve", serve_section),
+        ("quality", quality_section),
+    )
     for name, section in sections:
         data = load(name)
         lines += section(data) if data else [f"## {name}", "", "Not run yet.", ""]

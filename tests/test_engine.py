@@ -108,3 +108,25 @@ def test_an_unfinished_character_waits_and_the_end_token_stops() -> None:
     assert handed == ["a"]  # the half character is not handed out
     decoder.push(7)
     assert decoder.close().finish_reason == "stop"
+
+
+def test_a_merged_export_serves_beside_the_adapters_and_answers_as_the_adapter(tmp_path) -> None:
+    from adept_cli.export import export_merged
+
+    model, tokenizer = wrap("adept", "llama", prompt_len=5)
+    perturb(model, seed=31)
+    model.eval()
+    ids = tokenizer(INPUTS[0])["input_ids"]
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids) :]
+        want_text = tokenizer.decode(out, skip_special_tokens=True)
+        encoder = Encoder(tokenizer, False, 48, 8)
+        want_scores = label_scores(model, encoder, [Example(INPUTS[1], "")], [0], 1, ["yes", "no"])[0]
+    export_merged(model, tokenizer, tmp_path / "merged", evaluation={"task": "rte", "max_length": 48})
+    engine, _, _ = setup("llama", tmp_path)
+    served = engine.add("merged", tmp_path / "merged")
+    assert (served.method, served.prompt_len, served.task.name) == ("merged", 5, "rte")
+    got = engine.generate([GenerationRow("merged", ids, 6), GenerationRow("pt", ids, 6)], Sampling())
+    assert got[0].text == want_text
+    scores = engine.score([("dept", INPUTS[1], ["yes", "no"]), ("merged", INPUTS[1], ["yes", "no"])])
+    assert scores[1] == pytest.approx(want_scores, abs=1e-4)

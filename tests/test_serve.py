@@ -243,6 +243,8 @@ BAD = [
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "temperature": -1}}, 422, "temperature"),
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "bogus": 1}}, 422, "bogus"),
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "stop": [""]}}, 400, "stop"),
+    ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "stop": ["x" * 300]}}, 400, "stop"),
+    ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "max_tokens": 10**9}}, 400, "at most 512"),
     ("POST", "/v1/completions", {"json": ["a", "list"]}, 422, "body"),
     ("POST", "/v1/adapters", {"json": {"name": "../x", "path": "/tmp"}}, 422, "name"),
     ("POST", "/v1/adapters", {"json": {"name": "x", "path": "/nonexistent/dir"}}, 400, "no such run or adapter"),
@@ -330,6 +332,9 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(adapters) -> None:
         (["--adapter", "bad name=/tmp"], "the name may use"),
         (["--max-batch-size", "0", "--model", "x"], "--max-batch-size must be >= 1"),
         ([], "give at least one --adapter"),
+        (["--adapter", "a=/tmp", "--task", "b=sst2"], "no --adapter is named 'b'"),
+        (["--adapter", "a=/tmp", "--task", "a=nosuch"], "unknown task 'nosuch'"),
+        (["--adapter", "a=/tmp", "--port", "0"], "/tmp is neither a run directory"),
     ],
 )
 def test_bad_options_are_one_line(args, message) -> None:

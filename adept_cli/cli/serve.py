@@ -57,6 +57,10 @@ def serve_command(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Base model (default: the first adapter's).")
     ] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option("--task", "-t", help="NAME=TASK: the task formatting adapter NAME's /v1/predict rows."),
+    ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on; anything but localhost must be named here.")
     ] = "127.0.0.1",
@@ -89,6 +93,7 @@ def serve_command(
     pairs = _parse_adapters(adapter or [])
     if not pairs and model is None:
         fail("give at least one --adapter NAME=PATH, or --model to serve the base model alone")
+    tasks = _parse_tasks(task or [], [name for name, _ in pairs])
 
     from ..serving.server import LOCAL_HOSTS, bind
 
@@ -100,7 +105,7 @@ def serve_command(
             highlight=False,
         )
 
-    engine = _load(pairs, model, device)
+    engine = _load(pairs, tasks, model, device)
     from ..serving.app import create_app
     from ..serving.batcher import Batcher
     from ..serving.server import serve
@@ -117,7 +122,22 @@ def serve_command(
     console.print("adept serve: stopped", highlight=False)
 
 
-def _load(pairs: list[tuple[str, Path]], model: str | None, device: str):
+def _parse_tasks(values: list[str], names: list[str]) -> dict[str, str]:
+    from ..tasks import get_task
+
+    tasks: dict[str, str] = {}
+    for value in values:
+        name, sep, task = value.partition("=")
+        if not sep or not task:
+            fail(f"--task {value!r}: expected NAME=TASK (a built-in task or a task YAML)")
+        if name not in names:
+            fail(f"--task {value!r}: no --adapter is named {name!r}")
+        get_task(task)  # an unknown task or a bad task file answers before any model loads
+        tasks[name] = task
+    return tasks
+
+
+def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | None, device: str):
     import torch
 
     from ..hf import load_model, load_tokenizer
@@ -127,7 +147,7 @@ def _load(pairs: list[tuple[str, Path]], model: str | None, device: str):
     sources = [(name, path, prompt_adapter_source(path)) for name, path in pairs]
     base_name = model or sources[0][2].base_model
     if not base_name:
-        fail(f"{sources[0][1]} names no base model; pass --model")
+        fail(f"{sources[0][1]} names no base model (a merged export does not); pass --model with the original base")
     for name, path, source in sources:
         if source.base_model and not _same_model(source.base_model, base_name):
             err_console.print(
@@ -142,7 +162,7 @@ def _load(pairs: list[tuple[str, Path]], model: str | None, device: str):
     with console.status(f"loading {base_name}"):
         engine = Engine(load_model(base_name).to(target), load_tokenizer(base_name), base_name)
         for name, path, _ in sources:
-            engine.add(name, path)
+            engine.add(name, path, tasks.get(name))
     return engine
 
 

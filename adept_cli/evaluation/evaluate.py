@@ -123,8 +123,12 @@ def rank_outputs(
 
 def sequence_log_prob(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool) -> torch.Tensor:
     """Sum of log-probabilities of the label tokens of each row."""
-    logits = model(**batch).logits
     labels = batch["labels"]
+    # A causal model needs no labels to give logits, and without them it computes no loss and may share
+    # the prompt (the first label is predicted from the prompt's last position); seq2seq decoders take
+    # their inputs from the labels.
+    inputs = batch if is_seq2seq else {key: value for key, value in batch.items() if key != "labels"}
+    logits = model(**inputs).logits
     if not is_seq2seq:  # position t predicts token t + 1
         logits, labels = logits[:, :-1], labels[:, 1:]
     mask = labels != IGNORE_INDEX

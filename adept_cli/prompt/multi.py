@@ -29,6 +29,7 @@ from torch import nn
 from ..errors import AdeptError
 from ..hf import is_seq2seq
 from .config import SHARE_PROMPT, ConfigError
+from .merged import MergedAdapter, is_merged_export, read_merged_export
 from .model import (
     AdaptedEmbedding,
     PromptTunedModel,
@@ -72,17 +73,21 @@ class MixedEmbedding(nn.Module):
                 "(no beam search or several returned sequences)"
             )
         virtual = input_ids >= self.vocab_size
-        embeds = self.embedding(input_ids.masked_fill(virtual, 0))
+        plain = input_ids.masked_fill(virtual, 0)
+        embeds = self.embedding(plain)
         offsets = torch.zeros_like(embeds)
         for name in dict.fromkeys(self.rows):
             if name is None:
                 continue
-            adapter: PromptAdapter = self.adapters[name]
+            adapter: PromptAdapter | MergedAdapter = self.adapters[name]
             rows = torch.tensor([i for i, row in enumerate(self.rows) if row == name], device=input_ids.device)
             positions = None
             if adapter.position_offsets is not None:
                 positions = self._positions(input_ids)[rows]
-            found = adapter.offsets(embeds[rows], positions)
+            if isinstance(adapter, MergedAdapter):
+                found = adapter.token_offsets(plain[rows])
+            else:
+                found = adapter.offsets(embeds[rows], positions)
             if found is not None:
                 offsets[rows] = found
         embeds = embeds + offsets
@@ -119,6 +124,8 @@ class MixedAdapterModel(nn.Module):
         if isinstance(embedding, (AdaptedEmbedding, MixedEmbedding)):
             raise ValueError("this model already carries a prompt adapter; wrap a fresh base model")
         self.vocab_size, self.dim = embedding.weight.shape
+        # Where the input table is stored in a checkpoint of this base (a merged export's table is read there).
+        self._table_keys = [f"{n}.weight" for n, m in base.named_modules(remove_duplicate=False) if m is embedding]
         self.mixed = MixedEmbedding(embedding, self.vocab_size)
         self._owner().set_input_embeddings(self.mixed)
         self._owner().register_forward_pre_hook(
@@ -141,13 +148,18 @@ class MixedAdapterModel(nn.Module):
     def adapter_names(self) -> list[str]:
         return list(self.mixed.adapters)
 
-    def add_adapter(self, name: str, adapter: PromptAdapter | PromptTunedModel | str | os.PathLike) -> None:
-        """Add a trained adapter: a `PromptAdapter`, a `PromptTunedModel`'s, or a saved adapter directory."""
+    def add_adapter(
+        self, name: str, adapter: PromptAdapter | MergedAdapter | PromptTunedModel | str | os.PathLike
+    ) -> None:
+        """Add a trained adapter: a `PromptAdapter`, a `PromptTunedModel`'s, a saved adapter directory, or
+        a merged export's directory (see `merged.py`; the base must be the one it was exported from)."""
         if name in self.mixed.adapters:
             raise AdeptError(f"an adapter named {name!r} is already loaded; remove it first")
         if isinstance(adapter, PromptTunedModel):
             adapter = adapter.adapter
-        if not isinstance(adapter, PromptAdapter):
+        if not isinstance(adapter, (PromptAdapter, MergedAdapter)) and is_merged_export(adapter):
+            adapter = read_merged_export(adapter, self.mixed.embedding, self._table_keys)
+        elif not isinstance(adapter, (PromptAdapter, MergedAdapter)):
             from .io import load_adapter_state, read_adapter_for
 
             config, state = read_adapter_for(adapter, self.base, self.base_model_name)

@@ -43,6 +43,7 @@ from .predict import label_answer
 
 MAX_ROWS_PER_REQUEST = 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_STOP_CHARS = 256
 ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/predict", "/v1/adapters")
 
@@ -81,8 +82,8 @@ class CompletionRequest(BaseModel):
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len(stops) > 4 or not all(stops):
-            raise RequestError("stop takes at most 4 non-empty strings", "invalid_stop")
+        if len(stops) > 4 or not all(0 < len(stop) <= MAX_STOP_CHARS for stop in stops):
+            raise RequestError(f"stop takes at most 4 strings of 1 to {MAX_STOP_CHARS} characters", "invalid_stop")
         return stops
 
 

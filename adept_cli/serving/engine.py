@@ -269,6 +269,8 @@ class Engine:
 
     def prompt_ids(self, adapter: str | None, text: str, max_tokens: int) -> list[int]:
         """A completion prompt's token ids, refused when it and the new tokens exceed the model's context."""
+        if max_tokens > self.context:
+            raise RequestError(f"max_tokens may be at most {self.context} (the model's positions)", "max_tokens")
         with self.text_lock:
             ids = self.tokenizer(text)["input_ids"]
         slots = self.get(adapter).prompt_len if adapter is not None else 0

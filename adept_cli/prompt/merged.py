@@ -1,0 +1,87 @@
+"""A merged export (`adept export --format merged`) served as one adapter among others.
+
+A merged export is a copy of the base whose input table holds E' = E + f(E), plus the soft prompt as a
+PEFT adapter. Over the ORIGINAL base, the same model is: the soft prompt, and for every token the offset
+E'[id] - E[id] read from a table, so a merged export mixes in a batch like any adapter. The offset table
+costs vocab x width floats (SmolLM2-135M: 113 MB) instead of a second copy of the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .io import AdapterError, read_weights
+
+PROMPT_FOLDER = "prompt"  # where export_merged writes the PEFT prompt adapter
+PEFT_CONFIG = "adapter_config.json"
+
+
+def is_merged_export(directory: str | Path) -> bool:
+    directory = Path(directory)
+    return (directory / "config.json").is_file() and (directory / PROMPT_FOLDER / PEFT_CONFIG).is_file()
+
+
+class MergedAdapter(nn.Module):
+    """A soft prompt and a per-token offset table; no offset network, no position offsets."""
+
+    position_offsets = None
+
+    def __init__(self, prompt: torch.Tensor, token_offsets: torch.Tensor):
+        super().__init__()
+        self.prompt = nn.Parameter(prompt, requires_grad=False)
+        self.register_buffer("table", token_offsets)
+
+    @property
+    def prompt_len(self) -> int:
+        return self.prompt.shape[0]
+
+    def token_offsets(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.table[ids]
+
+
+def read_merged_export(directory: str | Path, embedding: nn.Module, keys: list[str]) -> MergedAdapter:
+    """The prompt and the offset table of the merged export in `directory`, over `embedding` (the ORIGINAL
+    base's input embedding, whose parameter may be stored under any of `keys`)."""
+    directory = Path(directory)
+    prompt = _prompt(directory / PROMPT_FOLDER, embedding.weight.shape[1])
+    merged = _stored_table(directory, keys)
+    if merged.shape != embedding.weight.shape:
+        raise AdapterError(
+            f"{directory}: its embedding table is {tuple(merged.shape)}, the base's is "
+            f"{tuple(embedding.weight.shape)}: it was exported from another base model"
+        )
+    scale = float(getattr(embedding, "embed_scale", 1.0))  # the module outputs scale x its weight rows
+    weight = embedding.weight.detach()
+    offsets = (merged.to(weight.device, torch.float32) - weight.float()) * scale
+    return MergedAdapter(prompt.to(weight.device, weight.dtype), offsets.to(weight.dtype))
+
+
+def _prompt(folder: Path, width: int) -> torch.Tensor:
+    tensors = [t for t in read_weights(folder / "adapter_model.safetensors").values() if t.ndim == 2]
+    if len(tensors) != 1 or tensors[0].shape[1] != width:
+        shapes = [tuple(t.shape) for t in tensors]
+        raise AdapterError(f"{folder}: expected one (prompt length, {width}) prompt tensor, found {shapes}")
+    return tensors[0]
+
+
+def _stored_table(directory: Path, keys: list[str]) -> torch.Tensor:
+    from safetensors import safe_open
+
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map: dict[str, Any] = json.loads(index.read_text()).get("weight_map", {})
+        files = {key: directory / weight_map[key] for key in keys if key in weight_map}
+    else:
+        files = {key: directory / "model.safetensors" for key in keys}
+    for key, path in files.items():
+        if not path.is_file():
+            continue
+        with safe_open(str(path), "pt") as handle:
+            if key in handle.keys():
+                return handle.get_tensor(key)
+    raise AdapterError(f"{directory}: no input embedding table ({' / '.join(keys)}) in its safetensors weights")

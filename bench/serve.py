@@ -1,0 +1,317 @@
+"""Serving: requests/s and p50 / p95 latency under many concurrent clients, 4 adapters interleaved.
+
+Four servers answer the same load (closed loop: each client sends its next request when the last is
+answered; request k of a client names adapter (client + k) mod 4):
+
+- `mixed`: adept's batcher, rows of every adapter in one batch (what `adept serve` runs);
+- `single`: the same batcher with every request sent to ONE adapter (mixing should cost nothing);
+- `grouped`: one adapter at a time: a batch holds one adapter's rows, the adapter with the oldest
+  waiting request goes next (what PEFT's one-active-adapter model allows);
+- `peft-serial`: transformers + PEFT PromptTuning (4 adapters on one model, `set_adapter` per request)
+  answering requests one by one in arrival order: the do-it-yourself server.
+
+Two workloads: `predict` (an SST-2 sentence, rank scoring of the two label words, as /v1/predict) and
+`generate` (a completion of 16 greedy tokens). adept's adapters: ADePT, DePT, PT, ADePT, all with l = 60;
+PEFT's: PromptTuning with 60 virtual tokens. The batching engine is measured in this process, without
+HTTP; the servers take turns, round after round.
+
+    python bench/serve.py                                    # writes bench/results/serve.json
+    python bench/serve.py --model stories260k --rounds 1     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_benchmark_model, shared_dir, sst2_examples, write_results  # noqa: E402
+
+SERVERS = {
+    "mixed": "adept, mixed-adapter batches",
+    "single": "adept, the same load to one adapter",
+    "grouped": "adept, one adapter at a time (PEFT's constraint)",
+    "peft-serial": "transformers + PEFT, one request at a time",
+}
+ADAPTERS = (("adept", 1), ("dept", 2), ("pt", 3), ("adept", 4))  # (method, seed)
+PROMPT_LEN = 60
+NEW_TOKENS = 16
+WORDS = ("negative", "positive")
+
+
+def model_for(name: str) -> tuple[Any, Any]:
+    if name == "stories260k":
+        from adept_cli.hf import load_model, load_tokenizer
+
+        path = str(shared_dir() / "models" / "stories260K-hf")
+        return load_model(path), load_tokenizer(path)
+    return load_benchmark_model(name)
+
+
+def save_adapters(base: Any, tokenizer: Any, folder: Path) -> list[Path]:
+    """Four adapters with trained-looking (non-zero) offsets."""
+    from adept_cli import AdeptConfig, DeptConfig, PromptTunedModel, PromptTuningConfig, save_adapter
+
+    paths = []
+    for index, (method, seed) in enumerate(ADAPTERS):
+        config = {"adept": AdeptConfig, "dept": DeptConfig, "pt": PromptTuningConfig}[method](prompt_len=PROMPT_LEN)
+        torch.manual_seed(seed)
+        model = PromptTunedModel(base, config, tokenizer)
+        with torch.no_grad():
+            for parameter in model.adapter.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.01)
+        evaluation = {"evaluation": {"task": "sst2", "max_length": 128, "max_target_length": 8}}
+        paths.append(save_adapter(model, folder / f"a{index}", extra=evaluation))
+        model.unwrap()
+    return paths
+
+
+# -- the servers ---------------------------------------------------------------------------------------
+
+
+def grouped_batcher(engine: Any, max_batch_size: int, max_wait_ms: float) -> Any:
+    from adept_cli.serving import batcher as batching
+
+    class OneAdapterAtATime(batching.Batcher):
+        """A batch holds one adapter's rows; the adapter of the oldest waiting request goes next."""
+
+        def _loop(self) -> None:
+            pending: deque = deque()
+            while True:
+                if not pending:
+                    job = self.queue.get()
+                    if job is batching._STOP:
+                        return
+                    pending.append(job)
+                first = pending[0]
+                while sum(job.adapter == first.adapter for job in pending) < self.max_batch_size:
+                    remaining = first.enqueued + self.max_wait - time.monotonic()
+                    try:
+                        job = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+                    except batching.queue.Empty:
+                        break
+                    if job is batching._STOP:  # only sent once every request was answered
+                        return
+                    pending.append(job)
+                batch = [job for job in pending if job.adapter == first.adapter][: self.max_batch_size]
+                for job in batch:
+                    pending.remove(job)
+                self._run(batch)
+
+    return OneAdapterAtATime(engine, max_batch_size, max_wait_ms)
+
+
+class PeftSerial:
+    """One PEFT model holding 4 PromptTuning adapters; one worker answers requests in arrival order."""
+
+    def __init__(self, base: Any, tokenizer: Any):
+        from peft import PromptTuningConfig, TaskType, get_peft_model
+
+        config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=PROMPT_LEN)
+        self.model = get_peft_model(base, config, adapter_name="a0")
+        for index in range(1, len(ADAPTERS)):
+            self.model.add_adapter(f"a{index}", config)
+        self.model.eval()
+        self.tokenizer = tokenizer
+        self.queue: deque = deque()
+        self.ready = threading.Condition()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.stopped = False
+        self.thread.start()
+
+    def submit(self, adapter: str, kind: str, source: str) -> Future:
+        future: Future = Future()
+        with self.ready:
+            self.queue.append((adapter, kind, source, future))
+            self.ready.notify()
+        return future
+
+    def stop(self) -> None:
+        with self.ready:
+            self.stopped = True
+            self.ready.notify()
+        self.thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self.ready:
+                while not self.queue and not self.stopped:
+                    self.ready.wait()
+                if not self.queue:
+                    return
+                adapter, kind, source, future = self.queue.popleft()
+            self.model.set_adapter(adapter)
+            with torch.no_grad():
+                future.set_result(self._score(source) if kind == "predict" else self._generate(source))
+
+    def _score(self, source: str) -> list[float]:
+        from adept_cli.encoding import Encoder, pad_batch
+        from adept_cli.tasks import Example
+
+        encoder = Encoder(self.tokenizer, False, 128, 8)
+        features = [encoder.scoring_features(Example(source, ""), word) for word in WORDS]
+        batch = pad_batch(features, self.tokenizer.pad_token_id)
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits, labels = logits[:, PROMPT_LEN:-1], batch["labels"][:, 1:]  # PEFT returns the prompt's too
+        mask = labels != -100
+        picked = logits.float().log_softmax(-1).gather(2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (picked * mask).sum(1).tolist()
+
+    def _generate(self, source: str) -> str:
+        ids = self.tokenizer(source, return_tensors="pt")
+        out = self.model.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id)  # fmt: skip
+        return self.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+# -- the load ------------------------------------------------------------------------------------------
+
+
+def run_load(submit, sources: list[str], clients: int, requests: int, single: bool) -> dict[str, Any]:
+    """Closed-loop clients; `submit(adapter_index, source)` returns a Future."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    together = threading.Barrier(clients)  # every client's first request arrives at once
+
+    def client(number: int) -> None:
+        mine = []
+        together.wait()
+        for turn, k in enumerate(range(number, requests, clients)):
+            adapter = 0 if single else (number + turn) % len(ADAPTERS)
+            start = time.perf_counter()
+            submit(adapter, sources[k % len(sources)]).result()
+            mine.append(time.perf_counter() - start)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "requests_per_s": requests / seconds,
+        "seconds": seconds,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p95_ms": 1000 * latencies[int(len(latencies) * 0.95) - 1],
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from adept_cli.serving.batcher import Batcher, Job
+    from adept_cli.serving.engine import Engine, GenerationRow, Sampling
+
+    base, tokenizer = model_for(args.model)
+    sources = [example.source for example in sst2_examples("validation", 64)]
+    results: dict[str, dict[str, list]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        paths = save_adapters(base, tokenizer, Path(folder))
+        engine = Engine(base, tokenizer, args.model)
+        for index, path in enumerate(paths):
+            engine.add(f"a{index}", path)
+        encoder = engine.get("a0").encoder
+
+        def adept_submit(batcher: Any, kind: str):
+            def submit(adapter: int, source: str) -> Future:
+                name = f"a{adapter}"
+                if kind == "predict":
+                    return batcher.submit(Job(name, score=(source, WORDS)))
+                row = GenerationRow(name, encoder.source_ids(source), NEW_TOKENS)
+                return batcher.submit(Job(name, generation=row, sampling=Sampling()))
+
+            return submit
+
+        for workload in args.workloads:
+            requests = args.requests if workload == "predict" else args.requests // 2
+            per_server = results.setdefault(workload, {name: [] for name in args.servers})
+            for round_ in range(args.rounds):
+                order = args.servers[round_ % len(args.servers) :] + args.servers[: round_ % len(args.servers)]
+                for server in order:
+                    if server == "peft-serial":
+                        continue  # after the adept servers: PEFT wraps the base model
+                    if server == "grouped":
+                        batcher = grouped_batcher(engine, args.max_batch_size, args.max_wait_ms)
+                    else:
+                        batcher = Batcher(engine, args.max_batch_size, args.max_wait_ms)
+                    batcher.start()
+                    measured = run_load(
+                        adept_submit(batcher, workload), sources, args.clients, requests, single=server == "single"
+                    )
+                    batcher.stop()
+                    measured.update(batcher.metrics.snapshot())
+                    measured.pop("requests", None)
+                    per_server[server].append(measured)
+                    print(workload, server, {k: round(v, 3) for k, v in measured.items() if isinstance(v, float)})
+        if "peft-serial" in args.servers:
+            engine.model.base.set_input_embeddings(engine.model.mixed.embedding)  # the plain base again
+            peft = PeftSerial(engine.model.base, tokenizer)
+            for workload in args.workloads:
+                requests = args.requests if workload == "predict" else args.requests // 2
+                for _ in range(args.rounds):
+
+                    def submit(adapter: int, source: str, workload: str = workload) -> Future:
+                        return peft.submit(f"a{adapter}", workload, source)
+
+                    measured = run_load(submit, sources, args.clients, requests, single=False)
+                    results[workload]["peft-serial"].append(measured)
+                    print(workload, "peft-serial", {k: round(v, 3) for k, v in measured.items()})
+            peft.stop()
+    return {
+        workload: {server: _summary(runs) for server, runs in servers.items()} for workload, servers in results.items()
+    }
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds, and the rounds themselves."""
+    keys = [key for key, value in runs[0].items() if isinstance(value, (int, float))]
+    return {**{key: statistics.median(run[key] for run in runs) for key in keys}, "rounds": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m", help="smollm2-135m (default) or stories260k")
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--workloads", default="predict,generate")
+    parser.add_argument("--requests", type=int, default=256, help="requests per predict pass (generate: half)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--results", default="serve")
+    args = parser.parse_args()
+    args.servers = args.servers.split(",")
+    args.workloads = args.workloads.split(",")
+    unknown = sorted(set(args.servers) - set(SERVERS))
+    if unknown:
+        parser.error(f"unknown servers {unknown}; choose from {', '.join(SERVERS)}")
+    measured = measure(args)
+    settings = {
+        "model": args.model,
+        "clients": args.clients,
+        "requests": args.requests,
+        "rounds": args.rounds,
+        "max_batch_size": args.max_batch_size,
+        "max_wait_ms": args.max_wait_ms,
+        "prompt_len": PROMPT_LEN,
+        "new_tokens": NEW_TOKENS,
+        "servers": {name: SERVERS[name] for name in args.servers},
+    }
+    path = write_results(args.results, {"settings": settings, "results": measured})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
