@@ -11,8 +11,9 @@ answered; request k of a client names adapter (client + k) mod 4):
   answering requests one by one in arrival order: the do-it-yourself server.
 
 Two workloads: `predict` (an SST-2 sentence, rank scoring of the two label words, as /v1/predict) and
-`generate` (a completion of 16 greedy tokens). adept's adapters: ADePT, DePT, PT, ADePT, all with l = 60;
-PEFT's: PromptTuning with 60 virtual tokens. The batching engine is measured in this process, without
+`generate` (a completion of exactly 16 greedy tokens: `min_tokens`, so every server does the same
+work). adept's adapters: ADePT, DePT, PT, ADePT, all with l = 60; PEFT's: PromptTuning with 60 virtual
+tokens. The batching engine is measured in this process, without
 HTTP; the servers take turns, round after round.
 
     python bench/serve.py                                    # writes bench/results/serve.json
@@ -169,7 +170,7 @@ class PeftSerial:
 
     def _generate(self, source: str) -> str:
         ids = self.tokenizer(source, return_tensors="pt")
-        out = self.model.generate(**ids, max_new_tokens=NEW_TOKENS, do_sample=False,
+        out = self.model.generate(**ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id)  # fmt: skip
         return self.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
@@ -230,7 +231,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 if kind == "predict":
                     return batcher.submit(Job(name, score=(source, WORDS)))
                 row = GenerationRow(name, encoder.source_ids(source), NEW_TOKENS)
-                return batcher.submit(Job(name, generation=row, sampling=Sampling()))
+                return batcher.submit(Job(name, generation=row, sampling=Sampling(min_tokens=NEW_TOKENS)))
 
             return submit
 

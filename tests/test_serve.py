@@ -243,6 +243,7 @@ BAD = [
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "temperature": -1}}, 422, "temperature"),
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "bogus": 1}}, 422, "bogus"),
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "stop": [""]}}, 400, "stop"),
+    ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "min_tokens": 20}}, 400, "min_tokens"),
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "stop": ["x" * 300]}}, 400, "stop"),
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "max_tokens": 10**9}}, 400, "at most 512"),
     ("POST", "/v1/completions", {"json": ["a", "list"]}, 422, "body"),

@@ -58,6 +58,7 @@ class CompletionRequest(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = None
+    min_tokens: int = Field(0, ge=0)  # vLLM's extension: no end token before this many
     n: int = 1
     stream: bool = False
     # Accepted for compatibility with OpenAI clients; only their neutral values can be honoured.
@@ -79,6 +80,11 @@ class CompletionRequest(BaseModel):
         if self.presence_penalty or self.frequency_penalty or self.logit_bias:
             return "presence_penalty, frequency_penalty and logit_bias are not supported"
         return None
+
+    def sampling(self) -> Sampling:
+        if self.min_tokens > self.max_tokens:
+            raise RequestError(f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})", "min_tokens")
+        return Sampling(self.temperature, self.top_p, self.seed, self.min_tokens)
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -280,7 +286,7 @@ def create_app(engine: Engine, batcher: Batcher, api_key: str | None = None) -> 
             GenerationRow(adapter, engine.prompt_ids(adapter, p, body.max_tokens), body.max_tokens, stops)
             for p in prompts
         ]
-        sampling = Sampling(body.temperature, body.top_p, body.seed)
+        sampling = body.sampling()
         reply = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time())}
         reply["model"] = body.model
         if body.stream:

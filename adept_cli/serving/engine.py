@@ -66,16 +66,18 @@ class Sampling:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int | None = None
+    min_tokens: int = 0  # no end token before this many new tokens
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
     def generate_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"min_new_tokens": self.min_tokens} if self.min_tokens else {}
         if self.greedy:
-            return {"do_sample": False}
+            return {**kwargs, "do_sample": False}
         # OpenAI's sampling has no top-k; transformers' default of 50 would change the distribution.
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+        return {**kwargs, "do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
 
 
 @dataclass
