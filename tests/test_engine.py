@@ -41,8 +41,13 @@ def test_label_words_of_three_tasks_are_scored_in_one_forward_as_alone(model_nam
     rows = [(name, INPUTS[i % len(INPUTS)], get_task(ADAPTERS[name][0]).label_words) for i, name in enumerate(names)]
     calls = []
     engine.model.base.register_forward_hook(lambda *args: calls.append(1))
+    engine.score_chunk = None  # as on an accelerator
     got = engine.score(rows)
     assert len(calls) == 1
+    engine.score_chunk = 3  # as on a CPU: length-sorted chunks, the same scores
+    chunked = engine.score(rows)
+    assert len(calls) == 1 + 4
+    torch.testing.assert_close(torch.tensor(chunked), torch.tensor(got), atol=1e-4, rtol=1e-5)
     for (name, source, words), scores in zip(rows, got):
         encoder = Encoder(tokenizer, engine.is_seq2seq, 48, 8)
         alone = label_scores(models[name], encoder, [Example(source, "")], [0], 1, words)[0]
