@@ -14,7 +14,7 @@ Two workloads: `predict` (an SST-2 sentence, rank scoring of the two label words
 `generate` (a completion of exactly 16 greedy tokens: `min_tokens`, so every server does the same
 work). adept's adapters: ADePT, DePT, PT, ADePT, all with l = 60; PEFT's: PromptTuning with 60 virtual
 tokens. The batching engine is measured in this process, without
-HTTP; the servers take turns, round after round.
+HTTP; after a warm-up pass, the servers take turns, round after round.
 
     python bench/serve.py                                    # writes bench/results/serve.json
     python bench/serve.py --model stories260k --rounds 1     # a quick look
@@ -235,6 +235,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
             return submit
 
+        for workload in args.workloads:  # warm-up: every adapter's prompt cache, lazy initialisation
+            batcher = Batcher(engine, args.max_batch_size, args.max_wait_ms)
+            batcher.start()
+            run_load(adept_submit(batcher, workload), sources, args.clients, args.clients, single=False)
+            batcher.stop()
         for workload in args.workloads:
             requests = args.requests if workload == "predict" else args.requests // 2
             per_server = results.setdefault(workload, {name: [] for name in args.servers})
