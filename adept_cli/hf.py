@@ -47,6 +47,14 @@ def hub_name(name: str) -> str:
     return EMBEDDED_MODELS[name].hub_id if name in EMBEDDED_MODELS else name
 
 
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names are one model: the same hub id (an embedded name counts as its hub id),
+    or paths to the same folder or file."""
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return hub_name(a) == hub_name(b)
+
+
 @dataclass(frozen=True)
 class ModelSource:
     name: str  # as the user gave it; recorded in adapter configs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -140,7 +139,7 @@ def _parse_tasks(values: list[str], names: list[str]) -> dict[str, str]:
 def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | None, device: str):
     import torch
 
-    from ..hf import load_model, load_tokenizer
+    from ..hf import load_model, load_tokenizer, same_model
     from ..runs import prompt_adapter_source
     from ..serving.engine import Engine
 
@@ -149,7 +148,7 @@ def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | Non
     if not base_name:
         fail(f"{sources[0][1]} names no base model (a merged export does not); pass --model with the original base")
     for name, path, source in sources:
-        if source.base_model and not _same_model(source.base_model, base_name):
+        if source.base_model and not same_model(source.base_model, base_name):
             err_console.print(
                 f"warning: adapter {name!r} ({path}) was trained on {source.base_model}, served on {base_name}",
                 highlight=False,
@@ -164,12 +163,3 @@ def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | Non
         for name, path, _ in sources:
             engine.add(name, path, tasks.get(name))
     return engine
-
-
-def _same_model(a: str, b: str) -> bool:
-    """Whether two model names are one model: the same hub id, or paths to the same folder."""
-    from ..hf import hub_name
-
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.realpath(a) == os.path.realpath(b)
-    return hub_name(a) == hub_name(b)

@@ -22,6 +22,7 @@ DEFAULT_SPLIT_SEED = 42  # the reference code's value, here a setting
 class TaskData:
     task: Task
     splits: dict[str, list[Example]]
+    drawn: dict | None = None  # a k-shot draw of the train split (see few_shot.py)
 
     def __getitem__(self, split: str) -> list[Example]:
         return self.splits[split]

@@ -59,6 +59,12 @@ class TrainConfig:
     share_prompt: str | None = _f(
         None, "pt / dept / adept, causal models: auto (default) | on | off: compute the prompt once per batch"
     )
+    init_from: str | None = _f(
+        None, "pt / dept / adept: start from this run's (or adapter's) trained prompt and offsets (same sizes)"
+    )
+    init_from_resize: str | None = _f(
+        None, "pt / dept / adept: truncate | repeat: fit an init_from prompt of another length"
+    )
     bottleneck: int | None = _f(None, "adept: hidden size r of the offset network (default: largest under budget)")
     dropout: float | None = _f(None, "adept: dropout on the offset network's hidden layer (default 0)")
     rank: int | None = _f(None, "dept: rank r of the position offsets (default: largest under the budget)")
@@ -71,6 +77,9 @@ class TrainConfig:
     max_length: int | None = _f(None, "maximum input tokens, also DePT's s (default: the task's, 256 for most)")
     max_target_length: int = _f(128, "maximum target tokens")
     train_limit: int | None = _f(None, "use only the first N training examples (after the split rule)")
+    k_shot: int | None = _f(
+        None, "train on K examples per class (K in all for other tasks), drawn with split_seed; ids saved in the run"
+    )
     validation_limit: int | None = _f(None, "use only the first N validation examples")
     test_limit: int | None = _f(None, "use only the first N test examples")
 
@@ -117,7 +126,11 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 # Settings that belong to some methods only: set on a run of another method, they are an error.
 METHOD_FIELDS = {
-    **{name: PROMPT_METHODS for name in ("prompt_len", "prompt_init", "prompt_init_text", "budget", "share_prompt")},
+    **{
+        name: PROMPT_METHODS
+        for name in ("prompt_len", "prompt_init", "prompt_init_text", "budget", "share_prompt", "init_from")
+    },
+    "init_from_resize": PROMPT_METHODS,
     "bottleneck": ("adept",),
     "dropout": ("adept",),
     "rank": ("dept",),
@@ -309,6 +322,7 @@ def config_problems(config: TrainConfig) -> list[str]:
         "max_target_length",
         "max_length",
         "train_limit",
+        "k_shot",
         "validation_limit",
         "test_limit",
         "checkpoint_every",
@@ -332,13 +346,19 @@ def config_problems(config: TrainConfig) -> list[str]:
         problems.append(f"epochs must be > 0; got {config.epochs}")
     if config.share_prompt not in (None, *SHARE_PROMPT):
         problems.append(f"share_prompt must be one of {', '.join(SHARE_PROMPT)}; got {config.share_prompt!r}")
+    if config.init_from_resize not in (None, "truncate", "repeat"):
+        problems.append(f"init_from_resize must be truncate or repeat; got {config.init_from_resize!r}")
+    if config.init_from_resize is not None and config.init_from is None:
+        problems.append("init_from_resize needs init_from (the adapter whose prompt it fits)")
+    if config.k_shot is not None and config.train_limit is not None:
+        problems.append("set k_shot or train_limit, not both (k_shot draws its own training examples)")
     if config.batch_size % config.grad_accum:
         problems.append(f"batch_size {config.batch_size} is not divisible by grad_accum {config.grad_accum}")
     return problems
 
 
-# Settings of how a prompt method runs, not of the adapter it trains (not in the method config).
-RUNTIME_FIELDS = ("share_prompt",)
+# Settings of how a prompt method runs or starts, not of the adapter it trains (not in the method config).
+RUNTIME_FIELDS = ("share_prompt", "init_from", "init_from_resize")
 
 
 def method_settings(config: TrainConfig) -> dict[str, Any]:

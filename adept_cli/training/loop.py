@@ -190,6 +190,10 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
         )
         if accelerator.is_main_process:
             write_run_start(run_dir, config)
+            if data.drawn is not None:
+                write_json_atomic(run_dir.k_shot, data.drawn)
+        if config.init_from is not None:
+            reporter.note(f"started from the prompt and offsets of {config.init_from}")
         accelerator.wait_for_everyone()
         restore(run, saved)
         fit(run)

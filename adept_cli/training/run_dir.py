@@ -5,6 +5,7 @@
 <run>/metrics.jsonl        one JSON line per log / evaluation record
 <run>/results.json         written once, at the end
 <run>/predictions.jsonl    test predictions (save_predictions=true)
+<run>/k_shot.json          the drawn training examples (k_shot=K)
 <run>/best/                the best adapter so far (PEFT adapter / full model for lora / full)
 <run>/checkpoints/step_N/  resumable checkpoints (see checkpoint.py)
 <run>/tensorboard/         tracker logs (tensorboard=true)
@@ -33,6 +34,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+K_SHOT_FILE = "k_shot.json"
 BEST_DIR = "best"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
@@ -58,6 +60,10 @@ class RunDir:
     @property
     def results(self) -> Path:
         return self.path / RESULTS_FILE
+
+    @property
+    def k_shot(self) -> Path:
+        return self.path / K_SHOT_FILE
 
     @property
     def predictions(self) -> Path:

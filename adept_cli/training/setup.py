@@ -21,11 +21,13 @@ from ..encoding import IGNORE_INDEX, Encoder
 from ..files import sha256_file, write_text_atomic
 from ..hf import is_seq2seq, load_model, load_tokenizer, make_accelerator, unwrap
 from ..tasks import TaskData, get_task, load_task_data
+from ..tasks.few_shot import draw_k_shot
 from ..tasks.spec import Task
 from .checkpoint import list_checkpoints, read_checkpoint
 from .config import TrainConfig, TrainConfigError, dump_config, load_run_config
 from .run_dir import RunDir, RunDirError
 from .strategies import build_model, parameter_groups
+from .transfer import initialize_from
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -61,6 +63,8 @@ def setup_data(config: TrainConfig) -> tuple[Task, TaskData, TrainConfig]:
     task = get_task(config.task)
     limits = {"train": config.train_limit, "validation": config.validation_limit, "test": config.test_limit}
     data = load_task_data(task, data_dir=config.data_dir, seed=config.split_seed, limits=limits)
+    if config.k_shot is not None:
+        data = draw_k_shot(data, config.k_shot, config.split_seed)
     if config.epochs is not None:
         config = replace(config, steps=math.ceil(config.epochs * len(data["train"]) / config.batch_size), epochs=None)
     return task, data, config
@@ -163,6 +167,8 @@ def setup_model(config: TrainConfig, task: Task, data: TaskData) -> TrainableMod
     tokenizer = load_tokenizer(config.model)
     base = load_model(config.model, DTYPES[config.model_dtype])
     model = build_model(config, base, tokenizer, source_length)
+    if config.init_from is not None:
+        initialize_from(model, config)
     seq2seq = is_seq2seq(base)
     slice_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
     encoder = Encoder(tokenizer, seq2seq, source_length, config.max_target_length)

@@ -1,0 +1,89 @@
+"""`init_from`: start a prompt method from another run's (or a saved adapter's) trained prompt and offsets,
+as the paper's few-shot protocol starts from a prompt trained on source tasks.
+
+The source must be the same method on the same base model, with the same sizes: a different bottleneck
+(ADePT) or rank / positions (DePT) is an error that names both values. A different prompt length is
+an error too, unless `init_from_resize` allows it: `truncate` keeps the source's first l rows (source
+longer), `repeat` tiles the source's rows to length l (either way).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import AdeptError
+from ..hf import same_model
+from ..prompt.config import ConfigError, config_from_dict
+from ..prompt.io import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT, load_adapter_state, read_adapter_config, read_weights
+from ..prompt.model import PromptTunedModel
+from .config import TrainConfig
+from .run_dir import RunDir
+
+INIT_RESIZE = ("truncate", "repeat")
+SIZE_FIELDS = {"adept": ("bottleneck",), "dept": ("rank", "max_length"), "pt": ()}
+
+
+class InitError(AdeptError, ValueError):
+    """`init_from` names no adapter, or one that does not fit this run; the message says what differs."""
+
+
+def adapter_directory(source: str | Path) -> Path:
+    """A run directory's best adapter, or an adept adapter directory."""
+    path = Path(source)
+    run = RunDir(path)
+    if run.holds_a_run():
+        if not (run.best / ADAPTER_CONFIG).is_file():
+            raise InitError(f"init_from {path}: the run has no best adapter yet ({run.best})")
+        return run.best
+    if (path / ADAPTER_CONFIG).is_file():
+        return path
+    raise InitError(f"init_from {path}: not a run directory (config.yaml) nor an adapter ({ADAPTER_CONFIG})")
+
+
+def initialize_from(model: PromptTunedModel, config: TrainConfig) -> Path:
+    """Copy the source adapter's prompt and offsets into `model`; returns the adapter directory used."""
+    directory = adapter_directory(config.init_from)
+    where = f"init_from {directory}"
+    metadata = read_adapter_config(directory)
+    if metadata.get("format") != FORMAT:
+        raise InitError(f"{where}: not an adept adapter")
+    if metadata["method"] != config.method:
+        raise InitError(f"{where} holds a {metadata['method']} adapter; this run trains {config.method}")
+    recorded = metadata.get("base_model_name_or_path")
+    if recorded and not same_model(recorded, config.model):
+        raise InitError(f"{where} was trained on {recorded}; this run's model is {config.model}")
+    if metadata["dim"] != model.dim:
+        raise InitError(f"{where} has width {metadata['dim']}; {config.model} has {model.dim}")
+    try:
+        source = config_from_dict(metadata["method_config"])
+    except (ConfigError, TypeError) as error:
+        raise InitError(f"{where}: bad method_config: {error}") from None
+    differ = [
+        f"{name} {getattr(source, name)} (this run: {getattr(model.config, name)})"
+        for name in SIZE_FIELDS[config.method]
+        if getattr(source, name) != getattr(model.config, name)
+    ]
+    if differ:
+        raise InitError(f"{where}: the sizes differ: {'; '.join(differ)}; set them to the source's values")
+    state = read_weights(directory / ADAPTER_WEIGHTS)
+    state["prompt"] = _fitted_prompt(state["prompt"], model.prompt_len, config.init_from_resize, where)
+    load_adapter_state(model.adapter, state, directory)
+    return directory
+
+
+def _fitted_prompt(prompt: torch.Tensor, length: int, resize: str | None, where: str) -> torch.Tensor:
+    have = prompt.shape[0]
+    if have == length:
+        return prompt
+    if resize is None:
+        raise InitError(
+            f"{where}: its prompt has {have} rows, this run's prompt_len is {length}; set prompt_len={have}, "
+            f"or init_from_resize=truncate|repeat to fit it"
+        )
+    if resize == "truncate":
+        if have < length:
+            raise InitError(f"{where}: init_from_resize=truncate needs a longer source prompt ({have} < {length})")
+        return prompt[:length].clone()
+    return prompt.repeat((length + have - 1) // have, 1)[:length].clone()
