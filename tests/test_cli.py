@@ -13,7 +13,19 @@ from adept_cli.cli import app
 from .helpers import REPO
 
 runner = CliRunner()
-SUBCOMMANDS = ("train", "eval", "predict", "serve", "budget", "tasks", "shift-probe", "offsets", "export")
+SUBCOMMANDS = (
+    "train",
+    "eval",
+    "predict",
+    "serve",
+    "sweep",
+    "report",
+    "budget",
+    "tasks",
+    "shift-probe",
+    "offsets",
+    "export",
+)
 
 
 def test_help_lists_every_subcommand() -> None:

@@ -1,0 +1,91 @@
+"""`adept report`: one table across runs and sweeps, laid out as the paper's Tables 3-4: a row per method,
+a column per task, each cell the mean ± std of the test main metric over the runs given (a sweep
+contributes the runs of its chosen grid point), then the trainable parameters and the mean over tasks.
+Runs of the same method on the same task are pooled (seeds of one setting)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .errors import AdeptError
+from .sweep import SWEEP_FILE, chosen_runs, read_results
+
+
+class ReportError(AdeptError, ValueError):
+    """A path given to `adept report` is neither a finished run nor a sweep."""
+
+
+def entries(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """One entry per finished run: task, method, main metric, test value, trainable parameters, where."""
+    out = []
+    for path in map(Path, paths):
+        if (path / SWEEP_FILE).is_file():
+            table, seeds = chosen_runs(path)
+            if not seeds:
+                raise ReportError(f"{path}: no run of the sweep has finished yet")
+            out += [
+                {
+                    "task": table["task"],
+                    "method": table["method"],
+                    "metric": table["main_metric"],
+                    "test": seed["test"],
+                    "params": seed["trainable_params"],
+                    "source": str(path),
+                }  # fmt: skip
+                for seed in seeds
+            ]
+            continue
+        results = read_results(path)
+        if results is None:
+            why = "an unfinished run has no results.json yet" if (path / "config.yaml").is_file() else "not a run"
+            raise ReportError(f"{path}: {why} (give finished run directories or sweep folders)")
+        metric = results["main_metric"]
+        out.append({"task": results["task"], "method": results["method"], "metric": metric,
+                    "test": results["test"][metric], "params": results.get("trainable_params"),
+                    "source": str(path)})  # fmt: skip
+    return out
+
+
+def build(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    tasks = list(dict.fromkeys(entry["task"] for entry in entries))
+    methods = list(dict.fromkeys(entry["method"] for entry in entries))
+    cells: dict[str, dict[str, dict[str, Any]]] = {method: {} for method in methods}
+    for method in methods:
+        for task in tasks:
+            values = [e["test"] for e in entries if e["method"] == method and e["task"] == task]
+            if values:
+                metric = next(e["metric"] for e in entries if e["task"] == task)
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells[method][task] = {"mean": statistics.fmean(values), "std": std, "n": len(values), "metric": metric}
+    params = {
+        method: statistics.fmean(p) if (p := [e["params"] for e in entries if e["method"] == method and e["params"]])
+        else None
+        for method in methods
+    }  # fmt: skip
+    means = {
+        method: statistics.fmean(cell["mean"] for cell in cells[method].values()) if cells[method] else None
+        for method in methods
+    }
+    return {"tasks": tasks, "methods": methods, "cells": cells, "params": params, "mean": means, "entries": entries}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    tasks = report["tasks"]
+    header = ["method", "params", *tasks, "mean"]
+    lines = ["| " + " | ".join(header) + " |", "| --- | ---: |" + " ---: |" * (len(tasks) + 1)]
+    for method in report["methods"]:
+        row = [method, f"{report['params'][method]:,.0f}" if report["params"][method] else "-"]
+        for task in tasks:
+            cell = report["cells"][method].get(task)
+            row.append(f"{cell['mean']:.1f} ± {cell['std']:.1f} (n={cell['n']})" if cell else "-")
+        mean = report["mean"][method]
+        row.append(f"{mean:.1f}" if mean is not None else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    metrics = {task: next(iter(c[task]["metric"] for c in report["cells"].values() if task in c)) for task in tasks}
+    lines += [
+        "",
+        "Test " + ", ".join(f"{task}: {metric}" for task, metric in metrics.items()) + "; mean ± std over runs.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,166 @@
+"""`adept sweep` and `adept report` on the real stories260K Llama with tiny limits (RTE, rank scoring so the
+metrics differ between runs): the runs, the chosen grid point, a kill -9 mid-sweep then a rerun, the
+commands launcher, the table and plot, and the report across sweeps and runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adept_cli.cli import app
+
+from .helpers import SMOKE, STORIES, model_path
+
+runner = CliRunner()
+GRID = ["--grid", "lr_prompt=3e-2,3e-1", "--grid", "lr_offsets=1e-3,1e-2", "--seeds", "1,2"]
+
+
+def base_args() -> list[str]:
+    return ["--recipe", str(SMOKE), "--model", model_path(STORIES), "steps=4", "eval_every=2", "scoring=rank"]
+
+
+def sweep(folder: Path, *extra: str):
+    return runner.invoke(app, ["sweep", *base_args(), *GRID, "-o", str(folder), *extra])
+
+
+def best_validation(run: Path) -> float:
+    """From the run's own log: its best validation accuracy."""
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    return max(line["accuracy"] for line in lines if line.get("kind") == "validation")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sweep") / "rte"
+    result = sweep(folder)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def test_a_sweep_runs_every_point_and_seed_and_chooses_on_validation(finished) -> None:
+    runs = sorted((finished / "runs").iterdir())
+    assert len(runs) == 8 and all((run / "results.json").is_file() for run in runs)
+    table = json.loads((finished / "results.json").read_text())
+    means = {}
+    for row in table["points"]:
+        folders = [
+            finished
+            / "runs"
+            / f"lr_prompt-{row['point']['lr_prompt']}_lr_offsets-{row['point']['lr_offsets']}_seed-{s}"
+            for s in (1, 2)
+        ]
+        values = [best_validation(folder) for folder in folders]
+        means[tuple(row["point"].items())] = sum(values) / 2
+        assert row["validation"]["mean"] == pytest.approx(sum(values) / 2)
+        tests = [json.loads((f / "results.json").read_text())["test"]["accuracy"] for f in folders]
+        assert row["test"]["mean"] == pytest.approx(sum(tests) / 2)
+    assert tuple(table["chosen"].items()) == max(means, key=means.get)
+    assert len(set(means.values())) > 1  # the grid points really differ, so the choice means something
+    markdown = (finished / "results.md").read_text()
+    assert "**yes**" in markdown and "8 of 8 runs finished" in markdown
+
+
+def test_the_plot_is_a_real_picture(finished) -> None:
+    import matplotlib.image as mpimg
+
+    picture = mpimg.imread(finished / "validation.png")
+    assert picture.shape[0] > 200 and picture.shape[1] > 300
+    assert picture[..., :3].std() > 0.05  # not blank
+
+
+def test_a_sweep_killed_mid_run_continues_where_it_stopped(tmp_path) -> None:
+    folder = tmp_path / "killed"
+    grid = ["--grid", "lr_prompt=3e-2,3e-1", "--seeds", "1,2", "steps=24", "checkpoint_every=4"]
+    command = [sys.executable, "-m", "adept_cli", "sweep", *base_args(), *grid, "-o", str(folder)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "COLUMNS": "300"})  # fmt: skip
+    for line in process.stdout:
+        if line.startswith("[3/4]"):
+            break
+    deadline = time.monotonic() + 60
+    third = folder / "runs" / "lr_prompt-3e-1_seed-1"  # kill -9 once it has a checkpoint
+    while not list(third.glob("checkpoints/step_*")):
+        assert time.monotonic() < deadline, "".join(process.stdout.readlines()) if process.poll() else "no checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in folder.glob("runs/*/results.json")}
+    assert len(done_before) == 2
+
+    result = runner.invoke(app, ["sweep", *base_args(), *grid, "-o", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("finished: skipped") == 2
+    assert "resuming" in result.output.split("[3/4]")[1].splitlines()[0]
+    assert result.output.count(": starting") == 1
+    for name, mtime in done_before.items():  # untouched
+        assert (folder / "runs" / name / "results.json").stat().st_mtime_ns == mtime
+    assert len(list(folder.glob("runs/*/results.json"))) == 4
+    resumed = [json.loads(line) for line in (third / "metrics.jsonl").read_text().splitlines()]
+    steps = [line["step"] for line in resumed if line.get("kind") == "train"]
+    assert steps == sorted(set(steps))  # the resumed log continues without repeating steps
+
+
+def test_the_commands_launcher_writes_lines_that_run(tmp_path) -> None:
+    folder = tmp_path / "cluster"
+    result = sweep(folder, "--launcher", "commands")
+    assert result.exit_code == 0, result.output
+    lines = (folder / "commands.txt").read_text().splitlines()
+    assert len(lines) == 8 and all(line.startswith("accelerate launch -m adept_cli train") for line in lines)
+    assert "--array=0-7" in (folder / "slurm.sh").read_text()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", lines[0]], capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    collected = runner.invoke(app, ["sweep", "--collect", str(folder), "--json"])
+    assert collected.exit_code == 0, collected.output
+    table = json.loads(collected.output)
+    assert table["runs_finished"] == 1 and table["chosen"] == {"lr_prompt": "3e-2", "lr_offsets": "1e-3"}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--grid", "lr_prompt"], "expected KEY=V1,V2"),
+        (["--grid", "seed=1,2"], "set by the sweep itself"),
+        (["--grid", "lr_promt=1,2"], "unknown key 'lr_promt' (did you mean 'lr_prompt'?)"),
+        (["--grid", "steps=0,2"], "steps must be >= 1"),
+        (["--seeds", "1,x"], "expected integers"),
+        (["--launcher", "slurm"], "--launcher must be one of"),
+    ],
+)
+def test_bad_sweeps_are_one_line_before_any_run(args, message, tmp_path) -> None:
+    result = runner.invoke(app, ["sweep", *base_args(), *args, "-o", str(tmp_path / "s")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "s" / "runs").exists()
+
+
+def test_a_folder_of_another_sweep_is_refused(finished) -> None:
+    result = runner.invoke(app, ["sweep", *base_args(), "--grid", "lr_prompt=1e-1", "-o", str(finished)])
+    assert result.exit_code == 2 and "holds another sweep" in result.output
+
+
+def test_report_puts_sweeps_and_runs_in_one_table(finished, tmp_path) -> None:
+    other = tmp_path / "pt"
+    trained = runner.invoke(app, ["train", *base_args(), "--method", "pt", "-o", str(other)])
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(app, ["report", str(finished), str(other), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["methods"] == ["adept", "pt"] and report["tasks"] == ["rte"]
+    table = json.loads((finished / "results.json").read_text())
+    chosen = next(row for row in table["points"] if row["point"] == table["chosen"])
+    assert report["cells"]["adept"]["rte"]["mean"] == pytest.approx(chosen["test"]["mean"])
+    assert report["cells"]["adept"]["rte"]["n"] == 2
+    pt_test = json.loads((other / "results.json").read_text())["test"]["accuracy"]
+    assert report["cells"]["pt"]["rte"] == {"mean": pt_test, "std": 0.0, "n": 1, "metric": "accuracy"}
+    written = runner.invoke(app, ["report", str(finished), str(other), "-o", str(tmp_path / "t.md")])
+    assert written.exit_code == 0 and "| adept |" in (tmp_path / "t.md").read_text()
+    missing = runner.invoke(app, ["report", str(tmp_path)])
+    assert missing.exit_code == 2 and "not a run" in missing.output
