@@ -113,6 +113,9 @@ def eval_settings(
         limits = {"validation": config.validation_limit, "test": config.test_limit}
     else:
         recorded, limits = saved, {}
+    trained_on = recorded.get("tasks") or (recorded.get("task") or "").split(",")
+    if task is None and len([name for name in trained_on if name]) > 1:
+        raise RunError(f"this adapter was trained on several tasks ({', '.join(trained_on)}); pass --task with one")
     task = task or recorded.get("task")
     if not task:
         raise RunError("--task is required: the adapter records no task")

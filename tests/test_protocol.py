@@ -29,8 +29,8 @@ def source_adapter(method: str, folder):
 
 
 def started(config):
-    task, data, config = setup_data(config)
-    return setup_model(config, task, data).model.eval()
+    parts, config = setup_data(config)
+    return setup_model(config, parts).model.eval()
 
 
 @pytest.mark.parametrize("method", ["pt", "dept", "adept"])
@@ -100,8 +100,8 @@ def test_k_shot_draws_are_balanced_seeded_and_apart_from_validation_and_test(tmp
     def draw(seed: int):
         config = stories_config(tmp_path, "k_shot=8", f"split_seed={seed}", "validation_limit=null", "test_limit=null",
                                 "train_limit=null")  # fmt: skip
-        _, data, _ = setup_data(config)
-        return data
+        parts, _ = setup_data(config)
+        return parts[0].data
 
     first, again, other = draw(1), draw(1), draw(2)
     labels = [example.label for example in first["train"]]
@@ -123,3 +123,61 @@ def test_k_shot_is_saved_in_the_run_and_too_large_a_k_fails(tmp_path) -> None:
 
     with pytest.raises(TaskError, match="k_shot=100000: the train split of rte has too few examples of 'yes'"):
         setup_data(stories_config(tmp_path, "k_shot=100000", "train_limit=null"))
+
+
+# -- multi-task -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mix,cap,expected",
+    [
+        ("proportional", None, [0.2, 0.8]),
+        ("equal", None, [0.5, 0.5]),
+        ("temperature", None, [1 / 3, 2 / 3]),  # T = 2: sqrt(100) : sqrt(400)
+        ("proportional", 200, [1 / 3, 2 / 3]),  # the large task counted as 200
+    ],
+)
+def test_mixture_draws_follow_the_strategy(mix, cap, expected) -> None:
+    from adept_cli.training.mixture import MixtureOrder, mixture_weights
+
+    weights = mixture_weights([100, 400], mix, temperature=2.0, cap=cap)
+    assert weights == pytest.approx(expected)
+    owners = [0] * 100 + [1] * 400
+    order = MixtureOrder(owners, weights, batch_size=10, seed=3)
+    drawn = [owners[i] for step in range(100) for i in order.batch(step)]  # 1,000 draws
+    assert sum(drawn) / len(drawn) == pytest.approx(expected[1], abs=0.05)
+    again = MixtureOrder(owners, weights, batch_size=10, seed=3)  # a resumed run sees the same batches
+    assert [again.batch(step) for step in (0, 57)] == [order.batch(0), order.batch(57)]
+
+
+def test_a_two_task_run_reports_every_task_and_their_mean(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from adept_cli.cli import app
+
+    recipe = tmp_path / "mixture.yaml"
+    recipe.write_text("task: [rte, mrpc]\nmix: equal\nsteps: 4\neval_every: 2\nscoring: rank\n")
+    results = train(stories_config(tmp_path, "task=rte,mrpc", "mix=equal", "steps=4", "eval_every=2", "scoring=rank"))
+    assert results["tasks"] == ["rte", "mrpc"] and results["main_metric"] == "mean"
+    per_task = results["per_task"]
+    assert set(per_task) == {"rte", "mrpc"} and "f1" in per_task["mrpc"]["test"]
+    mean = (per_task["rte"]["test"]["accuracy"] + per_task["mrpc"]["test"]["accuracy"]) / 2
+    assert results["test"]["mean"] == pytest.approx(mean)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    validation = [r for r in records if r["kind"] == "validation"]
+    assert {r.get("task") for r in validation} == {"rte", "mrpc", "mean"}
+    best_mean = max(r["mean"] for r in validation if r["task"] == "mean")
+    assert results["validation"]["mean"] == pytest.approx(best_mean)
+
+    runner = CliRunner()
+    ambiguous = runner.invoke(app, ["eval", "--run", str(tmp_path / "run")])
+    assert ambiguous.exit_code == 2 and "trained on several tasks (rte, mrpc)" in ambiguous.output
+    one = runner.invoke(app, ["eval", "--run", str(tmp_path / "run"), "--task", "rte", "--limit", "16", "--json"])
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.output)["metrics"]["accuracy"] == pytest.approx(per_task["rte"]["test"]["accuracy"])
+
+    from adept_cli.training import build_config
+
+    assert build_config(recipe).task == "rte,mrpc"
+    with pytest.raises(TrainConfigError, match="lists a task twice"):
+        build_config(recipe, None, ["task=rte,rte"])

@@ -71,7 +71,7 @@ def sweep_command(
         from ..training.config import build_config
 
         first = build_config(recipe, None, settings)
-        output = Path("sweeps") / f"{Path(first.task).stem}-{first.method}"
+        output = Path("sweeps") / f"{first.task_label}-{first.method}"
     problem = writable_problem(output)
     if problem:
         fail(f"-o {output}: {problem}")

@@ -31,7 +31,9 @@ def train(
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Hub id, local directory, .gguf file or embedded name.")
     ] = None,
-    task: Annotated[str | None, typer.Option("--task", "-t", help="Task name or task YAML file.")] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", help="Task name or task YAML file; a,b,c trains on a mixture.")
+    ] = None,
     method: Annotated[str | None, typer.Option("--method", help="adept | dept | pt | lora | full.")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="YAML recipe (see recipes/).")] = None,
     output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
@@ -84,4 +86,5 @@ def _check_before_loading(config) -> None:
     if problem:
         fail(f"--output-dir {output}: {problem}")
     resolve_model(config.model)
-    get_task(config.task)
+    for name in config.tasks:
+        get_task(name)

@@ -28,6 +28,7 @@ RUN_FORMAT_VERSION = 1  # of config.yaml; version 0 (no field) is read and upgra
 MIXED_PRECISION = ("no", "bf16", "fp16")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 SCORINGS = ("generate", "rank")
+MIXES = ("proportional", "equal", "temperature")
 
 
 class TrainConfigError(AdeptError, ValueError):
@@ -44,7 +45,7 @@ def _f(default: Any, help: str, **kwargs: Any) -> Any:
 class TrainConfig:
     # -- what ------------------------------------------------------------------------------------
     model: str = _f(DEFAULT_MODEL, "hub id, local directory, .gguf file or embedded name of the frozen base model")
-    task: str = _f("sst2", "built-in task name or task YAML file")
+    task: str = _f("sst2", "task name or task YAML file; several (a list, or a,b,c): one adapter on a mixture")
     method: str = _f("adept", "adept | dept | pt | lora | full")
     output_dir: str | None = _f(None, "run directory (default: runs/<task>-<method>)")
     data_dir: str | None = _f(None, "folder with <task>/<split> files (default: $ADEPT_DATA_DIR or ../shared/data)")
@@ -77,6 +78,9 @@ class TrainConfig:
     max_length: int | None = _f(None, "maximum input tokens, also DePT's s (default: the task's, 256 for most)")
     max_target_length: int = _f(128, "maximum target tokens")
     train_limit: int | None = _f(None, "use only the first N training examples (after the split rule)")
+    mix: str = _f("proportional", "several tasks: proportional | equal | temperature: how often each task is sampled")
+    mix_temperature: float = _f(2.0, "mix=temperature: task i is sampled in proportion to n_i ** (1 / T)")
+    mix_cap: int | None = _f(None, "several tasks: count at most N examples of a task when mixing (T5's cap)")
     k_shot: int | None = _f(
         None, "train on K examples per class (K in all for other tasks), drawn with split_seed; ids saved in the run"
     )
@@ -119,8 +123,17 @@ class TrainConfig:
     def uses_prompt(self) -> bool:
         return self.method in PROMPT_METHODS
 
+    @property
+    def tasks(self) -> list[str]:
+        """The task names: one, or several for a multi-task run (`task: [a, b]` or `a,b`)."""
+        return [name.strip() for name in self.task.split(",") if name.strip()]
+
+    @property
+    def task_label(self) -> str:
+        return "+".join(Path(name).stem for name in self.tasks)
+
     def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir or f"runs/{Path(self.task).stem}-{self.method}")
+        return Path(self.output_dir or f"runs/{self.task_label}-{self.method}")
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -151,6 +164,8 @@ def _unknown_key_message(key: str, where: str) -> str:
 def coerce(name: str, value: Any, where: str) -> Any:
     """`value` as the type of field `name` (YAML reads 1e-4 as a string; the command line gives strings)."""
     kind = typing.get_type_hints(TrainConfig)[name]
+    if name == "task" and isinstance(value, (list, tuple)):  # a recipe's list of tasks: one "a,b,c" string
+        value = ",".join(str(item).strip() for item in value)
     optional = type(None) in typing.get_args(kind)
     if optional:
         kind = next(t for t in typing.get_args(kind) if t is not type(None))
@@ -308,6 +323,7 @@ def config_problems(config: TrainConfig) -> list[str]:
         ("mixed_precision", MIXED_PRECISION),
         ("model_dtype", MODEL_DTYPES),
         ("scoring", SCORINGS),
+        ("mix", MIXES),
     ):
         if getattr(config, name) not in choices:
             problems.append(f"{name} must be one of {', '.join(choices)}; got {getattr(config, name)!r}")
@@ -328,6 +344,7 @@ def config_problems(config: TrainConfig) -> list[str]:
         "checkpoint_every",
         "lora_rank",
         "lora_alpha",
+        "mix_cap",
     ):
         positive(name)
     positive("warmup_steps", 0)
@@ -346,6 +363,12 @@ def config_problems(config: TrainConfig) -> list[str]:
         problems.append(f"epochs must be > 0; got {config.epochs}")
     if config.share_prompt not in (None, *SHARE_PROMPT):
         problems.append(f"share_prompt must be one of {', '.join(SHARE_PROMPT)}; got {config.share_prompt!r}")
+    if not config.tasks:
+        problems.append("task is empty")
+    elif len(set(config.tasks)) != len(config.tasks):
+        problems.append(f"task lists a task twice: {config.task}")
+    if config.mix_temperature <= 0:
+        problems.append(f"mix_temperature must be > 0; got {config.mix_temperature}")
     if config.init_from_resize not in (None, "truncate", "repeat"):
         problems.append(f"init_from_resize must be truncate or repeat; got {config.init_from_resize!r}")
     if config.init_from_resize is not None and config.init_from is None:

@@ -31,9 +31,11 @@ from ..hf import unwrap
 from ..prompt.model import PromptTunedModel
 from .checkpoint import rng_state, set_rng_state, write_checkpoint
 from .config import TrainConfig
+from .mixture import MixtureOrder, mixture_weights
 from .reporting import RunReporter
 from .run_dir import RunDir, read_metrics
 from .setup import (
+    TaskPart,
     TrainableModel,
     claimed_run_dir,
     count_parameters,
@@ -129,6 +131,7 @@ class LoopState:
     best_metric: float | None = None
     best_step: int | None = None
     tokens_seen: int = 0
+    best_per_task: dict[str, float] | None = None  # a multi-task run: each task's main metric at best_step
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -142,8 +145,7 @@ class Run:
     dir: RunDir
     accelerator: Any
     reporter: RunReporter
-    task: Any
-    data: Any
+    parts: list[TaskPart]  # one task, or the tasks of a multi-task run
     trainable: TrainableModel
     model: Any  # prepared by Accelerate (DDP-wrapped under several processes)
     raw: Any  # the model itself
@@ -162,14 +164,14 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
 
     run_dir = RunDir(config.resolved_output_dir())
     accelerator = setup_accelerator(config, run_dir)
-    task, data, config = setup_data(config)
+    parts, config = setup_data(config)
     reporter = RunReporter(run_dir.metrics, accelerator, config, console)
-    if task.kind == "code":  # generated code will run: know now, not at the first evaluation, whether it can
+    if any(part.task.kind == "code" for part in parts):  # know now, not at the first evaluation, if code can run
         reporter.note(f"generated code runs in: {sandbox_for(config.allow_unsafe_exec).describe()}")
     with claimed_run_dir(run_dir, accelerator, config, resuming=resume is not None):
         saved = find_resume_checkpoint(run_dir, resume, accelerator.process_index, reporter.note)
         set_seed(config.seed)
-        trainable = setup_model(config, task, data)
+        trainable = setup_model(config, parts)
         if isinstance(trainable.model, PromptTunedModel) and not trainable.model.shares_prompt:
             reporter.note(f"the prompt runs in every row: {trainable.model.not_shared_because}")
         optimizer, scheduler = setup_optimizer(trainable.model, config)
@@ -179,19 +181,19 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
             dir=run_dir,
             accelerator=accelerator,
             reporter=reporter,
-            task=task,
-            data=data,
+            parts=parts,
             trainable=trainable,
             model=model,
             raw=accelerator.unwrap_model(model),
             optimizer=optimizer,
             scheduler=scheduler,
-            eval_settings=evaluation_settings(config, task),
+            eval_settings=evaluation_settings(config, parts),
         )
         if accelerator.is_main_process:
             write_run_start(run_dir, config)
-            if data.drawn is not None:
-                write_json_atomic(run_dir.k_shot, data.drawn)
+            if config.k_shot is not None:
+                drawn = {part.name: part.data.drawn for part in parts}
+                write_json_atomic(run_dir.k_shot, drawn[parts[0].name] if len(parts) == 1 else {"tasks": drawn})
         if config.init_from is not None:
             reporter.note(f"started from the prompt and offsets of {config.init_from}")
         accelerator.wait_for_everyone()
@@ -234,11 +236,11 @@ def fit(run: Run) -> None:
     run.reporter.start(
         state.step,
         config.steps,
-        f"{config.method} on {run.task.name} with {config.model}: {trainable_params:,} trainable parameters "
+        f"{config.method} on {config.task_label} with {config.model}: {trainable_params:,} trainable parameters "
         f"({100 * trainable_params / total_params:.4f}% of {total_params:,}), "
         f"{len(trainable.features):,} training examples, {world} process{'es' if world > 1 else ''}",
     )
-    order = BatchOrder(len(trainable.features), config.batch_size, config.seed)
+    order = batch_order(run)
     checkpoint_every = config.checkpoint_every or config.eval_every
     window = {"loss": torch.zeros((), device=accelerator.device), "targets": 0, "seen": 0, "start": time.time()}
     interrupt = StopRequest(enabled=world == 1)
@@ -304,26 +306,65 @@ def log_training(run: Run, window: dict[str, Any]) -> None:
     window.update(targets=0, seen=0, start=time.time())
 
 
+def batch_order(run: Run) -> BatchOrder | MixtureOrder:
+    """Which examples make up each global batch: a seeded permutation for one task, a mixture for several."""
+    config, trainable = run.config, run.trainable
+    if len(run.parts) == 1:
+        return BatchOrder(len(trainable.features), config.batch_size, config.seed)
+    sizes = [len(part.data["train"]) for part in run.parts]
+    weights = mixture_weights(sizes, config.mix, config.mix_temperature, config.mix_cap)
+    shares = ", ".join(f"{part.name} {weight:.2f}" for part, weight in zip(run.parts, weights))
+    run.reporter.note(f"task mixture ({config.mix}): {shares}")
+    return MixtureOrder(trainable.owners, weights, config.batch_size, config.seed)
+
+
+def evaluate_parts(run: Run, split: str) -> list[Any]:
+    """Every task's metrics on `split`, each with its own encoder."""
+    config = run.config
+    return [
+        evaluate(
+            run.model,
+            part.encoder,
+            part.task,
+            part.data[split],
+            config.scoring,
+            config.eval_batch_size,
+            run.accelerator,
+            config.allow_unsafe_exec,
+        )
+        for part in run.parts
+    ]
+
+
+def log_parts(run: Run, split: str, results: list[Any], best: bool) -> float:
+    """Log each task's metrics (and, for several tasks, their mean); returns the selection metric: the
+    main metric of the one task, or the mean of the tasks' main metrics."""
+    step = run.state.step
+    if len(run.parts) == 1:
+        run.reporter.eval_log(step, split, results[0], best=best)
+        return results[0].main
+    for part, result in zip(run.parts, results):
+        run.reporter.eval_log(step, split, result, best=False, task=part.name)
+    mean = sum(result.main for result in results) / len(results)
+    run.reporter.mean_log(step, split, mean, best=best)
+    return mean
+
+
 def validate_and_keep_best(run: Run) -> None:
-    config, state = run.config, run.state
-    result = evaluate(
-        run.model,
-        run.trainable.encoder,
-        run.task,
-        run.data["validation"],
-        config.scoring,
-        config.eval_batch_size,
-        run.accelerator,
-        config.allow_unsafe_exec,
-    )
-    improved = state.best_metric is None or result.main > state.best_metric
+    state = run.state
+    results = evaluate_parts(run, "validation")
+    mains = [result.main for result in results]
+    main = sum(mains) / len(mains)
+    improved = state.best_metric is None or main > state.best_metric
     if improved:
-        state.best_metric, state.best_step = result.main, state.step
+        state.best_metric, state.best_step = main, state.step
+        if len(run.parts) > 1:
+            state.best_per_task = {part.name: value for part, value in zip(run.parts, mains)}
         if run.accelerator.is_main_process:
             with atomic_directory(run.dir.best) as scratch:
                 save_trained(run.raw, scratch, run.eval_settings)
         run.accelerator.wait_for_everyone()
-    run.reporter.eval_log(state.step, "validation", result, best=improved)
+    log_parts(run, "validation", results, best=improved)
     run.model.train()
 
 
@@ -347,40 +388,59 @@ def save_checkpoint(run: Run) -> None:
 
 def finish(run: Run) -> dict[str, Any]:
     """Test the best adapter (what `adept eval --run` would load) and write results.json."""
-    config, task, state, accelerator = run.config, run.task, run.state, run.accelerator
+    config, state, accelerator, parts = run.config, run.state, run.accelerator, run.parts
     restore_trained(run.raw, run.dir.best)
-    test = evaluate(
-        run.model,
-        run.trainable.encoder,
-        task,
-        run.data["test"],
-        config.scoring,
-        config.eval_batch_size,
-        accelerator,
-        config.allow_unsafe_exec,
-    )
-    run.reporter.eval_log(state.step, "test", test, best=False)
+    tests = evaluate_parts(run, "test")
+    log_parts(run, "test", tests, best=False)
     trainable_params, total_params = count_parameters(run.raw)
+    if len(parts) == 1:
+        task, test = parts[0].task, tests[0]
+        summary = {
+            "task": task.name,
+            "main_metric": task.main_metric,
+            "validation": {task.main_metric: state.best_metric},
+            "test": test.metrics,
+            "examples": {split: len(rows) for split, rows in parts[0].data.splits.items()},
+        }
+    else:
+        per_task = {
+            part.name: {
+                "main_metric": part.task.main_metric,
+                "validation": {part.task.main_metric: (state.best_per_task or {}).get(part.name)},
+                "test": test.metrics,
+                "examples": {split: len(rows) for split, rows in part.data.splits.items()},
+            }
+            for part, test in zip(parts, tests)
+        }
+        summary = {
+            "task": config.task_label,
+            "tasks": [part.name for part in parts],
+            "main_metric": "mean",
+            "validation": {"mean": state.best_metric},
+            "test": {"mean": sum(test.main for test in tests) / len(tests)}
+            | {f"{part.name}/{part.task.main_metric}": test.main for part, test in zip(parts, tests)},
+            "per_task": per_task,
+            "mix": config.mix,
+        }
     results = {
-        "task": task.name,
+        "task": summary.pop("task"),
         "method": config.method,
         "model": config.model,
-        "main_metric": task.main_metric,
         "scoring": config.scoring,
         "best_step": state.best_step,
-        "validation": {task.main_metric: state.best_metric},
-        "test": test.metrics,
+        **summary,
         "trainable_params": trainable_params,
         "total_params": total_params,
         "steps": config.steps,
-        "examples": {split: len(rows) for split, rows in run.data.splits.items()},
         "tokens_seen": state.tokens_seen,
         "adept_version": __version__,
     }
     if accelerator.is_main_process:
         write_json_atomic(run.dir.results, results)
         if config.save_predictions:
-            write_predictions(run.dir.predictions, run.data["test"], test)
+            for part, test in zip(parts, tests):
+                path = run.dir.predictions if len(parts) == 1 else run.dir.path / f"predictions.{part.name}.jsonl"
+                write_predictions(path, part.data["test"], test)
     accelerator.wait_for_everyone()
     run.reporter.finish(results)
     accelerator.end_training()

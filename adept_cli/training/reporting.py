@@ -103,12 +103,22 @@ class RunReporter:
             eta = (time.time() - self.started) / max(done, 1) * (self.total - step)
             self.console.print(f"step {step}/{self.total}  {status}  ETA {_duration(eta)}", highlight=False)
 
-    def eval_log(self, step: int, split: str, result: Any, best: bool) -> None:
+    def eval_log(self, step: int, split: str, result: Any, best: bool, task: str | None = None) -> None:
+        """One split's metrics; `task` names the task of a multi-task run (its records carry it)."""
         metrics = result.metrics
-        self._write({"kind": split, "step": step, "examples": result.count, **metrics})
+        named = {"task": task} if task is not None else {}
+        self._write({"kind": split, "step": step, **named, "examples": result.count, **metrics})
         if self.main:
             shown = ", ".join(" ".join(format_metric(k, v)) for k, v in metrics.items())
-            self.console.print(f"step {step} {split}: {shown}{'  (best so far)' if best else ''}", highlight=False)
+            where = f"{split} {task}" if task is not None else split
+            self.console.print(f"step {step} {where}: {shown}{'  (best so far)' if best else ''}", highlight=False)
+
+    def mean_log(self, step: int, split: str, mean: float, best: bool) -> None:
+        """A multi-task run's selection metric: the mean of its tasks' main metrics."""
+        self._write({"kind": split, "step": step, "task": "mean", "mean": mean})
+        if self.main:
+            note = "  (best so far)" if best else ""
+            self.console.print(f"step {step} {split} mean of the tasks: {mean:.2f}{note}", highlight=False)
 
 
 def _duration(seconds: float) -> str:

@@ -58,16 +58,34 @@ def _require_tensorboard() -> None:
         raise TrainConfigError("tensorboard=true needs the tensorboard package: pip install tensorboard")
 
 
-def setup_data(config: TrainConfig) -> tuple[Task, TaskData, TrainConfig]:
-    """Every split read and formatted (a malformed row fails here); `epochs` turned into `steps`."""
-    task = get_task(config.task)
+@dataclass
+class TaskPart:
+    """One task of a run (a multi-task run has several): its examples, and its encoder once the model is set."""
+
+    task: Task
+    data: TaskData
+    encoder: Encoder | None = None
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+def setup_data(config: TrainConfig) -> tuple[list[TaskPart], TrainConfig]:
+    """Every split of every task read and formatted (a malformed row fails here); `epochs` turned into
+    `steps` (over the training examples of all tasks)."""
     limits = {"train": config.train_limit, "validation": config.validation_limit, "test": config.test_limit}
-    data = load_task_data(task, data_dir=config.data_dir, seed=config.split_seed, limits=limits)
-    if config.k_shot is not None:
-        data = draw_k_shot(data, config.k_shot, config.split_seed)
+    parts = []
+    for name in config.tasks:
+        task = get_task(name)
+        data = load_task_data(task, data_dir=config.data_dir, seed=config.split_seed, limits=limits)
+        if config.k_shot is not None:
+            data = draw_k_shot(data, config.k_shot, config.split_seed)
+        parts.append(TaskPart(task, data))
     if config.epochs is not None:
-        config = replace(config, steps=math.ceil(config.epochs * len(data["train"]) / config.batch_size), epochs=None)
-    return task, data, config
+        examples = sum(len(part.data["train"]) for part in parts)
+        config = replace(config, steps=math.ceil(config.epochs * examples / config.batch_size), epochs=None)
+    return parts, config
 
 
 @contextmanager
@@ -154,32 +172,36 @@ class TrainableModel:
 
     model: Any
     tokenizer: Any
-    encoder: Encoder
     seq2seq: bool
     slice_logits: bool  # the base computes logits for the trailing columns only (`logits_to_keep`)
-    features: list[dict[str, list[int]]]
+    features: list[dict[str, list[int]]]  # the training examples of every task, task after task
+    owners: list[int]  # per training example: the index of its task
     target_tokens: list[int]  # per training example: the tokens its loss covers
     seen_tokens: list[int]  # per training example: every token the model reads
 
 
-def setup_model(config: TrainConfig, task: Task, data: TaskData) -> TrainableModel:
-    source_length = config.max_length or task.max_length
+def setup_model(config: TrainConfig, parts: list[TaskPart]) -> TrainableModel:
+    """The model, and every task's encoder (its own input length) and training features."""
+    lengths = [config.max_length or part.task.max_length for part in parts]
     tokenizer = load_tokenizer(config.model)
     base = load_model(config.model, DTYPES[config.model_dtype])
-    model = build_model(config, base, tokenizer, source_length)
+    model = build_model(config, base, tokenizer, max(lengths))
     if config.init_from is not None:
         initialize_from(model, config)
     seq2seq = is_seq2seq(base)
     slice_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
-    encoder = Encoder(tokenizer, seq2seq, source_length, config.max_target_length)
-    features = [encoder.training_features(example) for example in data["train"]]
+    features, owners = [], []
+    for index, (part, length) in enumerate(zip(parts, lengths)):
+        part.encoder = Encoder(tokenizer, seq2seq, length, config.max_target_length)
+        features += [part.encoder.training_features(example) for example in part.data["train"]]
+        owners += [index] * len(part.data["train"])
     return TrainableModel(
         model=model,
         tokenizer=tokenizer,
-        encoder=encoder,
         seq2seq=seq2seq,
         slice_logits=slice_logits,
         features=features,
+        owners=owners,
         target_tokens=[sum(t != IGNORE_INDEX for t in f["labels"]) for f in features],
         seen_tokens=[len(f["input_ids"]) + (len(f["labels"]) if seq2seq else 0) for f in features],
     )
@@ -203,10 +225,20 @@ def setup_optimizer(model: Any, config: TrainConfig) -> tuple[Any, Any]:
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def evaluation_settings(config: TrainConfig, task: Task) -> dict[str, Any]:
-    """What `adept eval --adapter` needs to score an adapter exactly as its run did."""
+def evaluation_settings(config: TrainConfig, parts: list[TaskPart]) -> dict[str, Any]:
+    """What `adept eval --adapter` needs to score an adapter exactly as its run did. A multi-task adapter
+    records its tasks and the shared lengths; evaluating it names one of the tasks."""
+    if len(parts) > 1:
+        return {
+            "tasks": [_task_reference(part.task) for part in parts],
+            "max_length": config.max_length,
+            "max_target_length": config.max_target_length,
+            "scoring": config.scoring,
+            "split_seed": config.split_seed,
+        }
+    task = parts[0].task
     settings = {
-        "task": task.name if task.origin == "built-in" else str(Path(task.origin).resolve()),
+        "task": _task_reference(task),
         "template": task.template,
         "max_length": config.max_length or task.max_length,
         "max_target_length": config.max_target_length,
@@ -216,6 +248,10 @@ def evaluation_settings(config: TrainConfig, task: Task) -> dict[str, Any]:
     if task.origin != "built-in" and Path(task.origin).is_file():
         settings["task_sha256"] = sha256_file(Path(task.origin))
     return settings
+
+
+def _task_reference(task: Task) -> str:
+    return task.name if task.origin == "built-in" else str(Path(task.origin).resolve())
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
