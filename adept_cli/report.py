@@ -1,7 +1,8 @@
 """`adept report`: one table across runs and sweeps, laid out as the paper's Tables 3-4: a row per method,
 a column per task, each cell the mean ± std of the test main metric over the runs given (a sweep
 contributes the runs of its chosen grid point), then the trainable parameters and the mean over tasks.
-Runs of the same method on the same task are pooled (seeds of one setting)."""
+A row is a method with its k-shot size and its init_from source, if any; runs of one row on one task are
+pooled (seeds of one setting)."""
 
 from __future__ import annotations
 
@@ -18,34 +19,38 @@ class ReportError(AdeptError, ValueError):
 
 
 def entries(paths: list[str | Path]) -> list[dict[str, Any]]:
-    """One entry per finished run: task, method, main metric, test value, trainable parameters, where."""
+    """One entry per finished run: task, method label, main metric, test value, trainable parameters."""
     out = []
     for path in map(Path, paths):
         if (path / SWEEP_FILE).is_file():
-            table, seeds = chosen_runs(path)
+            _, seeds = chosen_runs(path)
             if not seeds:
                 raise ReportError(f"{path}: no run of the sweep has finished yet")
-            out += [
-                {
-                    "task": table["task"],
-                    "method": table["method"],
-                    "metric": table["main_metric"],
-                    "test": seed["test"],
-                    "params": seed["trainable_params"],
-                    "source": str(path),
-                }  # fmt: skip
-                for seed in seeds
-            ]
+            out += [_entry(read_results(Path(seed["run"])), path) for seed in seeds]
             continue
         results = read_results(path)
         if results is None:
             why = "an unfinished run has no results.json yet" if (path / "config.yaml").is_file() else "not a run"
             raise ReportError(f"{path}: {why} (give finished run directories or sweep folders)")
-        metric = results["main_metric"]
-        out.append({"task": results["task"], "method": results["method"], "metric": metric,
-                    "test": results["test"][metric], "params": results.get("trainable_params"),
-                    "source": str(path)})  # fmt: skip
+        out.append(_entry(results, path))
     return out
+
+
+def _entry(results: dict[str, Any], source: Path) -> dict[str, Any]:
+    metric = results["main_metric"]
+    label = results["method"]
+    if results.get("k_shot"):
+        label += f", k={results['k_shot']}"
+    if results.get("init_from"):
+        label += f", from {Path(results['init_from']).name}"
+    return {
+        "task": results["task"],
+        "method": label,
+        "metric": metric,
+        "test": results["test"][metric],
+        "params": results.get("trainable_params"),
+        "source": str(source),
+    }
 
 
 def build(entries: list[dict[str, Any]]) -> dict[str, Any]:

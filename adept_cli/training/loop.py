@@ -432,6 +432,8 @@ def finish(run: Run) -> dict[str, Any]:
         "trainable_params": trainable_params,
         "total_params": total_params,
         "steps": config.steps,
+        "k_shot": config.k_shot,
+        "init_from": config.init_from,
         "tokens_seen": state.tokens_seen,
         "adept_version": __version__,
     }
