@@ -47,6 +47,25 @@ def hub_name(name: str) -> str:
     return EMBEDDED_MODELS[name].hub_id if name in EMBEDDED_MODELS else name
 
 
+def enable_gradient_checkpointing(base: Any) -> None:
+    """Recompute the base's layer activations in the backward pass. The non-reentrant variant lets the
+    gradient reach inputs that are not leaves of the graph (a soft prompt and offsets feed the first
+    layer), so no input-embedding hook is needed, for prompt methods, LoRA and full fine-tuning alike."""
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ModelError(f"{type(base).__name__} does not support gradient checkpointing (gradient_checkpointing)")
+    settings = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers 5's name
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=settings)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=settings)
+    base.config.use_cache = False  # a cache is useless in training and transformers warns with checkpointing
+
+
+def checkpoints_activations(base: Any) -> bool:
+    """Whether the base recomputes activations in training (transformers then drops any cache it is given)."""
+    return any(getattr(module, "gradient_checkpointing", False) for module in base.modules())
+
+
 def same_model(a: str, b: str) -> bool:
     """Whether two model names are one model: the same hub id (an embedded name counts as its hub id),
     or paths to the same folder or file."""

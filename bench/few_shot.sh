@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Few-shot evidence (docs/benchmarks.md, "Few-shot"): PT and ADePT from scratch against ADePT started from a
-# source adapter trained on a mixture of other local tasks (CoLA, WiC, MultiRC), k examples per class on RTE,
+# source adapter trained on a mixture of other local tasks (CoLA, WiC, COPA), k examples per class on RTE,
 # MRPC and SST-2, three seeds each; every cell is an `adept sweep` over the seeds, the table `adept report`.
 #   bash bench/few_shot.sh [OUT] [K ...]        # default OUT=fewshot, K=16 32
 set -euo pipefail
 out="${1:-fewshot}"; shift || true
 ks=("${@:-16 32}"); [ "$#" -gt 0 ] || ks=(16 32)
 recipe=recipes/cpu/smollm2-fewshot.yaml
-[ -f "$out/source/results.json" ] || adept train --recipe "$recipe" --task cola,wic,multirc steps=200 eval_every=100 \
+[ -f "$out/source/results.json" ] || adept train --recipe "$recipe" --task cola,wic,copa steps=120 eval_every=60 max_length=128 \
   train_limit=4000 -o "$out/source" --resume auto
 for k in "${ks[@]}"; do
   for task in rte mrpc sst2; do
@@ -16,5 +16,5 @@ for k in "${ks[@]}"; do
     adept sweep --recipe "$recipe" --task "$task" k_shot="$k" init_from="$out/source" --seeds 1,2,3 \
       -o "$out/$task-$k-adept-init"
   done
-  adept report "$out"/*-"$k"-* -o "$out/table-$k.md"
+  adept report "$out"/*-"$k"-* -o "$out/table-$k.md" --json > "bench/results/few_shot_k$k.json"
 done

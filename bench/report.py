@@ -159,6 +159,24 @@ def serve_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def few_shot_section(tables: dict[str, dict[str, Any]]) -> list[str]:
+    """The few-shot tables written by `bash bench/few_shot.sh` (`adept report --json`, one per k)."""
+    from adept_cli.report import markdown
+
+    lines = ["## Few-shot: PT and ADePT from scratch against ADePT started from a source prompt", ""]
+    lines += [
+        "- Command: `bash bench/few_shot.sh OUT K` (SmolLM2-135M-Instruct on this machine's CPU; "
+        "`recipes/cpu/smollm2-fewshot.yaml`: l = 10, 40 steps of 8, rank scoring, validation 64 rows, "
+        "test 200 rows, split seed 42 so every method and seed is tested on the same rows; seeds 1, 2, 3 "
+        "vary the initialisation and the batch order, the k-shot draw is the same). The source adapter is "
+        "ADePT trained on a mixture of CoLA, WiC and COPA (120 steps, inputs cut to 128 tokens).",
+        "",
+    ]
+    for name, report in sorted(tables.items()):
+        lines += [f"### {name}", "", markdown(report), ""]
+    return lines
+
+
 def quality_section(data: dict[str, Any]) -> list[str]:
     lines = ["## Quality on real data: SmolLM2-135M-Instruct on a CPU", ""]
     lines += provenance(data, command=False)  # one command per task, below
@@ -276,6 +294,11 @@ def main() -> None:
     for name, section in sections:
         data = load(name)
         lines += section(data) if data else [f"## {name}", "", "Not run yet.", ""]
+    few_shot = {
+        path.stem: json.loads(path.read_text()) for path in sorted((BENCH / "results").glob("few_shot_k*.json"))
+    }
+    if few_shot:
+        lines += few_shot_section(few_shot)
     shared = (load("shared_prompt_train"), load("shared_prompt_inference"))
     if any(shared):
         lines += shared_prompt_section(*shared)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..encoding import IGNORE_INDEX
-from ..hf import is_seq2seq
+from ..hf import checkpoints_activations, is_seq2seq
 from .budget import solve
 from .config import SHARE_PROMPT, AdeptConfig, ConfigError, DeptConfig, MethodConfig
 from .modules import PromptAdapter
@@ -297,6 +297,9 @@ class PromptTunedModel(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None, kwargs: dict
     ) -> bool:
         if not self.shares_prompt or kwargs.get("past_key_values") is not None or "inputs_embeds" in kwargs:
+            return False
+        if self.training and torch.is_grad_enabled() and checkpoints_activations(self.base):
+            # transformers drops the cache of a checkpointed layer in training: the prompt runs in every row
             return False
         if labels is None:
             return True

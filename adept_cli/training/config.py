@@ -51,6 +51,9 @@ class TrainConfig:
     data_dir: str | None = _f(None, "folder with <task>/<split> files (default: $ADEPT_DATA_DIR or ../shared/data)")
     split_seed: int = _f(42, "seed of the shuffle behind the validation / test split rule")
     model_dtype: str = _f("float32", "dtype of the frozen base weights: float32 | bfloat16 | float16")
+    gradient_checkpointing: bool = _f(
+        False, "recompute the base's activations in the backward pass: far less activation memory, more time"
+    )
 
     # -- method ----------------------------------------------------------------------------------
     prompt_len: int | None = _f(None, "pt / dept / adept: soft-prompt length l (default: 100 for pt, 60 otherwise)")

@@ -174,6 +174,9 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
         trainable = setup_model(config, parts)
         if isinstance(trainable.model, PromptTunedModel) and not trainable.model.shares_prompt:
             reporter.note(f"the prompt runs in every row: {trainable.model.not_shared_because}")
+        elif isinstance(trainable.model, PromptTunedModel) and config.gradient_checkpointing:
+            reporter.note("gradient checkpointing: the prompt runs in every row while training (transformers drops "
+                          "the cache of checkpointed layers); evaluation shares it")  # fmt: skip
         optimizer, scheduler = setup_optimizer(trainable.model, config)
         model, optimizer = accelerator.prepare(trainable.model, optimizer)
         run = Run(

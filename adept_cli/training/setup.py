@@ -19,7 +19,7 @@ import torch
 
 from ..encoding import IGNORE_INDEX, Encoder
 from ..files import sha256_file, write_text_atomic
-from ..hf import is_seq2seq, load_model, load_tokenizer, make_accelerator, unwrap
+from ..hf import enable_gradient_checkpointing, is_seq2seq, load_model, load_tokenizer, make_accelerator, unwrap
 from ..tasks import TaskData, get_task, load_task_data
 from ..tasks.few_shot import draw_k_shot
 from ..tasks.spec import Task
@@ -185,6 +185,8 @@ def setup_model(config: TrainConfig, parts: list[TaskPart]) -> TrainableModel:
     lengths = [config.max_length or part.task.max_length for part in parts]
     tokenizer = load_tokenizer(config.model)
     base = load_model(config.model, DTYPES[config.model_dtype])
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(base)
     model = build_model(config, base, tokenizer, max(lengths))
     if config.init_from is not None:
         initialize_from(model, config)
