@@ -188,9 +188,12 @@ class OffsetStats:
     offset_abs_var: float | None
     distinct_offsets: int | None  # ADePT: one per distinct token; DePT: one per position seen
     largest: list[dict[str, Any]] = field(default_factory=list)
+    # With norms=True: the L2 norm of every token's input embedding and of its offset (a figure's data).
+    embedding_norms: list[float] | None = None
+    offset_norms: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {key: value for key, value in self.__dict__.items() if not key.endswith("_norms")}
 
 
 class _Moments:
@@ -213,10 +216,11 @@ class _Moments:
 
 
 def offset_statistics(
-    model: PromptTunedModel, encoder: Encoder, examples: Sequence[Example], top: int = 10
+    model: PromptTunedModel, encoder: Encoder, examples: Sequence[Example], top: int = 10, norms: bool = False
 ) -> OffsetStats:
     """Table 2 of the paper: mean and variance of |input embedding| and |offset| over every token the
-    model embeds for `examples` (the input, plus the target for causal models)."""
+    model embeds for `examples` (the input, plus the target for causal models); with `norms`, also every
+    token's embedding and offset L2 norms."""
     if not isinstance(model, PromptTunedModel):
         raise AnalysisError("offset statistics apply to pt, dept and adept runs")
     adapter = model.adapter
@@ -225,29 +229,36 @@ def offset_statistics(
     embeds, offsets = _Moments(), _Moments()
     token_counts: dict[int, int] = {}
     positions_seen: set[int] = set()
+    embedding_norms: list[float] = []
+    offset_norms: list[float] = []
     with torch.no_grad():
         for example in examples:
             ids = encoder.training_features(example)["input_ids"]
             tensor = torch.tensor([ids], device=embedding.weight.device)
             e = embedding(tensor)
             embeds.add(e)
+            if norms:
+                embedding_norms += e[0].norm(dim=-1).tolist()
             for token in ids:
                 token_counts[token] = token_counts.get(token, 0) + 1
             if method != "pt":
                 positions = torch.arange(len(ids), device=tensor.device).unsqueeze(0)
                 positions_seen.update(range(min(len(ids), _max_positions(model))))
-                offsets.add(adapter.offsets(e, positions))
+                found = adapter.offsets(e, positions)
+                offsets.add(found)
+                if norms:
+                    offset_norms += found[0].norm(dim=-1).tolist()
     largest: list[dict[str, Any]] = []
     distinct = None
     if method == "adept":
         distinct = len(token_counts)
         ids = torch.tensor(sorted(token_counts), device=embedding.weight.device)
         with torch.no_grad():
-            norms = adapter.offsets(embedding(ids), None).norm(dim=-1)
-        order = norms.argsort(descending=True)[:top].tolist()
+            token_norms = adapter.offsets(embedding(ids), None).norm(dim=-1)
+        order = token_norms.argsort(descending=True)[:top].tolist()
         tokens = encoder.tokenizer.convert_ids_to_tokens(ids[order].tolist())
         largest = [
-            {"token": token, "id": int(ids[i]), "norm": float(norms[i]), "count": token_counts[int(ids[i])]}
+            {"token": token, "id": int(ids[i]), "norm": float(token_norms[i]), "count": token_counts[int(ids[i])]}
             for token, i in zip(tokens, order)
         ]
     elif method == "dept":
@@ -261,6 +272,8 @@ def offset_statistics(
         offset_abs_var=offsets.var() if method != "pt" else None,
         distinct_offsets=distinct,
         largest=largest,
+        embedding_norms=embedding_norms if norms else None,
+        offset_norms=offset_norms if norms and method != "pt" else None,
     )
 
 

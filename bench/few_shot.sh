@@ -10,7 +10,7 @@ recipe=recipes/cpu/smollm2-fewshot.yaml
 [ -f "$out/source/results.json" ] || adept train --recipe "$recipe" --task cola,wic,copa steps=120 eval_every=60 max_length=128 \
   train_limit=4000 -o "$out/source" --resume auto
 for k in "${ks[@]}"; do
-  for task in rte mrpc sst2; do
+  for task in sst2 mrpc rte; do
     adept sweep --recipe "$recipe" --task "$task" --method pt prompt_len=10 k_shot="$k" --seeds 1,2,3 -o "$out/$task-$k-pt"
     adept sweep --recipe "$recipe" --task "$task" k_shot="$k" --seeds 1,2,3 -o "$out/$task-$k-adept"
     adept sweep --recipe "$recipe" --task "$task" k_shot="$k" init_from="$out/source" --seeds 1,2,3 \

@@ -359,3 +359,36 @@ def test_prompt_embeddings_give_the_adapters_logits_on_the_plain_base(method) ->
         got = plain(inputs_embeds=decoded.unsqueeze(0)).logits[0, model.prompt_len :]
         want = model(torch.tensor([ids])).logits[0]
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_shift_probe_draws_every_method_in_one_figure(runs, tmp_path) -> None:
+    import matplotlib.image as mpimg
+
+    picture = tmp_path / "shifts.png"
+    args = [arg for method in ("dept", "adept", "pt") for arg in ("--run", str(runs[method]))]
+    result = runner.invoke(app, ["shift-probe", *args, "--shifts", "0,5,20", "--plot", str(picture), "--json"])
+    assert result.exit_code == 0, result.output
+    pixels = mpimg.imread(picture)
+    assert pixels.shape[0] > 200 and pixels[..., :3].std() > 0.05
+    drawn = json.loads(picture.with_suffix(".json").read_text())["runs"]
+    printed = json.loads(result.stdout)
+    assert [run["method"] for run in drawn] == ["dept", "adept", "pt"] == [run["method"] for run in printed]
+    for run, alone in zip(drawn, printed):
+        assert run["rows"] == alone["rows"]
+    assert drawn[0]["rows"] == probe(runs["dept"])["rows"]  # the same numbers as the run probed alone
+
+
+def test_offsets_plot_holds_every_tokens_norms(runs, tmp_path) -> None:
+    import matplotlib.image as mpimg
+
+    picture = tmp_path / "offsets.png"
+    result = runner.invoke(app, ["offsets", "--run", str(runs["adept"]), "--limit", "20", "--plot", str(picture),
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert mpimg.imread(picture)[..., :3].std() > 0.05
+    drawn = json.loads(picture.with_suffix(".json").read_text())
+    tokens = json.loads(result.stdout)["tokens"]
+    for series in ("input embeddings", "offsets"):
+        assert sum(drawn[series]["counts"]) == tokens and drawn[series]["mean"] > 0
+    bad = runner.invoke(app, ["offsets", "--run", str(runs["adept"]), "--plot", str(tmp_path / "x.svg")])
+    assert bad.exit_code == 2 and "expected a .png" in bad.output

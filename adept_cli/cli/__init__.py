@@ -7,7 +7,7 @@ import os
 import typer
 
 from .. import __version__
-from . import analysis, budget, eval, export, predict, report, serve, sweep, tasks, train
+from . import analysis, budget, eval, export, plot, predict, report, serve, sweep, tasks, train
 
 app = typer.Typer(
     name="adept",
@@ -46,6 +46,7 @@ app.command("predict", epilog=predict.EXAMPLES)(predict.predict_command)
 app.command("serve", epilog=serve.EXAMPLES)(serve.serve_command)
 app.command("sweep", epilog=sweep.EXAMPLES)(sweep.sweep_command)
 app.command("report", epilog=report.EXAMPLES)(report.report_command)
+app.command("plot", epilog=plot.EXAMPLES)(plot.plot_command)
 app.command("shift-probe", epilog=analysis.SHIFT_EXAMPLES)(analysis.shift_probe)
 app.command("offsets", epilog=analysis.OFFSET_EXAMPLES)(analysis.offsets)
 app.command("export", epilog=export.EXAMPLES)(export.export_command)

@@ -8,15 +8,32 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import AnySplit, Scoring, Split, console, examples, fail, print_json, require_at_least, user_errors
+from .common import (
+    AnySplit,
+    Scoring,
+    Split,
+    check_writable_file,
+    console,
+    err_console,
+    examples,
+    fail,
+    print_json,
+    require_at_least,
+    user_errors,
+)
 
 SHIFT_EXAMPLES = examples(
     ("The paper's shifts on a run's test split", "adept shift-probe --run runs/rte-dept"),
     ("Chosen shifts, 200 examples, JSON", "adept shift-probe --run runs/rte-adept --shifts 0,25,50 --limit 200 --json"),
+    (
+        "Three methods in one figure (Table 1)",
+        "adept shift-probe --run runs/rte-dept --run runs/rte-adept --run runs/rte-pt --plot shifts.png",
+    ),
 )
 OFFSET_EXAMPLES = examples(
     ("Offset sizes over the training tokens", "adept offsets --run runs/rte-adept"),
     ("The validation split, as JSON", "adept offsets --run runs/rte-adept --split validation --json"),
+    ("Offset norms against embedding norms (Table 2)", "adept offsets --run runs/rte-adept --plot offsets.png"),
 )
 
 
@@ -35,7 +52,9 @@ def _load(run: Path, split: str, limit: int | None):
 
 @user_errors
 def shift_probe(
-    run: Annotated[Path, typer.Option("--run", help="Run directory of a pt, dept or adept run.")],
+    run: Annotated[
+        list[Path], typer.Option("--run", help="Run directory of a pt, dept or adept run; repeat to compare.")
+    ],
     shifts: Annotated[str, typer.Option("--shifts", help="Comma-separated shifts (positions).")] = "0,50,100,150,200",
     split: Annotated[Split, typer.Option("--split", help="Which split to score.")] = Split.test,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples.")] = None,
@@ -43,6 +62,9 @@ def shift_probe(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per batch.")] = 32,
     filler: Annotated[
         str | None, typer.Option("--filler", help="Token inserted to shift the input (default: the pad token).")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the metric against the shift per run (PNG + JSON).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -52,32 +74,47 @@ def shift_probe(
     from ..analysis import shift_probe as probe
 
     require_at_least(1, limit=limit, batch_size=batch_size)
+    _check_plot(plot)
     split_name, scoring_name = split.value, scoring.value if scoring else None
     try:
         amounts = [int(s) for s in shifts.split(",") if s.strip()]
     except ValueError:
         fail(f"--shifts must be comma-separated integers, e.g. 0,50,100; got {shifts!r}")
-    loaded, task, rows, encoder = _load(run, split_name, limit)
-    filler_id = None
-    if filler is not None:
-        ids = loaded.tokenizer(filler, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            fail(f"--filler must be one token; {filler!r} is {len(ids)} tokens")
-        filler_id = ids[0]
-    result = probe(
-        loaded.model,
-        encoder,
-        task,
-        rows,
-        amounts,
-        scoring_name or loaded.config.scoring,
-        batch_size,
-        filler_id,
-        split=split_name,
-    )
+    results = []
+    for run_dir in run:
+        loaded, task, rows, encoder = _load(run_dir, split_name, limit)
+        filler_id = None
+        if filler is not None:
+            ids = loaded.tokenizer(filler, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                fail(f"--filler must be one token; {filler!r} is {len(ids)} tokens")
+            filler_id = ids[0]
+        result = probe(
+            loaded.model,
+            encoder,
+            task,
+            rows,
+            amounts,
+            scoring_name or loaded.config.scoring,
+            batch_size,
+            filler_id,
+            split=split_name,
+        )
+        results.append((run_dir, result))
+    if plot is not None:
+        from ..plots import plot_shift_probe
+
+        data = plot_shift_probe([{"label": d.name, **r.to_dict()} for d, r in results], plot)
+        err_console.print(f"wrote {plot} and {data}", highlight=False, soft_wrap=True)
     if as_json:
-        print_json(result.to_dict())
+        dicts = [result.to_dict() for _, result in results]
+        print_json(dicts[0] if len(dicts) == 1 else dicts)
         return
+    for _, result in results:
+        _print_probe(result, split_name)
+
+
+def _print_probe(result, split_name: str) -> None:
     how = "offsets rolled left" if result.mode == "cyclic offset shift" else f"{result.filler!r} tokens inserted"
     console.print(
         f"{result.method} on {result.task} {split_name} ({result.examples} examples): {how}",
@@ -95,12 +132,22 @@ def shift_probe(
     console.print(table)
 
 
+def _check_plot(plot: Path | None) -> None:
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            fail(f"--plot {plot}: expected a .png file")
+        check_writable_file(plot, "--plot")
+
+
 @user_errors
 def offsets(
     run: Annotated[Path, typer.Option("--run", help="Run directory of a pt, dept or adept run.")],
     split: Annotated[AnySplit, typer.Option("--split", help="Which split's tokens to measure.")] = AnySplit.train,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N examples.")] = None,
     top: Annotated[int, typer.Option("--top", help="How many of the largest token offsets to list (ADePT).")] = 10,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw offset norms against embedding norms (PNG + JSON).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Size of the offsets against the input embeddings (the paper's Table 2): mean and variance of the
@@ -109,9 +156,15 @@ def offsets(
     from ..analysis import offset_statistics
 
     require_at_least(1, limit=limit, top=top)
+    _check_plot(plot)
     split_name = split.value
     loaded, task, rows, encoder = _load(run, split_name, limit)
-    stats = offset_statistics(loaded.model, encoder, rows, top)
+    stats = offset_statistics(loaded.model, encoder, rows, top, norms=plot is not None)
+    if plot is not None:
+        from ..plots import plot_offset_norms
+
+        data = plot_offset_norms(stats, f"{run.name}, {task.name} {split_name}", plot)
+        err_console.print(f"wrote {plot} and {data}", highlight=False, soft_wrap=True)
     if as_json:
         print_json({"task": task.name, "split": split_name, **stats.to_dict()})
         return
