@@ -29,6 +29,7 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 SCORINGS = ("generate", "rank")
 MIXES = ("proportional", "equal", "temperature")
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
 class TrainConfigError(AdeptError, ValueError):
@@ -113,7 +114,13 @@ class TrainConfig:
     checkpoint_every: int | None = _f(None, "write a resumable checkpoint every N steps (default: eval_every)")
     keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")
     log_every: int = _f(10, "log loss, learning rates and tokens/s every N steps")
-    tensorboard: bool = _f(False, "also log to TensorBoard in <run>/tensorboard (needs the tensorboard package)")
+    report_to: list[str] | None = _f(
+        None, "trackers to log to through Accelerate: tensorboard, wandb, mlflow, comet_ml, aim, clearml, dvclive, ..."
+    )
+    tracker_project: str = _f("adept", "project (W&B) / experiment (MLflow) name of the trackers' runs")
+    tensorboard: bool = _f(
+        False, "also log to TensorBoard in <run>/tensorboard (shorthand for report_to: [tensorboard])"
+    )
     save_predictions: bool = _f(False, "write the test predictions to <run>/predictions.jsonl")
     allow_unsafe_exec: bool = _f(
         False, "code tasks: run generated code unisolated where no sandbox (bubblewrap / unshare) works"
@@ -366,6 +373,9 @@ def config_problems(config: TrainConfig) -> list[str]:
         problems.append(f"epochs must be > 0; got {config.epochs}")
     if config.share_prompt not in (None, *SHARE_PROMPT):
         problems.append(f"share_prompt must be one of {', '.join(SHARE_PROMPT)}; got {config.share_prompt!r}")
+    unknown = sorted(set(config.report_to or []) - set(TRACKERS))
+    if unknown:
+        problems.append(f"report_to: unknown tracker {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
     if not config.tasks:
         problems.append("task is empty")
     elif len(set(config.tasks)) != len(config.tasks):

@@ -20,7 +20,7 @@ class RunReporter:
         self.accelerator = accelerator
         self.main = accelerator.is_main_process
         self.console = console or Console(stderr=True)
-        self.tensorboard = bool(config.tensorboard)
+        self.tracking = bool(accelerator.log_with)
         self.config = config
         self.progress: Progress | None = None
         self.task_id: Any = None
@@ -36,8 +36,8 @@ class RunReporter:
         if not self.main:
             return
         self.console.print(headline, highlight=False, soft_wrap=True)
-        if self.tensorboard:
-            self.accelerator.init_trackers("tensorboard", config=_flat(self.config.to_dict()))
+        if self.tracking:
+            self.accelerator.init_trackers(self.config.tracker_project, config=_flat(self.config.to_dict()))
         if self.console.is_terminal:
             self.progress = Progress(
                 TextColumn("[bold]train[/]"),
@@ -83,9 +83,9 @@ class RunReporter:
             return
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        if self.tensorboard:
-            values = {f"{record['kind']}/{k}": v for k, v in record.items() if isinstance(v, (int, float))}
-            values.pop(f"{record['kind']}/step", None)
+        if self.tracking:
+            prefix = "/".join(str(part) for part in (record["kind"], record.get("task")) if part)
+            values = {f"{prefix}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
             self.accelerator.log(values, step=record["step"])
 
     def train_log(self, record: dict[str, Any]) -> None:

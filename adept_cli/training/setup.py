@@ -27,6 +27,7 @@ from .checkpoint import list_checkpoints, read_checkpoint
 from .config import TrainConfig, TrainConfigError, dump_config, load_run_config
 from .run_dir import RunDir, RunDirError
 from .strategies import build_model, parameter_groups
+from .trackers import make_trackers, require_packages, tracker_names
 from .transfer import initialize_from
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -35,11 +36,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def setup_accelerator(config: TrainConfig, run: RunDir) -> Any:
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise TrainConfigError("mixed_precision=fp16 needs a CUDA GPU; use bf16 or no on CPU")
-    if config.tensorboard:
-        _require_tensorboard()
+    trackers = tracker_names(config)
+    require_packages(trackers)
     accelerator = make_accelerator(
         mixed_precision=config.mixed_precision,
-        log_with="tensorboard" if config.tensorboard else None,
+        log_with=make_trackers(trackers, run, config.tracker_project) or None,
         project_dir=str(run.path),
     )
     micro, world = config.batch_size // config.grad_accum, accelerator.num_processes
@@ -49,13 +50,6 @@ def setup_accelerator(config: TrainConfig, run: RunDir) -> Any:
             f"cannot be shared by {world} processes; make it a multiple of {world}"
         )
     return accelerator
-
-
-def _require_tensorboard() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
-        raise TrainConfigError("tensorboard=true needs the tensorboard package: pip install tensorboard")
 
 
 @dataclass
