@@ -85,3 +85,29 @@ def test_two_process_training_matches_one_process(tmp_path) -> None:
         torch.testing.assert_close(final["two"][key], value, atol=1e-5, rtol=1e-4)
     results = [json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two")]
     assert results[0]["test"] == results[1]["test"] and results[1]["examples"]["test"] == 5
+
+
+def test_the_ready_made_accelerate_configs_parse_with_accelerates_own_reader() -> None:
+    """recipes/accelerate/*.yaml: read by Accelerate's config reader, which refuses unknown keys. (FSDP and
+    ZeRO-3 training itself needs GPUs; it is not exercised here.)"""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    from .helpers import REPO
+
+    expected = {
+        "ddp": DistributedType.MULTI_GPU,
+        "fsdp": DistributedType.FSDP,
+        "zero3": DistributedType.DEEPSPEED,
+        "multi-node": DistributedType.MULTI_GPU,
+    }
+    found = {path.stem for path in (REPO / "recipes" / "accelerate").glob("*.yaml")}
+    assert found == set(expected)
+    for name, kind in expected.items():
+        config = load_config_from_file(str(REPO / "recipes" / "accelerate" / f"{name}.yaml"))
+        assert config.distributed_type == kind, name
+    fsdp = load_config_from_file(str(REPO / "recipes" / "accelerate" / "fsdp.yaml")).fsdp_config
+    assert fsdp["fsdp_use_orig_params"] is True  # frozen and trainable tensors share FSDP units
+    assert (
+        load_config_from_file(str(REPO / "recipes" / "accelerate" / "zero3.yaml")).deepspeed_config["zero_stage"] == 3
+    )
