@@ -199,8 +199,9 @@ def prompt_adapter_source(path: str | Path) -> AdapterSource:
         config = load_run_config(run.config)
         if not run.best.is_dir():
             raise RunError(f"{run.best} not found: the run has not finished an evaluation yet")
+        named = {"task": config.task} if len(config.tasks) == 1 else {"tasks": config.tasks}
         evaluation = {
-            "task": config.task,
+            **named,
             "scoring": config.scoring,
             "max_length": config.max_length,
             "max_target_length": config.max_target_length,

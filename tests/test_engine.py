@@ -135,3 +135,15 @@ def test_a_merged_export_serves_beside_the_adapters_and_answers_as_the_adapter(t
     assert got[0].text == want_text
     scores = engine.score([("dept", INPUTS[1], ["yes", "no"]), ("merged", INPUTS[1], ["yes", "no"])])
     assert scores[1] == pytest.approx(want_scores, abs=1e-4)
+
+
+def test_a_multi_task_adapter_needs_its_task_named(tmp_path) -> None:
+    from adept_cli.serving.engine import RequestError
+
+    model, tokenizer = wrap("pt", "llama")
+    save_adapter(model, tmp_path / "mixed", extra={EVALUATION_KEY: {"tasks": ["rte", "mrpc"], "max_length": 48}})
+    base, _ = MODEL_FACTORIES["llama"]()
+    engine = Engine(base, tokenizer, "base")
+    with pytest.raises(RequestError, match=r"trained on several tasks \(rte, mrpc\)"):
+        engine.add("m", tmp_path / "mixed")
+    assert engine.add("m", tmp_path / "mixed", task="mrpc").task.name == "mrpc"

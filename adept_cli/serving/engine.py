@@ -235,6 +235,13 @@ class Engine:
         from ..tasks import get_task
 
         source = prompt_adapter_source(path)
+        several = source.evaluation.get("tasks")
+        if task is None and several:
+            raise RequestError(
+                f"{path} was trained on several tasks ({', '.join(several)}); name the one that formats its "
+                "/v1/predict rows (--task NAME=TASK, or \"task\" when adding it)",
+                "task_required",
+            )
         task_name = task or source.evaluation.get("task")
         chosen = get_task(task_name) if task_name else None
         max_length = source.evaluation.get("max_length") or (chosen.max_length if chosen else self.context)
