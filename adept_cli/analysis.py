@@ -53,7 +53,7 @@ class ShiftedEncoder(Encoder):
     original token `shift` positions to the right."""
 
     def __init__(self, base: Encoder, filler_id: int, shift: int):
-        super().__init__(base.tokenizer, base.is_seq2seq, base.max_length, base.max_target_length)
+        super().__init__(base.tokenizer, base.is_seq2seq, base.max_length, base.max_target_length, base.chat)
         self.filler_id, self.shift = filler_id, shift
 
     def source_ids(self, text: str) -> list[int]:

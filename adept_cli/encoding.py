@@ -14,9 +14,50 @@ from typing import Any
 
 import torch
 
+from .errors import AdeptError
 from .tasks.spec import Example
 
 IGNORE_INDEX = -100
+
+
+# Placeholders rendered into a chat template to find where the task's text and the answer go.
+_SOURCE, _TARGET = "\ue000source\ue000", "\ue000target\ue000"
+
+
+class ChatTemplateError(AdeptError, ValueError):
+    """A chat template cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A chat template split around the task's text: `before` + source + `after` is the user turn and the
+    opening of the assistant's (the generation prompt); after the target comes `end`, the close of the
+    assistant's turn."""
+
+    before: str
+    after: str
+    end: str
+
+    @classmethod
+    def from_template(cls, tokenizer: Any, template: str) -> ChatFormat:
+        def render(messages: list[dict[str, str]], prompt: bool) -> str:
+            try:
+                return tokenizer.apply_chat_template(
+                    messages, chat_template=template, add_generation_prompt=prompt, tokenize=False
+                )
+            except Exception as error:  # jinja2 raises its own error types for a bad template
+                raise ChatTemplateError(f"the chat template cannot be rendered: {error}") from None
+
+        user = render([{"role": "user", "content": _SOURCE}], prompt=True)
+        turns = render([{"role": "user", "content": _SOURCE}, {"role": "assistant", "content": _TARGET}], False)
+        head, found, end = turns.partition(_TARGET)
+        if user.count(_SOURCE) != 1 or not found or head != user:
+            raise ChatTemplateError(
+                "the chat template does not render one user turn followed by the assistant's as its generation "
+                "prompt does; adept cannot place the task's text and answer in it"
+            )
+        before, _, after = user.partition(_SOURCE)
+        return cls(before, after, end)
 
 
 @dataclass
@@ -25,11 +66,14 @@ class Encoder:
     is_seq2seq: bool
     max_length: int = 256
     max_target_length: int = 128
+    chat: ChatFormat | None = None  # wrap inputs as a user turn and targets as the assistant's
 
     def __post_init__(self) -> None:
         self.tokenizer.truncation_side = "left"
 
     def source_ids(self, text: str) -> list[int]:
+        if self.chat is not None:
+            return self._chat_source_ids(text)
         return self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
 
     def target_ids(self, text: str) -> list[int]:
@@ -37,8 +81,32 @@ class Encoder:
         if self.is_seq2seq:
             ids = self.tokenizer(text_target=text, truncation=True, max_length=self.max_target_length)["input_ids"]
             return _strip_leading_bos(ids, self.tokenizer)
+        if self.chat is not None:  # the answer, then the template's close of the assistant turn
+            end = self._plain(self.chat.end)
+            return self._plain(text)[: max(self.max_target_length - len(end), 1)] + end
         ids = self.tokenizer(" " + text, add_special_tokens=False)["input_ids"][: self.max_target_length - 1]
         return ids + [self.tokenizer.eos_token_id]
+
+    def _plain(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _chat_source_ids(self, text: str) -> list[int]:
+        """The whole rendered turn tokenized at once (as the template's own tokenization would); an input
+        too long loses the beginning of the task's text, never the template around it."""
+        chat = self.chat
+        rendered = chat.before + text + chat.after
+        encoded = self.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+        ids = encoded["input_ids"]
+        excess = len(ids) - self.max_length
+        if excess <= 0:
+            return ids
+        first = next(i for i, (start, _) in enumerate(encoded["offset_mapping"]) if start >= len(chat.before))
+        last = next(
+            (i for i, (start, _) in enumerate(encoded["offset_mapping"]) if start >= len(chat.before) + len(text)),
+            len(ids),
+        )
+        drop = min(excess, max(last - first - 1, 0))
+        return ids[:first] + ids[first + drop :]
 
     def training_features(self, example: Example) -> dict[str, list[int]]:
         source, target = self.source_ids(example.source), self.target_ids(example.target)
@@ -77,3 +145,39 @@ def _pad(rows: Sequence[list[int]], width: int, value: int, side: str) -> torch.
         else:
             out[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
     return out
+
+
+def is_template_text(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+def chat_template_text(tokenizer: Any, setting: str | None) -> str | None:
+    """The Jinja text a `chat_template` setting means: None / "none" -> no template; "auto" -> the
+    tokenizer's own (None when it has none); a template file -> its text; template text -> itself (what
+    adapters record)."""
+    if setting is None or setting == "none":
+        return None
+    if setting == "auto":
+        own = getattr(tokenizer, "chat_template", None)
+        if isinstance(own, dict):  # several named templates: the default one
+            own = own.get("default")
+        return own or None
+    if is_template_text(setting):
+        return setting
+    from pathlib import Path
+
+    path = Path(setting)
+    if not path.is_file():
+        raise ChatTemplateError(
+            f"chat_template {setting!r}: expected auto, none or a Jinja template file (no such file)"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def chat_format(tokenizer: Any, setting: str | None, seq2seq: bool) -> ChatFormat | None:
+    template = chat_template_text(tokenizer, setting)
+    if template is None:
+        return None
+    if seq2seq:
+        raise ChatTemplateError("chat_template applies to causal models; a seq2seq model reads plain text")
+    return ChatFormat.from_template(tokenizer, template)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .encoding import Encoder
+from .encoding import Encoder, chat_format
 from .errors import AdeptError
 from .evaluation import EvalResult, evaluate
 from .files import read_json_object, sha256_file
@@ -88,6 +88,7 @@ class EvalSettings:
     data_dir: str | None
     limits: dict[str, int | None]
     allow_unsafe_exec: bool = False
+    chat_template: str | None = None  # a setting (auto, a file) or the recorded template text
 
 
 def eval_settings(
@@ -109,6 +110,7 @@ def eval_settings(
             "max_length": config.max_length,
             "max_target_length": config.max_target_length,
             "split_seed": config.split_seed,
+            "chat_template": config.chat_template,
         }
         limits = {"validation": config.validation_limit, "test": config.test_limit}
     else:
@@ -130,6 +132,7 @@ def eval_settings(
         data_dir=data_dir if data_dir is not None else (config.data_dir if config else None),
         limits=limits,
         allow_unsafe_exec=allow_unsafe_exec or bool(config and config.allow_unsafe_exec),
+        chat_template=recorded.get("chat_template"),
     )
 
 
@@ -144,7 +147,9 @@ def prepare_split(loaded: LoadedModel, settings: EvalSettings, split: str) -> tu
 def encoder_for(loaded: LoadedModel, settings: EvalSettings, task: Task) -> Encoder:
     """Token ids for `task`'s texts with the lengths the model was trained with."""
     source_length = settings.max_length or task.max_length
-    return Encoder(loaded.tokenizer, is_seq2seq(loaded.model), source_length, settings.max_target_length)
+    seq2seq = is_seq2seq(loaded.model)
+    chat = chat_format(loaded.tokenizer, settings.chat_template, seq2seq)
+    return Encoder(loaded.tokenizer, seq2seq, source_length, settings.max_target_length, chat)
 
 
 def evaluate_loaded(
@@ -206,6 +211,7 @@ def prompt_adapter_source(path: str | Path) -> AdapterSource:
             "max_length": config.max_length,
             "max_target_length": config.max_target_length,
             "split_seed": config.split_seed,
+            "chat_template": config.chat_template,
         }
         source = AdapterSource(run.best, config.method, config.model, evaluation)
     elif (path / ADAPTER_CONFIG).is_file():

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..encoding import Encoder, pad_batch
+from ..encoding import Encoder, chat_format, pad_batch
 from ..errors import AdeptError
 from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
 from ..hf import is_seq2seq
@@ -239,14 +239,15 @@ class Engine:
         if task is None and several:
             raise RequestError(
                 f"{path} was trained on several tasks ({', '.join(several)}); name the one that formats its "
-                "/v1/predict rows (--task NAME=TASK, or \"task\" when adding it)",
+                '/v1/predict rows (--task NAME=TASK, or "task" when adding it)',
                 "task_required",
             )
         task_name = task or source.evaluation.get("task")
         chosen = get_task(task_name) if task_name else None
         max_length = source.evaluation.get("max_length") or (chosen.max_length if chosen else self.context)
         target_length = source.evaluation.get("max_target_length") or DEFAULT_TARGET_LENGTH
-        encoder = Encoder(self.tokenizer, self.is_seq2seq, max_length, target_length)
+        chat = chat_format(self.tokenizer, source.evaluation.get("chat_template"), self.is_seq2seq)
+        encoder = Encoder(self.tokenizer, self.is_seq2seq, max_length, target_length, chat)
         with self.lock:
             if name in self.adapters:
                 raise RequestError(f"an adapter named {name!r} is already loaded; remove it first", "adapter_exists")

@@ -81,6 +81,9 @@ class TrainConfig:
     # -- data ------------------------------------------------------------------------------------
     max_length: int | None = _f(None, "maximum input tokens, also DePT's s (default: the task's, 256 for most)")
     max_target_length: int = _f(128, "maximum target tokens")
+    chat_template: str | None = _f(
+        None, "causal models: auto (the tokenizer's own) | a Jinja file: input as a user turn, target as the answer"
+    )
     train_limit: int | None = _f(None, "use only the first N training examples (after the split rule)")
     mix: str = _f("proportional", "several tasks: proportional | equal | temperature: how often each task is sampled")
     mix_temperature: float = _f(2.0, "mix=temperature: task i is sampled in proportion to n_i ** (1 / T)")
@@ -373,6 +376,9 @@ def config_problems(config: TrainConfig) -> list[str]:
         problems.append(f"epochs must be > 0; got {config.epochs}")
     if config.share_prompt not in (None, *SHARE_PROMPT):
         problems.append(f"share_prompt must be one of {', '.join(SHARE_PROMPT)}; got {config.share_prompt!r}")
+    template = config.chat_template
+    if template not in (None, "none", "auto") and "{" not in template and not Path(template).is_file():
+        problems.append(f"chat_template must be auto, none or a Jinja template file; {template!r} is no file")
     unknown = sorted(set(config.report_to or []) - set(TRACKERS))
     if unknown:
         problems.append(f"report_to: unknown tracker {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")

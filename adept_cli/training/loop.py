@@ -190,7 +190,7 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
             raw=accelerator.unwrap_model(model),
             optimizer=optimizer,
             scheduler=scheduler,
-            eval_settings=evaluation_settings(config, parts),
+            eval_settings=evaluation_settings(config, parts, trainable.chat_template),
         )
         if accelerator.is_main_process:
             write_run_start(run_dir, config)

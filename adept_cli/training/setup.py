@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..encoding import IGNORE_INDEX, Encoder
+from ..encoding import IGNORE_INDEX, Encoder, chat_format, chat_template_text
 from ..files import sha256_file, write_text_atomic
 from ..hf import enable_gradient_checkpointing, is_seq2seq, load_model, load_tokenizer, make_accelerator, unwrap
 from ..tasks import TaskData, get_task, load_task_data
@@ -170,6 +170,7 @@ class TrainableModel:
     slice_logits: bool  # the base computes logits for the trailing columns only (`logits_to_keep`)
     features: list[dict[str, list[int]]]  # the training examples of every task, task after task
     owners: list[int]  # per training example: the index of its task
+    chat_template: str | None  # the Jinja text inputs and targets are wrapped in (None: plain text)
     target_tokens: list[int]  # per training example: the tokens its loss covers
     seen_tokens: list[int]  # per training example: every token the model reads
 
@@ -186,9 +187,11 @@ def setup_model(config: TrainConfig, parts: list[TaskPart]) -> TrainableModel:
         initialize_from(model, config)
     seq2seq = is_seq2seq(base)
     slice_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+    chat_template = chat_template_text(tokenizer, config.chat_template)
+    chat = chat_format(tokenizer, chat_template, seq2seq)
     features, owners = [], []
     for index, (part, length) in enumerate(zip(parts, lengths)):
-        part.encoder = Encoder(tokenizer, seq2seq, length, config.max_target_length)
+        part.encoder = Encoder(tokenizer, seq2seq, length, config.max_target_length, chat)
         features += [part.encoder.training_features(example) for example in part.data["train"]]
         owners += [index] * len(part.data["train"])
     return TrainableModel(
@@ -198,6 +201,7 @@ def setup_model(config: TrainConfig, parts: list[TaskPart]) -> TrainableModel:
         slice_logits=slice_logits,
         features=features,
         owners=owners,
+        chat_template=chat_template,
         target_tokens=[sum(t != IGNORE_INDEX for t in f["labels"]) for f in features],
         seen_tokens=[len(f["input_ids"]) + (len(f["labels"]) if seq2seq else 0) for f in features],
     )
@@ -221,7 +225,7 @@ def setup_optimizer(model: Any, config: TrainConfig) -> tuple[Any, Any]:
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def evaluation_settings(config: TrainConfig, parts: list[TaskPart]) -> dict[str, Any]:
+def evaluation_settings(config: TrainConfig, parts: list[TaskPart], chat_template: str | None) -> dict[str, Any]:
     """What `adept eval --adapter` needs to score an adapter exactly as its run did. A multi-task adapter
     records its tasks and the shared lengths; evaluating it names one of the tasks."""
     if len(parts) > 1:
@@ -231,6 +235,7 @@ def evaluation_settings(config: TrainConfig, parts: list[TaskPart]) -> dict[str,
             "max_target_length": config.max_target_length,
             "scoring": config.scoring,
             "split_seed": config.split_seed,
+            "chat_template": chat_template,
         }
     task = parts[0].task
     settings = {
@@ -240,6 +245,7 @@ def evaluation_settings(config: TrainConfig, parts: list[TaskPart]) -> dict[str,
         "max_target_length": config.max_target_length,
         "scoring": config.scoring,
         "split_seed": config.split_seed,
+        "chat_template": chat_template,
     }
     if task.origin != "built-in" and Path(task.origin).is_file():
         settings["task_sha256"] = sha256_file(Path(task.origin))
