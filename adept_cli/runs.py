@@ -100,6 +100,7 @@ def eval_settings(
     data_dir: str | None = None,
     limit: int | None = None,
     allow_unsafe_exec: bool = False,
+    chat_template: str | None = None,
 ) -> EvalSettings:
     """Given options first, then the run's config or the adapter's saved settings, then defaults."""
     config, saved = loaded.config, loaded.evaluation
@@ -132,7 +133,7 @@ def eval_settings(
         data_dir=data_dir if data_dir is not None else (config.data_dir if config else None),
         limits=limits,
         allow_unsafe_exec=allow_unsafe_exec or bool(config and config.allow_unsafe_exec),
-        chat_template=recorded.get("chat_template"),
+        chat_template=chat_template if chat_template is not None else recorded.get("chat_template"),
     )
 
 

@@ -70,3 +70,26 @@ def test_bad_templates_are_one_line(tmp_path) -> None:
         chat_format(tokenizer, CHATML, seq2seq=True)
     with pytest.raises(ChatTemplateError, match="cannot place the task's text"):
         chat_format(tokenizer, "{{ 'no messages here' }}", seq2seq=False)
+
+
+def test_eval_can_wrap_a_base_model_in_a_template(tmp_path) -> None:
+    from .helpers import STORIES, model_path
+
+    template = tmp_path / "chatml.jinja"
+    template.write_text(CHATML)
+    args = ["eval", "--model", model_path(STORIES), "--task", "rte", "--scoring", "rank", "--limit", "8",
+            "--predictions", str(tmp_path / "p.jsonl")]  # fmt: skip
+    plain = runner.invoke(app, [*args, "--json"])
+    wrapped = runner.invoke(app, [*args, "--chat-template", str(template), "--json"])
+    assert plain.exit_code == 0 and wrapped.exit_code == 0, wrapped.output
+    from adept_cli.runs import encoder_for, eval_settings, load_base
+    from adept_cli.tasks import get_task
+
+    loaded = load_base(model_path(STORIES))
+    settings = eval_settings(loaded, task="rte", chat_template=str(template))
+    ids = encoder_for(loaded, settings, get_task("rte")).source_ids("a premise")
+    opening = loaded.tokenizer("<|user|>\n", add_special_tokens=False)["input_ids"]
+    assert ids[: len(opening)] == opening  # the input went in as a user turn
+    assert encoder_for(loaded, eval_settings(loaded, task="rte"), get_task("rte")).chat is None
+    bad = runner.invoke(app, [*args, "--chat-template", str(tmp_path / "none.jinja")])
+    assert bad.exit_code == 2 and "expected auto, none or a Jinja template file" in bad.output

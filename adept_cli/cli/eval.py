@@ -53,6 +53,10 @@ def eval_command(
         int | None, typer.Option("--max-target-length", help="Maximum target tokens (default: as trained).")
     ] = None,
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Folder with <task>/<split> files.")] = None,
+    chat_template: Annotated[
+        str | None,
+        typer.Option("--chat-template", help="auto | none | a Jinja file (default: as trained; none for a base)."),
+    ] = None,
     predictions: Annotated[
         Path | None, typer.Option("--predictions", help="Write one JSON line per example here.")
     ] = None,
@@ -102,6 +106,7 @@ def eval_command(
         data_dir=data_dir,
         limit=limit,
         allow_unsafe_exec=allow_unsafe_exec,
+        chat_template=chat_template,
     )
     if get_task(settings.task).kind == "code" and accelerator.is_main_process:
         err_console.print(
