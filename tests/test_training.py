@@ -253,7 +253,9 @@ def test_bad_data_fails_before_any_model_is_loaded(tmp_path, monkeypatch) -> Non
 
 def test_every_shipped_recipe_is_valid() -> None:
     problems = {}
-    for recipe in sorted((REPO / "recipes").rglob("*.yaml")):
+    # recipes/accelerate/ holds Accelerate launch configs (checked in test_distributed), not training recipes
+    recipes = [path for path in sorted((REPO / "recipes").rglob("*.yaml")) if path.parent.name != "accelerate"]
+    for recipe in recipes:
         try:
             build_config(recipe)
         except TrainConfigError as error:
@@ -262,7 +264,7 @@ def test_every_shipped_recipe_is_valid() -> None:
         if not text.startswith("#") or "adept train" not in text.split("\n\n")[0]:
             problems[str(recipe.relative_to(REPO))] = "header comment with the command to run it is missing"
     assert not problems, json.dumps(problems, indent=2)
-    assert len(list((REPO / "recipes").rglob("*.yaml"))) >= 6
+    assert len(recipes) >= 6
 
 
 def test_t5_tokenizer_fixture_is_the_real_one() -> None:
