@@ -174,6 +174,9 @@ def few_shot_section(tables: dict[str, dict[str, Any]]) -> list[str]:
     ]
     for name, report in sorted(tables.items()):
         lines += [f"### {name}", "", markdown(report), ""]
+        missing = [task for task in ("rte", "mrpc", "sst2") if task not in report["tasks"]]
+        if missing:
+            lines += [f"Not run yet: {', '.join(missing)} (the protocol's other tasks); see NOTES below.", ""]
     return lines
 
 
