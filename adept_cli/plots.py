@@ -75,13 +75,18 @@ def plot_runs(curves: list[dict[str, Any]], path: Path) -> Path:
         axes.grid(alpha=0.3)
         if axes.lines:
             axes.legend(fontsize=7)
+    return save_figure(plt, figure, path, {"runs": curves})
+
+
+def save_figure(plt: Any, figure: Any, path: Path, data: dict[str, Any]) -> Path:
+    """The PNG at `path` and the numbers it draws at `path` with .json (returned)."""
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
-    data = path.with_suffix(".json")
-    write_json_atomic(data, {"runs": curves})
-    return data
+    written = path.with_suffix(".json")
+    write_json_atomic(written, data)
+    return written
 
 
 def _pyplot():
@@ -108,13 +113,7 @@ def plot_shift_probe(results: list[dict[str, Any]], path: Path) -> Path:
     axes.set_title(f"robustness to position shifts: {', '.join(tasks)}", fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    data = path.with_suffix(".json")
-    write_json_atomic(data, {"runs": results})
-    return data
+    return save_figure(plt, figure, path, {"runs": results})
 
 
 def histogram(values: list[float], edges: list[float]) -> dict[str, list[float]]:
@@ -147,10 +146,4 @@ def plot_offset_norms(stats: Any, label: str, path: Path) -> Path:
     axes.set_ylabel("tokens")
     axes.set_title(f"{stats.method} ({label}): offsets against input embeddings", fontsize=10)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    written = path.with_suffix(".json")
-    write_json_atomic(written, data)
-    return written
+    return save_figure(plt, figure, path, data)
