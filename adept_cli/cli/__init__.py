@@ -11,7 +11,7 @@ from . import analysis, budget, eval, export, plot, predict, report, serve, swee
 
 app = typer.Typer(
     name="adept",
-    help="ADePT, DePT and prompt tuning for Hugging Face language models: train, sweep, evaluate, serve, analyse, export.",
+    help="ADePT, DePT and prompt tuning for Hugging Face models: train, sweep, evaluate, serve, analyse, export.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
