@@ -78,6 +78,20 @@ def load_base(model_name: str | None) -> LoadedModel:
     return LoadedModel(load_model(name), load_tokenizer(name), name, "base")
 
 
+def run_settings(config: TrainConfig) -> dict[str, Any]:
+    """What a run's config says about evaluating its adapter, in the shape adapters record it (one
+    `task`, or `tasks` for a multi-task run)."""
+    named = {"task": config.task} if len(config.tasks) == 1 else {"tasks": config.tasks}
+    return {
+        **named,
+        "scoring": config.scoring,
+        "max_length": config.max_length,
+        "max_target_length": config.max_target_length,
+        "split_seed": config.split_seed,
+        "chat_template": config.chat_template,
+    }
+
+
 @dataclass
 class EvalSettings:
     task: str
@@ -105,19 +119,12 @@ def eval_settings(
     """Given options first, then the run's config or the adapter's saved settings, then defaults."""
     config, saved = loaded.config, loaded.evaluation
     if config is not None:
-        recorded = {
-            "task": config.task,
-            "scoring": config.scoring,
-            "max_length": config.max_length,
-            "max_target_length": config.max_target_length,
-            "split_seed": config.split_seed,
-            "chat_template": config.chat_template,
-        }
+        recorded = run_settings(config)
         limits = {"validation": config.validation_limit, "test": config.test_limit}
     else:
         recorded, limits = saved, {}
-    trained_on = recorded.get("tasks") or (recorded.get("task") or "").split(",")
-    if task is None and len([name for name in trained_on if name]) > 1:
+    trained_on = recorded.get("tasks") or []
+    if task is None and len(trained_on) > 1:
         raise RunError(f"this adapter was trained on several tasks ({', '.join(trained_on)}); pass --task with one")
     task = task or recorded.get("task")
     if not task:
@@ -205,16 +212,7 @@ def prompt_adapter_source(path: str | Path) -> AdapterSource:
         config = load_run_config(run.config)
         if not run.best.is_dir():
             raise RunError(f"{run.best} not found: the run has not finished an evaluation yet")
-        named = {"task": config.task} if len(config.tasks) == 1 else {"tasks": config.tasks}
-        evaluation = {
-            **named,
-            "scoring": config.scoring,
-            "max_length": config.max_length,
-            "max_target_length": config.max_target_length,
-            "split_seed": config.split_seed,
-            "chat_template": config.chat_template,
-        }
-        source = AdapterSource(run.best, config.method, config.model, evaluation)
+        source = AdapterSource(run.best, config.method, config.model, run_settings(config))
     elif (path / ADAPTER_CONFIG).is_file():
         metadata = read_json_object(path / ADAPTER_CONFIG, RunError, "an adapter config")
         if metadata.get("format") != FORMAT:

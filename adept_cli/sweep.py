@@ -243,9 +243,10 @@ def collect(sweep: Sweep) -> dict[str, Any]:
     """Per grid point: every seed's best validation and test main metric, their mean and std; the chosen
     point (the best mean validation metric among points whose seeds all finished, else among any)."""
     rows, metric, task, method = [], None, None, None
+    runs = sweep.runs()
     for point in sweep.points():
         seeds = []
-        for run in (r for r in sweep.runs() if r.point == point):
+        for run in (r for r in runs if r.point == point):
             results = read_results(run.path)
             if results is None:
                 continue
@@ -281,7 +282,7 @@ def collect(sweep: Sweep) -> dict[str, Any]:
         "chosen": chosen["point"] if chosen else None,
         "chosen_complete": bool(complete),
         "runs_finished": sum(row["finished"] for row in rows),
-        "runs_total": len(sweep.runs()),
+        "runs_total": len(runs),
     }
 
 
@@ -361,6 +362,7 @@ def chosen_runs(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def describe_plan(sweep: Sweep) -> str:
     counts: dict[str, int] = {}
     for run in sweep.runs():
-        counts[run.status()] = counts.get(run.status(), 0) + 1
+        status = run.status()
+        counts[status] = counts.get(status, 0) + 1
     done = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
     return f"{len(sweep.points())} grid point(s) x {len(sweep.seeds)} seed(s) = {len(sweep.runs())} runs ({done})"

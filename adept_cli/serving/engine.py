@@ -25,12 +25,12 @@ from ..errors import AdeptError
 from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
 from ..hf import is_seq2seq
 from ..prompt.multi import AdapterNotFound, MixedAdapterModel
+from ..runs import DEFAULT_TARGET_LENGTH, prompt_adapter_source
 from ..tasks.spec import Example, RowError, Task
 
 # Inputs without a task (completions, plain text) are cut to this many tokens only when the model itself
 # states no limit (relative-position models such as T5).
 FALLBACK_CONTEXT = 512
-DEFAULT_TARGET_LENGTH = 128
 SCORE_CHUNK_ON_CPU = 8
 
 
@@ -231,7 +231,6 @@ class Engine:
     def add(self, name: str, path: str | Path, task: str | None = None) -> ServedAdapter:
         """Load a run's best adapter or an adapter directory under `name`, with the task that formats its
         /v1/predict inputs (the recorded one unless `task` is given)."""
-        from ..runs import prompt_adapter_source
         from ..tasks import get_task
 
         source = prompt_adapter_source(path)

@@ -339,30 +339,31 @@ def evaluate_parts(run: Run, split: str) -> list[Any]:
     ]
 
 
-def log_parts(run: Run, split: str, results: list[Any], best: bool) -> float:
-    """Log each task's metrics (and, for several tasks, their mean); returns the selection metric: the
-    main metric of the one task, or the mean of the tasks' main metrics."""
+def selection_metric(results: list[Any]) -> float:
+    """The main metric of the one task, or the mean of the tasks' main metrics."""
+    return sum(result.main for result in results) / len(results)
+
+
+def log_parts(run: Run, split: str, results: list[Any], best: bool) -> None:
+    """Log each task's metrics (and, for several tasks, their mean)."""
     step = run.state.step
     if len(run.parts) == 1:
         run.reporter.eval_log(step, split, results[0], best=best)
-        return results[0].main
+        return
     for part, result in zip(run.parts, results):
         run.reporter.eval_log(step, split, result, best=False, task=part.name)
-    mean = sum(result.main for result in results) / len(results)
-    run.reporter.mean_log(step, split, mean, best=best)
-    return mean
+    run.reporter.mean_log(step, split, selection_metric(results), best=best)
 
 
 def validate_and_keep_best(run: Run) -> None:
     state = run.state
     results = evaluate_parts(run, "validation")
-    mains = [result.main for result in results]
-    main = sum(mains) / len(mains)
+    main = selection_metric(results)
     improved = state.best_metric is None or main > state.best_metric
     if improved:
         state.best_metric, state.best_step = main, state.step
         if len(run.parts) > 1:
-            state.best_per_task = {part.name: value for part, value in zip(run.parts, mains)}
+            state.best_per_task = {part.name: result.main for part, result in zip(run.parts, results)}
         if run.accelerator.is_main_process:
             with atomic_directory(run.dir.best) as scratch:
                 save_trained(run.raw, scratch, run.eval_settings)
@@ -420,7 +421,7 @@ def finish(run: Run) -> dict[str, Any]:
             "tasks": [part.name for part in parts],
             "main_metric": "mean",
             "validation": {"mean": state.best_metric},
-            "test": {"mean": sum(test.main for test in tests) / len(tests)}
+            "test": {"mean": selection_metric(tests)}
             | {f"{part.name}/{part.task.main_metric}": test.main for part, test in zip(parts, tests)},
             "per_task": per_task,
             "mix": config.mix,
