@@ -132,7 +132,7 @@ def shift_probe(
     tokenizer = encoder.tokenizer
     if filler_id is None:
         filler_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    probe_ids = [torch.tensor([encoder.source_ids(e.source)]) for e in examples[:offset_examples]]
+    probe_ids = [torch.tensor([encoder.prompt_ids(e)]) for e in examples[:offset_examples]]
     reference = [applied_offsets(model, ids) for ids in probe_ids] if method != "pt" else []
 
     result = ShiftProbe(

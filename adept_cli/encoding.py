@@ -37,6 +37,7 @@ class ChatFormat:
     before: str
     after: str
     end: str
+    template: str = ""  # the Jinja text, to render whole conversations (instruction data)
 
     @classmethod
     def from_template(cls, tokenizer: Any, template: str) -> ChatFormat:
@@ -57,7 +58,7 @@ class ChatFormat:
                 "prompt does; adept cannot place the task's text and answer in it"
             )
         before, _, after = user.partition(_SOURCE)
-        return cls(before, after, end)
+        return cls(before, after, end, template)
 
 
 @dataclass
@@ -73,8 +74,22 @@ class Encoder:
 
     def source_ids(self, text: str) -> list[int]:
         if self.chat is not None:
-            return self._chat_source_ids(text)
+            chat = self.chat
+            return self._truncated_inside(chat.before + text + chat.after, len(chat.before), len(chat.before + text))
         return self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        """What the model reads for `example`: instruction data's context messages rendered by the chat
+        template when there is one, else the example's source text."""
+        messages = example.extra.get("messages")
+        if self.chat is None or not messages:
+            return self.source_ids(example.source)
+        rendered = self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat.template, add_generation_prompt=True, tokenize=False
+        )
+        start = rendered.find(messages[0]["content"])
+        end = rendered.rfind(messages[-1]["content"]) + len(messages[-1]["content"])
+        return self._truncated_inside(rendered, max(start, 0), max(end, start))
 
     def target_ids(self, text: str) -> list[int]:
         """The tokens the model should produce for `text`, end token included."""
@@ -90,33 +105,30 @@ class Encoder:
     def _plain(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def _chat_source_ids(self, text: str) -> list[int]:
-        """The whole rendered turn tokenized at once (as the template's own tokenization would); an input
-        too long loses the beginning of the task's text, never the template around it."""
-        chat = self.chat
-        rendered = chat.before + text + chat.after
+    def _truncated_inside(self, rendered: str, start: int, end: int) -> list[int]:
+        """The whole rendered text tokenized at once (as the template's own tokenization would); an input
+        too long loses the beginning of the text between characters `start` and `end` (the task's own
+        text), never the template around it."""
         encoded = self.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
         ids = encoded["input_ids"]
         excess = len(ids) - self.max_length
         if excess <= 0:
             return ids
-        first = next(i for i, (start, _) in enumerate(encoded["offset_mapping"]) if start >= len(chat.before))
-        last = next(
-            (i for i, (start, _) in enumerate(encoded["offset_mapping"]) if start >= len(chat.before) + len(text)),
-            len(ids),
-        )
+        offsets = encoded["offset_mapping"]
+        first = next((i for i, (at, _) in enumerate(offsets) if at >= start), len(ids))
+        last = next((i for i, (at, _) in enumerate(offsets) if at >= end), len(ids))
         drop = min(excess, max(last - first - 1, 0))
         return ids[:first] + ids[first + drop :]
 
     def training_features(self, example: Example) -> dict[str, list[int]]:
-        source, target = self.source_ids(example.source), self.target_ids(example.target)
+        source, target = self.prompt_ids(example), self.target_ids(example.target)
         if self.is_seq2seq:
             return {"input_ids": source, "labels": target}
         return {"input_ids": source + target, "labels": [IGNORE_INDEX] * len(source) + target}
 
     def scoring_features(self, example: Example, target: str) -> dict[str, list[int]]:
         """Like training features, for an arbitrary candidate target (rank classification)."""
-        return self.training_features(Example(example.source, target))
+        return self.training_features(Example(example.source, target, extra=example.extra))
 
 
 def _strip_leading_bos(ids: list[int], tokenizer: Any) -> list[int]:

@@ -67,7 +67,7 @@ def generate_outputs(
     device = next(model.parameters()).device
     outputs: dict[int, str] = {}
     for batch_indices in _batches(_by_length(examples, indices), batch_size):
-        features = [{"input_ids": encoder.source_ids(examples[i].source)} for i in batch_indices]
+        features = [{"input_ids": encoder.prompt_ids(examples[i])} for i in batch_indices]
         batch = pad_batch(features, tokenizer.pad_token_id, side=side)
         generated = model.generate(
             input_ids=batch["input_ids"].to(device),

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import AdeptError
 from ..tasks.spec import Example, Task, normalize_label_text
 
 UNPARSABLE_NUMBER = -1.0
@@ -140,6 +141,47 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
     return 100.0 * max(single(a) for a in answers)
 
 
+def rouge_tokens(text: str) -> list[str]:
+    """Tokens as the `rouge-score` package cuts them (no stemming): lower-case alphanumeric runs."""
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
+def rouge_l(prediction: str, answers: Sequence[str]) -> float:
+    """ROUGE-L F-measure (longest common subsequence of tokens), max over the gold answers."""
+
+    def single(gold: str) -> float:
+        predicted, actual = rouge_tokens(prediction), rouge_tokens(gold)
+        if not predicted or not actual:
+            return 0.0
+        previous = [0] * (len(actual) + 1)
+        for token in predicted:
+            current = [0]
+            for j, other in enumerate(actual):
+                current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
+            previous = current
+        common = previous[-1]
+        if common == 0:
+            return 0.0
+        precision, recall = common / len(predicted), common / len(actual)
+        return 2 * precision * recall / (precision + recall)
+
+    return 100.0 * max(single(a) for a in answers)
+
+
+class MetricFunctionError(AdeptError, ValueError):
+    """A metric function from a task file failed or returned no number."""
+
+
+def user_metric(name: str, function: Any, outputs: Sequence[str], examples: Sequence[Example]) -> float:
+    try:
+        value = function(list(outputs), [list(e.references) for e in examples])
+    except Exception as error:  # the user's code may raise anything
+        raise MetricFunctionError(f"metric {name!r} raised {type(error).__name__}: {error}") from error
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise MetricFunctionError(f"metric {name!r} must return a number; it returned {value!r}")
+    return float(value)
+
+
 # -- per task --------------------------------------------------------------------------------------
 
 
@@ -193,9 +235,12 @@ def score(
         result["unparsable"] = float(sum(p is None for p in parsed))
         return result
     if task.kind == "text":
-        metrics = {"em": exact_match, "f1": token_f1}
+        metrics = {"em": exact_match, "f1": token_f1, "rouge_l": rouge_l}
+        functions = dict(task.metric_functions)
         return {
-            name: sum(metrics[name](o, e.references) for o, e in zip(outputs, examples)) / max(len(examples), 1)
+            name: user_metric(name, functions[name], outputs, examples)
+            if name in functions
+            else sum(metrics[name](o, e.references) for o, e in zip(outputs, examples)) / max(len(examples), 1)
             for name in task.metrics
         }
     from .execution import check_solutions

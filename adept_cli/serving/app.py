@@ -255,19 +255,19 @@ def create_app(engine: Engine, batcher: Batcher, api_key: str | None = None) -> 
         adapter = engine.resolve(body.model)
         if adapter is None:
             raise RequestError("/v1/predict needs an adapter with a task; the base model has none", "no_task")
-        sources = []
+        queries = []
         for index, row in enumerate(_as_rows(body.inputs, "inputs")):
             try:
-                sources.append(engine.task_source(adapter, row))
+                queries.append(engine.task_query(adapter, row))
             except RequestError as error:
                 raise RequestError(f"inputs[{index}]: {error}", error.code) from None
         if engine.predict_kind(adapter) == "classification":
             words = list(engine.get(adapter).task.label_words)
-            jobs = [Job(adapter, score=(source, words)) for source in sources]
+            jobs = [Job(adapter, score=(query, words)) for query in queries]
             scores = await _results([batcher.submit(job) for job in jobs])
             predictions = [label_answer(words, row) for row in scores]
         else:
-            rows = [engine.predict_generation_row(adapter, source) for source in sources]
+            rows = [engine.predict_generation_row(adapter, query) for query in queries]
             generated = await _results(
                 [batcher.submit(Job(adapter, generation=row, sampling=Sampling())) for row in rows]
             )

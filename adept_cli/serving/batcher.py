@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AdeptError
+from ..tasks.spec import Example
 from .engine import Engine, GenerationRow, Sampling
 
 _STOP = object()
@@ -32,7 +33,7 @@ class Job:
     """One row of work: a scoring row (adapter, source text, candidates) or a generation row."""
 
     adapter: str | None
-    score: tuple[str, Sequence[str]] | None = None  # (source text, candidates)
+    score: tuple[Example | str, Sequence[str]] | None = None  # (input, candidates)
     generation: GenerationRow | None = None
     sampling: Sampling | None = None
     future: Future = field(default_factory=Future)

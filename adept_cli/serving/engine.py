@@ -300,8 +300,8 @@ class Engine:
             )
         return ids
 
-    def task_source(self, adapter: str, row: dict[str, Any] | str) -> str:
-        """A /v1/predict input formatted as the adapter's task formats it (a string goes in as it is)."""
+    def task_query(self, adapter: str, row: dict[str, Any] | str) -> Example:
+        """A /v1/predict input formatted as the adapter's task formats it (see `Task.query`)."""
         served = self.get(adapter)
         if served.task is None:
             raise RequestError(
@@ -309,25 +309,24 @@ class Engine:
                 "task, or use /v1/completions",
                 "no_task",
             )
-        if isinstance(row, str):
-            return row
         try:
-            return served.task.prepared(row)[1]
+            return served.task.query(row)
         except RowError as error:
             raise RequestError(str(error), "bad_input") from None
 
     # -- work --------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def score(self, rows: Sequence[tuple[str | None, str, Sequence[str]]]) -> list[list[float]]:
-        """For each (adapter, source text, candidates) the log-probability of each candidate target. The
+    def score(self, rows: Sequence[tuple[str | None, Example | str, Sequence[str]]]) -> list[list[float]]:
+        """For each (adapter, input, candidates) the log-probability of each candidate target. The
         (row, candidate) pairs of every adapter run together: in one forward pass, or on a CPU in chunks
         of `score_chunk` pairs of similar length."""
         features, names = [], []
         for adapter, source, candidates in rows:
             encoder = self._encoder(adapter)
+            example = source if isinstance(source, Example) else Example(source, "")
             with self.text_lock:
-                features += [encoder.scoring_features(Example(source, ""), candidate) for candidate in candidates]
+                features += [encoder.scoring_features(example, candidate) for candidate in candidates]
             names += [adapter] * len(candidates)
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         size = self.score_chunk or len(order)
@@ -384,9 +383,9 @@ class Engine:
         task = self.get(adapter).task
         return "classification" if task is not None and task.kind == "classification" else "generation"
 
-    def predict_generation_row(self, adapter: str, source: str) -> GenerationRow:
+    def predict_generation_row(self, adapter: str, query: Example) -> GenerationRow:
         """Greedy generation as `adept predict` runs it: the task's input length and answer length."""
         served = self.get(adapter)
         with self.text_lock:
-            ids, new_tokens = served.encoder.source_ids(source), max_new_tokens(served.task, served.encoder)
+            ids, new_tokens = served.encoder.prompt_ids(query), max_new_tokens(served.task, served.encoder)
         return GenerationRow(adapter, ids, new_tokens)

@@ -94,19 +94,16 @@ class Predictor:
     task: Task
     batch_size: int = 32
 
-    def source(self, row: InputRow) -> str:
-        if row.text is not None:
-            return row.text
+    def query(self, row: InputRow) -> Example:
         try:
-            return self.task.prepared(row.fields)[1]
+            return self.task.query(row.text if row.text is not None else row.fields)
         except RowError as error:
             raise PredictError(f"{row.where}: {error}") from None
 
-    def answer(self, sources: list[str]) -> list[dict[str, Any]]:
-        """One answer per input text, in order."""
+    def answer(self, examples: list[Example]) -> list[dict[str, Any]]:
+        """One answer per input, in order."""
         from ..evaluation.evaluate import generate_outputs, label_scores, max_new_tokens
 
-        examples = [Example(source, "") for source in sources]
         indices = list(range(len(examples)))
         if self.task.kind == "classification":
             words = list(self.task.label_words)
@@ -139,22 +136,22 @@ def predict(
     if on_error not in ON_ERROR:
         raise PredictError(f"--on-error must be one of {', '.join(ON_ERROR)}; got {on_error!r}")
     counts = {"answered": 0, "skipped": 0}
-    pending: list[tuple[int, str | None, str | None]] = []  # (index, input text, error), in input order
+    pending: list[tuple[int, Example | None, str | None]] = []  # (index, input, error), in input order
 
     def flush() -> None:
-        texts = [text for _, text, _ in pending if text is not None]
-        answers = iter(predictor.answer(texts) if texts else [])
-        for index, text, error in pending:
-            write({"index": index, **(next(answers) if text is not None else {"error": error})})
-        counts["answered"] += len(texts)
-        counts["skipped"] += len(pending) - len(texts)
+        inputs = [example for _, example, _ in pending if example is not None]
+        answers = iter(predictor.answer(inputs) if inputs else [])
+        for index, example, error in pending:
+            write({"index": index, **(next(answers) if example is not None else {"error": error})})
+        counts["answered"] += len(inputs)
+        counts["skipped"] += len(pending) - len(inputs)
         if progress is not None:
             progress(len(pending))
         pending.clear()
 
     for index, row in enumerate(rows):
         try:
-            pending.append((index, predictor.source(row), None))
+            pending.append((index, predictor.query(row), None))
         except PredictError as error:
             if on_error == "fail":
                 raise PredictError(f"{error} (use --on-error skip to skip such rows)") from None

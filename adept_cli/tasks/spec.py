@@ -105,6 +105,10 @@ class Task:
     local_name: str | None = None  # folder name under the data directory (default: the task name)
     data_files: tuple[tuple[str, str], ...] = ()  # source split -> file, for tasks defined in YAML
     origin: str = "built-in"
+    # instruction data (see instructions.py): auto, messages, alpaca or prompt_completion; no template then
+    data_format: str | None = None
+    # metrics given as "module.function" in a task file: name -> function(predictions, references) -> float
+    metric_functions: tuple[tuple[str, Callable[..., Any]], ...] = ()
 
     @property
     def main_metric(self) -> str:
@@ -147,6 +151,10 @@ class Task:
             raise RowError(f"the template cannot format this row ({error})") from None
 
     def example(self, row: dict[str, Any]) -> Example:
+        if self.data_format is not None:
+            from .instructions import instruction_example
+
+            return instruction_example(row, self.data_format)
         row, source = self.prepared(row)
         if self.kind == "classification":
             index = self.class_index(row.get(self.label_field, _MISSING))
@@ -160,6 +168,15 @@ class Task:
             setup = (row.get(self.setup_field) or "") if self.setup_field else ""
             return Example(source, answers[0], references=tuple(tests), extra={"setup": setup})
         return Example(source, answers[0], references=tuple(answers), group=self._group(row))
+
+    def query(self, row: dict[str, Any] | str) -> Example:
+        """An unlabelled input as the model reads it (`adept predict`, `/v1/predict`): a row formatted by
+        the template, or a string taken as it is (instruction tasks: a string is the user's message)."""
+        if self.data_format is not None:
+            from .instructions import query_example
+
+            return query_example(row, self.data_format)
+        return Example(row if isinstance(row, str) else self.prepared(row)[1], "")
 
     def class_index(self, value: Any) -> int:
         if value is _MISSING:
