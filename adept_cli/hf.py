@@ -302,3 +302,17 @@ def _dense_gguf(source: ModelSource) -> Any:
     from transformers import GgufConfig
 
     return GgufConfig(gguf_file=source.gguf_file, dequantize=True)
+
+
+FALLBACK_CONTEXT = 512  # positions assumed when neither the config nor the tokenizer states any
+
+
+def context_limit(base: Any, tokenizer: Any) -> int:
+    """The most positions the model takes (prompt slots + input + new tokens)."""
+    config = base.config.get_text_config(decoder=True) if hasattr(base.config, "get_text_config") else base.config
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    stated = getattr(tokenizer, "model_max_length", None)
+    return stated if isinstance(stated, int) and 0 < stated < 1_000_000 else FALLBACK_CONTEXT

@@ -7,7 +7,7 @@ import os
 import typer
 
 from .. import __version__
-from . import analysis, budget, eval, export, plot, predict, report, serve, sweep, tasks, train
+from . import analysis, budget, eval, export, harness, plot, predict, report, serve, sweep, tasks, train
 
 app = typer.Typer(
     name="adept",
@@ -50,6 +50,12 @@ app.command("plot", epilog=plot.EXAMPLES)(plot.plot_command)
 app.command("shift-probe", epilog=analysis.SHIFT_EXAMPLES)(analysis.shift_probe)
 app.command("offsets", epilog=analysis.OFFSET_EXAMPLES)(analysis.offsets)
 app.command("export", epilog=export.EXAMPLES)(export.export_command)
+app.command(  # every argument, --help included, goes to lm-eval's own parser
+    "lm-eval",
+    epilog=harness.EXAMPLES,
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)(harness.lm_eval_command)
 
 
 def main() -> None:

@@ -123,6 +123,12 @@ def rank_outputs(
 
 def sequence_log_prob(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool) -> torch.Tensor:
     """Sum of log-probabilities of the label tokens of each row."""
+    return sequence_scores(model, batch, is_seq2seq)[0]
+
+
+def sequence_scores(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the sum of log-probabilities of the label tokens, and whether greedy decoding would
+    produce every one of them."""
     labels = batch["labels"]
     # A causal model needs no labels to give logits, and without them it computes no loss and may share
     # the prompt (the first label is predicted from the prompt's last position); seq2seq decoders take
@@ -133,9 +139,14 @@ def sequence_log_prob(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bo
         logits, labels = logits[:, :-1], labels[:, 1:]
     mask = labels != IGNORE_INDEX
     picked = logits[mask].float()  # only label positions: (tokens, vocab)
-    token_log_probs = picked.log_softmax(-1).gather(1, labels[mask].unsqueeze(1)).squeeze(1)
+    wanted = labels[mask]
+    token_log_probs = picked.log_softmax(-1).gather(1, wanted.unsqueeze(1)).squeeze(1)
     rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(labels)[mask]
-    return torch.zeros(labels.shape[0], device=labels.device).index_add(0, rows, token_log_probs)
+    log_probs = torch.zeros(labels.shape[0], device=labels.device).index_add(0, rows, token_log_probs)
+    misses = torch.zeros(labels.shape[0], device=labels.device).index_add(
+        0, rows, (picked.argmax(-1) != wanted).float()
+    )
+    return log_probs, misses == 0
 
 
 def evaluate(

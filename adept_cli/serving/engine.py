@@ -23,14 +23,13 @@ import torch
 from ..encoding import Encoder, chat_format, pad_batch
 from ..errors import AdeptError
 from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
-from ..hf import is_seq2seq
+from ..hf import context_limit, is_seq2seq
 from ..prompt.multi import AdapterNotFound, MixedAdapterModel
 from ..runs import DEFAULT_TARGET_LENGTH, prompt_adapter_source
 from ..tasks.spec import Example, RowError, Task
 
 # Inputs without a task (completions, plain text) are cut to this many tokens only when the model itself
 # states no limit (relative-position models such as T5).
-FALLBACK_CONTEXT = 512
 SCORE_CHUNK_ON_CPU = 8
 
 
@@ -191,17 +190,6 @@ class _RowsDone:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         done = [decoder.finished or decoder.row.cancelled() for decoder in self.decoders]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-def context_limit(base: Any, tokenizer: Any) -> int:
-    """The most positions the model takes (prompt slots + input + new tokens)."""
-    config = base.config.get_text_config(decoder=True) if hasattr(base.config, "get_text_config") else base.config
-    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    stated = getattr(tokenizer, "model_max_length", None)
-    return stated if isinstance(stated, int) and 0 < stated < 1_000_000 else FALLBACK_CONTEXT
 
 
 class Engine:
