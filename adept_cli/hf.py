@@ -259,11 +259,60 @@ def load_tokenizer(name: str, padding_side: str | None = None) -> Any:
     return tokenizer
 
 
-def load_model(name: str, dtype: Any = None) -> Any:
-    """The pretrained seq2seq or causal LM, chosen by its config."""
+QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
+def quantization_problem(quantization: str | None, device_type: str) -> str | None:
+    """Why a base cannot be quantized on this device (None when it can): said before any loading."""
+    if quantization in (None, "none"):
+        return None
+    try:
+        import bitsandbytes
+    except ImportError:
+        return f"quantization={quantization} needs bitsandbytes: pip install 'adept-cli[quantization]'"
+    supported = getattr(bitsandbytes, "supported_torch_devices", {"cuda"})  # older releases: CUDA only
+    if device_type not in supported:
+        return (
+            f"quantization={quantization}: bitsandbytes {bitsandbytes.__version__} cannot run on {device_type} "
+            f"(it runs on {', '.join(sorted(supported))}); use quantization=none or another device"
+        )
+    return None
+
+
+def bitsandbytes_config(quantization: str, compute_dtype: Any = None) -> Any:
+    """QLoRA's settings for 4 bit (NF4, double quantization, the given compute dtype); LLM.int8 for 8 bit."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype or torch.float32,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def load_model(name: str, dtype: Any = None, quantization: str | None = None, device: Any = None) -> Any:
+    """The pretrained seq2seq or causal LM, chosen by its config; `quantization` (4bit / 8bit) loads its
+    linear layers through bitsandbytes onto `device` (the CPU by default), `dtype` then being the compute
+    dtype."""
     source = resolve_model(name)
     loader = auto_model_class(load_config(name))
     kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
+    quantized = quantization not in (None, "none")
+    if quantized:
+        if source.gguf_file:
+            raise ModelError(
+                f"{name} is a GGUF file, whose blocks adept unpacks to float weights; quantization={quantization} "
+                "takes a transformers checkpoint (safetensors); use quantization=none for this model"
+            )
+        problem = quantization_problem(quantization, getattr(device, "type", str(device or "cpu")))
+        if problem:
+            raise ModelError(problem)
+        kwargs["quantization_config"] = bitsandbytes_config(quantization, dtype)
+        kwargs["device_map"] = {"": str(device or "cpu")}
     if source.gguf_file:
         kwargs["quantization_config"] = _dense_gguf(source)
     from transformers.utils import logging as transformers_logging

@@ -37,15 +37,16 @@ class LoadedModel:
     evaluation: dict[str, Any] = field(default_factory=dict)  # settings saved with an adapter
 
 
-def load_from_run(run_dir: str | Path) -> LoadedModel:
-    """The model of a run: its best adapter."""
+def load_from_run(run_dir: str | Path, device: Any = None) -> LoadedModel:
+    """The model of a run: its best adapter, on the base loaded as the run loaded it (quantized onto
+    `device` when the run was)."""
     run = RunDir(Path(run_dir))
     if not run.holds_a_run():
         raise RunError(f"{run.path} is not a run directory (no {run.config.name})")
     config = load_run_config(run.config)
     if not run.best.is_dir():
         raise RunError(f"{run.best} not found: the run has not finished an evaluation yet")
-    model = load_trained(config.method, run.best, config.model)
+    model = load_trained(config.method, run.best, config.model, quantization=config.quantization, device=device)
     return LoadedModel(model, load_tokenizer(config.model), config.model, config.method, config)
 
 

@@ -92,7 +92,7 @@ def eval_command(
 
     accelerator = make_accelerator()
     if run is not None:
-        loaded = load_from_run(run)
+        loaded = load_from_run(run, accelerator.device)
     elif adapter is not None:
         loaded = load_from_adapter(adapter, model)
     else:

@@ -19,7 +19,7 @@ import yaml
 
 from ..errors import AdeptError
 from ..files import read_yaml
-from ..hf import DEFAULT_MODEL
+from ..hf import DEFAULT_MODEL, QUANTIZATIONS
 from ..prompt.config import SHARE_PROMPT, ConfigError, method_config
 
 METHODS = ("adept", "dept", "pt", "lora", "full")
@@ -51,7 +51,10 @@ class TrainConfig:
     output_dir: str | None = _f(None, "run directory (default: runs/<task>-<method>)")
     data_dir: str | None = _f(None, "folder with <task>/<split> files (default: $ADEPT_DATA_DIR or ../shared/data)")
     split_seed: int = _f(42, "seed of the shuffle behind the validation / test split rule")
-    model_dtype: str = _f("float32", "dtype of the frozen base weights: float32 | bfloat16 | float16")
+    model_dtype: str = _f("float32", "base weights dtype (quantized: compute dtype): float32 | bfloat16 | float16")
+    quantization: str = _f(
+        "none", "none | 4bit (NF4) | 8bit (LLM.int8): the frozen base's linear layers through bitsandbytes"
+    )
     gradient_checkpointing: bool = _f(
         False, "recompute the base's activations in the backward pass: far less activation memory, more time"
     )
@@ -335,6 +338,7 @@ def config_problems(config: TrainConfig) -> list[str]:
         ("method", METHODS),
         ("mixed_precision", MIXED_PRECISION),
         ("model_dtype", MODEL_DTYPES),
+        ("quantization", QUANTIZATIONS),
         ("scoring", SCORINGS),
         ("mix", MIXES),
     ):
@@ -394,6 +398,8 @@ def config_problems(config: TrainConfig) -> list[str]:
         problems.append("init_from_resize needs init_from (the adapter whose prompt it fits)")
     if config.k_shot is not None and config.train_limit is not None:
         problems.append("set k_shot or train_limit, not both (k_shot draws its own training examples)")
+    if config.quantization != "none" and config.method == "full":
+        problems.append("quantization: full fine-tuning cannot train a quantized base; use a prompt method or lora")
     if config.batch_size % config.grad_accum:
         problems.append(f"batch_size {config.batch_size} is not divisible by grad_accum {config.grad_accum}")
     return problems

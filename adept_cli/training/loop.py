@@ -27,10 +27,10 @@ from ..encoding import IGNORE_INDEX, pad_batch
 from ..evaluation import evaluate, write_predictions
 from ..evaluation.execution import sandbox_for
 from ..files import atomic_directory, write_json_atomic, write_text_atomic
-from ..hf import unwrap
+from ..hf import quantization_problem, unwrap
 from ..prompt.model import PromptTunedModel
 from .checkpoint import rng_state, set_rng_state, write_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, TrainConfigError
 from .mixture import MixtureOrder, mixture_weights
 from .reporting import RunReporter
 from .run_dir import RunDir, read_metrics
@@ -164,6 +164,9 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
 
     run_dir = RunDir(config.resolved_output_dir())
     accelerator = setup_accelerator(config, run_dir)
+    problem = quantization_problem(config.quantization, accelerator.device.type)
+    if problem:  # before any data or weights are read
+        raise TrainConfigError(problem)
     parts, config = setup_data(config)
     reporter = RunReporter(run_dir.metrics, accelerator, config, console)
     if any(part.task.kind == "code" for part in parts):  # know now, not at the first evaluation, if code can run
@@ -171,7 +174,7 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
     with claimed_run_dir(run_dir, accelerator, config, resuming=resume is not None):
         saved = find_resume_checkpoint(run_dir, resume, accelerator.process_index, reporter.note)
         set_seed(config.seed)
-        trainable = setup_model(config, parts)
+        trainable = setup_model(config, parts, accelerator.device)
         if isinstance(trainable.model, PromptTunedModel) and not trainable.model.shares_prompt:
             reporter.note(f"the prompt runs in every row: {trainable.model.not_shared_because}")
         elif isinstance(trainable.model, PromptTunedModel) and config.gradient_checkpointing:

@@ -175,11 +175,12 @@ class TrainableModel:
     seen_tokens: list[int]  # per training example: every token the model reads
 
 
-def setup_model(config: TrainConfig, parts: list[TaskPart]) -> TrainableModel:
-    """The model, and every task's encoder (its own input length) and training features."""
+def setup_model(config: TrainConfig, parts: list[TaskPart], device: Any = None) -> TrainableModel:
+    """The model, and every task's encoder (its own input length) and training features. A quantized
+    base is loaded straight onto `device` (bitsandbytes places its weights as it loads them)."""
     lengths = [config.max_length or part.task.max_length for part in parts]
     tokenizer = load_tokenizer(config.model)
-    base = load_model(config.model, DTYPES[config.model_dtype])
+    base = load_model(config.model, DTYPES[config.model_dtype], config.quantization, device)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(base)
     model = build_model(config, base, tokenizer, max(lengths))
@@ -236,6 +237,7 @@ def evaluation_settings(config: TrainConfig, parts: list[TaskPart], chat_templat
             "scoring": config.scoring,
             "split_seed": config.split_seed,
             "chat_template": chat_template,
+            "base_quantization": config.quantization,
         }
     task = parts[0].task
     settings = {
@@ -246,6 +248,7 @@ def evaluation_settings(config: TrainConfig, parts: list[TaskPart], chat_templat
         "scoring": config.scoring,
         "split_seed": config.split_seed,
         "chat_template": chat_template,
+        "base_quantization": config.quantization,
     }
     if task.origin != "built-in" and Path(task.origin).is_file():
         settings["task_sha256"] = sha256_file(Path(task.origin))

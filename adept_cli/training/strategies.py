@@ -130,15 +130,24 @@ def restore_trained(model: Any, directory: Path) -> None:
         raise RuntimeError(f"{directory} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def load_trained(method: str, directory: Path, model_name: str, dtype: Any = None) -> Any:
-    """A fresh model with the trained weights of `directory`, for evaluation or export."""
+def load_trained(
+    method: str,
+    directory: Path,
+    model_name: str,
+    dtype: Any = None,
+    quantization: str | None = None,
+    device: Any = None,
+) -> Any:
+    """A fresh model with the trained weights of `directory`, for evaluation or export; `quantization`
+    loads the base as a quantized run trained it."""
     if method in ("adept", "dept", "pt"):
-        return load_adapter(directory, base=load_model(model_name, dtype), base_model_name=model_name)
+        base = load_model(model_name, dtype, quantization, device)
+        return load_adapter(directory, base=base, base_model_name=model_name)
     try:
         if method == "lora":
             from peft import PeftModel
 
-            return PeftModel.from_pretrained(load_model(model_name, dtype), directory).eval()
+            return PeftModel.from_pretrained(load_model(model_name, dtype, quantization, device), directory).eval()
         from transformers import AutoConfig
 
         loader = auto_model_class(AutoConfig.from_pretrained(directory))
