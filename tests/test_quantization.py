@@ -10,8 +10,7 @@ import sys
 import pytest
 import torch
 
-from adept_cli import hf
-from adept_cli import load_adapter
+from adept_cli import hf, load_adapter
 from adept_cli.runs import load_from_adapter, load_from_run
 from adept_cli.training import train
 from adept_cli.training.config import TrainConfigError

@@ -7,7 +7,7 @@ import os
 import typer
 
 from .. import __version__
-from . import analysis, budget, eval, export, harness, plot, predict, report, serve, sweep, tasks, train
+from . import analysis, budget, eval, export, harness, plan, plot, predict, report, serve, sweep, tasks, train
 
 app = typer.Typer(
     name="adept",
@@ -39,6 +39,7 @@ def _root(
 
 
 app.command("budget", epilog=budget.EXAMPLES)(budget.budget)
+app.command("plan", epilog=plan.EXAMPLES)(plan.plan_command)
 app.command("tasks", epilog=tasks.EXAMPLES)(tasks.tasks)
 app.command("train", epilog=train.EXAMPLES)(train.train)
 app.command("eval", epilog=eval.EXAMPLES)(eval.eval_command)

@@ -36,8 +36,9 @@ def dept_positions(config: TrainConfig, source_length: int, seq2seq: bool) -> in
     return source_length if seq2seq else source_length + config.max_target_length
 
 
-def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: int) -> Any:
-    """The base model made trainable by `config.method` (the base stays frozen for adapters)."""
+def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: int, init_prompt: bool = True) -> Any:
+    """The base model made trainable by `config.method` (the base stays frozen for adapters); without
+    `init_prompt` the prompt keeps its random start (the memory plan traces a base with no weights)."""
     if config.uses_prompt:
         settings = method_settings(config)
         if config.method == "dept":
@@ -47,6 +48,7 @@ def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: i
             method_config(config.method, **settings),
             tokenizer,
             base_model_name=config.model,
+            init_prompt=init_prompt,
             share_prompt=config.share_prompt or "auto",
         )
     if config.method == "lora":

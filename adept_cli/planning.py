@@ -1,0 +1,251 @@
+"""`adept plan`: training memory per device and tokens per step, from the model's config alone.
+
+The base is built from its config with fake tensors (`FakeTensorMode`: shapes, dtypes and devices, no
+storage), wrapped by the method exactly as training wraps it, and one training forward runs on a batch
+of the planned shape. Autograd's saved tensors are counted as they are packed, so the activations are
+those the real kernels keep (for example the fused attention's inputs, not the attention matrix). To
+them are added the frozen weights (with bitsandbytes' storage for quantized linear layers), the
+trainable state (fp32 parameters, gradients and AdamW's two moments) and the backward pass's largest
+transient buffers (the gradient of the logits, a few hidden-state gradients).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .errors import AdeptError
+from .hf import auto_model_class, enable_gradient_checkpointing, is_seq2seq, load_config, load_tokenizer
+from .training.config import TrainConfig
+
+ADAM_BYTES_PER_PARAMETER = 4 + 4 + 8  # fp32 parameter, its gradient, AdamW's exp_avg and exp_avg_sq
+NF4_BLOCK, DOUBLE_QUANT_BLOCK = 64, 256  # bitsandbytes' 4-bit blocks: one 8-bit absmax per 64 weights,
+# one fp32 scale per 256 absmax values (double quantization)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class PlanError(AdeptError, ValueError):
+    """The plan cannot be made for these settings."""
+
+
+@dataclass
+class MemoryPlan:
+    model: str
+    method: str
+    batch_size: int  # rows per forward on one device
+    source_tokens: int
+    target_tokens: int
+    prompt_tokens: int
+    quantization: str
+    gradient_checkpointing: bool
+    weights_bytes: int
+    trainable_parameters: int
+    trainable_bytes: int
+    activation_bytes: int
+    transient_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.trainable_bytes + self.activation_bytes + self.transient_bytes
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens one forward reads on one device (padding included: every row at full length)."""
+        return self.batch_size * (self.source_tokens + self.target_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "total_bytes": self.total_bytes, "tokens_per_step": self.tokens_per_step}
+
+
+def plan_memory(config: TrainConfig, target_tokens: int | None = None, processes: int = 1) -> MemoryPlan:
+    """The training memory of one device for `config` (its model, method, batch, lengths, quantization
+    and checkpointing); `processes` share each step's batch_size."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from .training.strategies import build_model
+
+    if not config.uses_prompt:
+        raise PlanError(f"adept plan covers the prompt methods (adept, dept, pt); got method {config.method}")
+    rows = config.batch_size // config.grad_accum // processes
+    if rows < 1:
+        raise PlanError(
+            f"batch_size {config.batch_size} over grad_accum {config.grad_accum} and {processes} process(es) "
+            "leaves no row per forward"
+        )
+    model_config = load_config(config.model)
+    tokenizer = load_tokenizer(config.model)
+    source = config.max_length or 256
+    target = target_tokens or config.max_target_length
+    dtype = DTYPES[config.model_dtype]
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with mode:
+        base = auto_model_class(model_config).from_config(model_config, dtype=dtype)
+    base.requires_grad_(False)
+    # The adapter is built outside the fake mode (it is small, and real tensors join fake ones freely).
+    model = build_model(config, base, tokenizer, source, init_prompt=False).train()
+    seq2seq = is_seq2seq(base)
+    saved = _saved_bytes(model, mode, rows, source, target, seq2seq)
+    if config.gradient_checkpointing:
+        activations = _checkpointed_bytes(model, base, mode, rows, source, target, seq2seq, saved)
+    else:
+        activations = saved
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    width = base.get_input_embeddings().weight.shape[1]
+    vocab = base.get_input_embeddings().weight.shape[0]
+    positions = source + target + model.prompt_len
+    element = torch.finfo(dtype).bits // 8
+    # The largest buffers beside the saved ones: the logits of the target columns and, in the backward
+    # pass, their gradients (about 1.5 times the logits, measured; a half-precision model adds the
+    # fp32 copy the loss reads), and a few hidden-state gradients of the layer being differentiated.
+    logits = rows * (target if seq2seq else target + 1) * vocab * 4
+    transient = int(logits * (1.5 if element == 4 else 2.5)) + 4 * rows * positions * width * element
+    return MemoryPlan(
+        model=config.model,
+        method=config.method,
+        batch_size=rows,
+        source_tokens=source,
+        target_tokens=target,
+        prompt_tokens=model.prompt_len,
+        quantization=config.quantization,
+        gradient_checkpointing=config.gradient_checkpointing,
+        weights_bytes=_weight_bytes(base, config.quantization),
+        trainable_parameters=trainable,
+        trainable_bytes=trainable * ADAM_BYTES_PER_PARAMETER,
+        activation_bytes=activations,
+        transient_bytes=transient,
+    )
+
+
+def _saved_bytes(model: Any, mode: Any, rows: int, source: int, target: int, seq2seq: bool) -> int:
+    """Bytes autograd keeps for the backward pass of one training forward (parameters excluded)."""
+    kept: dict[int, int] = {}
+    frozen = {p.untyped_storage()._cdata for p in model.parameters()}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in frozen:
+            kept[storage._cdata] = storage.nbytes()
+        return tensor
+
+    with mode, torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = _training_loss(model, rows, source, target, seq2seq)
+    del loss
+    return sum(kept.values())
+
+
+def _training_loss(model: Any, rows: int, source: int, target: int, seq2seq: bool) -> torch.Tensor:
+    """The loss of a batch of the planned shape, computed as training computes it (every label counted:
+    the shapes, not the values, decide the memory)."""
+    if seq2seq:
+        inputs = torch.zeros((rows, source), dtype=torch.long)
+        labels = torch.zeros((rows, target), dtype=torch.long)
+        logits = model(inputs, torch.ones_like(inputs), decoder_input_ids=labels).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum")
+    inputs = torch.zeros((rows, source + target), dtype=torch.long)
+    logits = model(input_ids=inputs, attention_mask=torch.ones_like(inputs), logits_to_keep=target + 1).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), inputs[:, -target:].flatten(), reduction="sum")
+
+
+def _checkpointed_bytes(
+    model: Any, base: Any, mode: Any, rows: int, source: int, target: int, seq2seq: bool, full: int
+) -> int:
+    """Under checkpointing autograd keeps what lies outside the layers, each layer's input, and while
+    one layer is recomputed, that layer's activations."""
+    enable_gradient_checkpointing(base)
+    outside = _saved_bytes(model, mode, rows, source, target, seq2seq)
+    layers = _layer_count(base)
+    width = base.get_input_embeddings().weight.shape[1]
+    element = next(base.parameters()).element_size()
+    positions = source + target + model.prompt_len
+    inputs = layers * rows * positions * width * element
+    return outside + inputs + math.ceil(max(full - outside, 0) / max(layers, 1))
+
+
+def _layer_count(base: Any) -> int:
+    config = base.config
+    if is_seq2seq(base):  # T5: num_layers / num_decoder_layers; BART: encoder_layers / decoder_layers
+        encoder = getattr(config, "num_layers", None) or getattr(config, "encoder_layers", None) or 1
+        decoder = getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None) or encoder
+        return encoder + decoder
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    return getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", None) or 1
+
+
+def _weight_bytes(base: Any, quantization: str) -> int:
+    """The frozen weights and buffers as they are stored: bitsandbytes quantizes the linear layers (not
+    the output projection); everything else keeps its dtype."""
+    total = sum(b.numel() * b.element_size() for b in base.buffers())
+    quantized: set[int] = set()
+    if quantization != "none":
+        output = base.get_output_embeddings()
+        for module in base.modules():
+            if isinstance(module, torch.nn.Linear) and module is not output:
+                weight = module.weight
+                quantized.add(id(weight))
+                total += _quantized_bytes(weight, quantization)
+    seen: set[int] = set()
+    for parameter in base.parameters():
+        key = parameter.untyped_storage()._cdata
+        if id(parameter) in quantized or key in seen:  # tied weights (embedding / output) count once
+            continue
+        seen.add(key)
+        total += parameter.numel() * parameter.element_size()
+    return total
+
+
+def _quantized_bytes(weight: torch.Tensor, quantization: str) -> int:
+    count = weight.numel()
+    if quantization == "4bit":  # two weights per byte, 8-bit absmax per block, fp32 scale per 256 blocks
+        blocks = math.ceil(count / NF4_BLOCK)
+        return math.ceil(count / 2) + blocks + math.ceil(blocks / DOUBLE_QUANT_BLOCK) * 4
+    return count + weight.shape[0] * 4  # LLM.int8: int8 weights and an fp32 scale per output row
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def measure_peak(config: TrainConfig, target_tokens: int | None = None, device: str = "cpu") -> int:
+    """The peak memory of one real training step (forward, backward, optimizer step) of the planned
+    shape, after a first step has created the optimizer state: CUDA's allocator statistics on a GPU, the
+    profiler's memory timeline on a CPU (which has no allocator statistics)."""
+    from .hf import load_model
+    from .training.strategies import build_model
+
+    rows, source = config.batch_size // config.grad_accum, config.max_length or 256
+    target = target_tokens or config.max_target_length
+    base = load_model(config.model, DTYPES[config.model_dtype], config.quantization, torch.device(device))
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(base)
+    model = build_model(config, base, load_tokenizer(config.model), source).to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    seq2seq = is_seq2seq(base)
+
+    def step() -> None:
+        with torch.device(device):
+            _training_loss(model, rows, source, target, seq2seq).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        return torch.cuda.max_memory_allocated(device)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own start / stop lines are noise here
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline  # no public CPU equivalent
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as run:
+        step()
+    _, sizes = MemoryProfileTimeline(run._memory_profile())._coalesce_timeline(torch.device("cpu"))
+    return max(sum(size) for size in sizes)  # every tensor the step touches, the weights included
