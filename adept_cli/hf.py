@@ -209,7 +209,18 @@ def make_accelerator(**kwargs: Any) -> Any:
         if hasattr(state, "_reset_state"):
             state._reset_state()
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(cpu=several and not torch.cuda.is_available(), **kwargs)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    if deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise ModelError("the launch asks for DeepSpeed (ZeRO), which is not installed: pip install deepspeed")
+    try:
+        return Accelerator(cpu=several and not torch.cuda.is_available(), **kwargs)
+    except RuntimeError as error:
+        if "no available devices" not in str(error):
+            raise
+        raise ModelError(
+            "the launch asks for FSDP, which Accelerate runs on accelerators only (CUDA, XPU, NPU, ...), and "
+            "none is here; on CPUs launch plain data parallel (recipes/accelerate/ddp.yaml or --multi_gpu)"
+        ) from None
 
 
 def load_config(name: str) -> Any:
