@@ -180,6 +180,43 @@ def few_shot_section(tables: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def chat_template_section(data: dict[str, Any]) -> list[str]:
+    lines = ["## Chat templates: SmolLM2-135M-Instruct on SST-2, template on and off", ""]
+    lines += provenance(data)
+    lines += [
+        f"- {data['test_rows']} test rows, the same for every row of the table; trained: ADePT, "
+        f"`recipes/cpu/{data['recipe']}`, {data['steps']} steps, scored by generation.",
+        "",
+        "| model | chat template | scoring | accuracy | answers without a label word |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in data["rows"]:
+        invalid = "" if row["invalid"] is None else f"{row['invalid']:.0f}"
+        accuracy = "" if row["accuracy"] is None else f"{row['accuracy']:.1f}"
+        lines.append(f"| {row['model']} | {row['chat_template']} | {row['scoring']} | {accuracy} | {invalid} |")
+    return lines + [""]
+
+
+def plan_section(data: dict[str, Any]) -> list[str]:
+    lines = ["## `adept plan`: estimated against measured training memory", ""]
+    lines += provenance(data)
+    lines += [
+        "- Measured: the peak of one training step after a warm-up step (the profiler's memory timeline on "
+        "this CPU); the issue's bound is 25%.",
+        "",
+        "| model | settings | estimate | measured | estimate / measured |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in data["rows"]:
+        mib = 2**20
+        measured = f"{row['measured_bytes'] / mib:.1f} MiB" if row.get("measured_bytes") else "not measured"
+        ratio = f"{row['estimate_bytes'] / row['measured_bytes']:.2f}" if row.get("measured_bytes") else ""
+        lines.append(
+            f"| {row['model']} | {row['settings']} | {row['estimate_bytes'] / mib:.1f} MiB | {measured} | {ratio} |"
+        )
+    return lines + [""]
+
+
 def quality_section(data: dict[str, Any]) -> list[str]:
     lines = ["## Quality on real data: SmolLM2-135M-Instruct on a CPU", ""]
     lines += provenance(data, command=False)  # one command per task, below
@@ -293,6 +330,8 @@ def main() -> None:
         ("inference_speed", inference_section),
         ("serve", serve_section),
         ("quality", quality_section),
+        ("chat_template", chat_template_section),
+        ("plan_memory", plan_section),
     )
     for name, section in sections:
         data = load(name)
