@@ -96,3 +96,13 @@ def test_adapters_move_between_quantized_and_full_precision_bases(quantized_run,
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=ids).logits).all()
     assert prompt.dtype == torch.float32
+
+
+def test_none_is_a_quantization_choice_in_recipes_and_run_configs(tmp_path) -> None:
+    from adept_cli.training.config import build_config, dump_config
+
+    config = stories_config(tmp_path, "quantization=none")
+    assert config.quantization == "none"
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(config))
+    assert build_config(saved).quantization == "none"  # a run's config.yaml reads back

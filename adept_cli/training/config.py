@@ -29,6 +29,7 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 SCORINGS = ("generate", "rank")
 MIXES = ("proportional", "equal", "temperature")
+NONE_IS_A_CHOICE = ("quantization",)
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
@@ -185,7 +186,9 @@ def coerce(name: str, value: Any, where: str) -> Any:
     optional = type(None) in typing.get_args(kind)
     if optional:
         kind = next(t for t in typing.get_args(kind) if t is not type(None))
-    if isinstance(value, str) and value.strip().lower() in ("null", "none", "~", ""):
+    # "none" is a choice of some settings (quantization: none), and no value of the others
+    empty = ("null", "~", "") if name in NONE_IS_A_CHOICE else ("null", "none", "~", "")
+    if isinstance(value, str) and value.strip().lower() in empty:
         if optional:
             return None
         raise TrainConfigError(f"{where}: {name} cannot be empty")
