@@ -84,9 +84,13 @@ class Encoder:
         messages = example.extra.get("messages")
         if self.chat is None or not messages:
             return self.source_ids(example.source)
-        rendered = self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat.template, add_generation_prompt=True, tokenize=False
-        )
+        try:
+            rendered = self.tokenizer.apply_chat_template(
+                messages, chat_template=self.chat.template, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as error:  # jinja2 raises its own types, and templates raise on roles they refuse
+            roles = ", ".join(m["role"] for m in messages)
+            raise ChatTemplateError(f"the chat template cannot render a conversation of {roles}: {error}") from None
         start = rendered.find(messages[0]["content"])
         end = rendered.rfind(messages[-1]["content"]) + len(messages[-1]["content"])
         return self._truncated_inside(rendered, max(start, 0), max(end, start))

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adept_cli.cli import app
-from adept_cli.encoding import IGNORE_INDEX, Encoder, chat_format
+from adept_cli.encoding import IGNORE_INDEX, ChatTemplateError, Encoder, chat_format
 from adept_cli.evaluation.metrics import MetricFunctionError, rouge_l, score
 from adept_cli.tasks import get_task, load_task_data
 from adept_cli.tasks.custom import load_task_file
@@ -73,6 +73,11 @@ def test_each_shape_gives_its_context_and_reply() -> None:
     assert no_input.extra["messages"][0]["content"] == "Name a colour."
     completion = instruction_example({"prompt": "2+2=", "completion": " 4"}, "auto")
     assert (completion.source, completion.target) == ("2+2=", "4")
+    parts = [{"type": "text", "text": "Say "}, {"type": "text", "text": "apple."}]
+    split_content = instruction_example(
+        {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "apple"}]}, "auto"
+    )
+    assert split_content.extra["messages"][0]["content"] == "Say apple."
     conversational = instruction_example(
         {"prompt": CONVERSATION[:2], "completion": [{"role": "assistant", "content": "apple"}]}, "prompt_completion"
     )
@@ -91,6 +96,11 @@ def test_each_shape_gives_its_context_and_reply() -> None:
         ),
         ({"messages": [{"role": "user"}, {"role": "assistant", "content": "b"}]}, "auto", r"messages\[0\] must be"),
         ({"messages": "hello"}, "auto", "non-empty list"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]},
+            "auto",
+            "a list of .type: text",
+        ),
         ({"instruction": "x", "output": ""}, "alpaca", "reply to learn is empty"),
         ({"instruction": 3, "output": "y"}, "alpaca", "field 'instruction' must be a string"),
         ({"prompt": "x"}, "prompt_completion", "field 'completion' is missing"),
@@ -165,6 +175,14 @@ def test_the_loss_covers_the_reply_only_and_the_template_renders_the_whole_conte
     short = Encoder(tokenizer, False, len(context) - 4, 64, encoder.chat)
     cut = short.prompt_ids(example)
     assert len(cut) == len(context) - 4 and cut[-8:] == context[-8:]
+    # a template that refuses a role says so in one line
+    strict = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+        "{{ m['content'] }}{% endfor %}"
+    )
+    refusing = Encoder(tokenizer, False, 512, 64, chat_format(tokenizer, strict, seq2seq=False))
+    with pytest.raises(ChatTemplateError, match="conversation of system, user, assistant, user: no system role"):
+        refusing.training_features(example)
     # without a template: the plain transcript, the reply after it
     plain = Encoder(tokenizer, False, 512, 64)
     ids = plain.training_features(example)

@@ -111,10 +111,27 @@ def _messages(value: Any, name: str) -> list[dict[str, str]]:
     out = []
     for i, message in enumerate(value):
         ok = isinstance(message, dict) and isinstance(message.get("role"), str) and message.get("role")
-        if not ok or not isinstance(message.get("content"), str):
-            raise RowError(f"{name}[{i}] must be an object with string 'role' and 'content'; got {message!r}")
-        out.append({"role": message["role"], "content": message["content"]})
+        content = _text_content(message.get("content")) if ok else None
+        if content is None:
+            raise RowError(
+                f"{name}[{i}] must be an object with a string 'role' and a 'content' that is text (a string, or "
+                f"a list of {{type: text, text: ...}} parts); got {message!r}"
+            )
+        out.append({"role": message["role"], "content": content})
     return out
+
+
+def _text_content(content: Any) -> str | None:
+    """A message's text: a string, or OpenAI's list of content parts when every part is text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and content:
+        texts = [
+            part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None for part in content
+        ]
+        if all(isinstance(text, str) for text in texts):
+            return "".join(texts)
+    return None
 
 
 def _text(row: dict[str, Any], name: str) -> str:
