@@ -190,3 +190,11 @@ def test_chat_templates_come_from_the_adapter_or_are_refused(scored) -> None:
         model.apply_chat_template([{"role": "user", "content": "hi"}])
     model.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
     assert model.apply_chat_template([{"role": "user", "content": "hi"}]) == "[user] hi\n"
+
+
+def test_the_command_gives_one_line_for_a_bad_run() -> None:
+    result = runner.invoke(
+        app, ["lm-eval", "run", "--model", "adept", "--model_args", "run=/no/such/run", "--tasks", "rte"]
+    )
+    assert result.exit_code == 2
+    assert "/no/such/run is not a run directory" in result.output and "Traceback" not in result.output

@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from ..errors import AdeptError
 from .common import examples, fail
 
 EXAMPLES = examples(
@@ -29,7 +30,8 @@ def lm_eval_command(ctx: typer.Context) -> None:
     from .. import harness  # noqa: F401  (registers the adept model type)
 
     args = list(ctx.args)
-    if not any(arg == "--device" or arg.startswith("--device=") for arg in args):
+    evaluates = bool(args) and args[0] not in ("ls", "validate", "-h", "--help")
+    if evaluates and not any(arg == "--device" or arg.startswith("--device=") for arg in args):
         import torch
 
         # lm-eval's own default is cuda, even on a machine without one
@@ -37,5 +39,5 @@ def lm_eval_command(ctx: typer.Context) -> None:
     sys.argv = ["lm-eval", *args]
     try:
         cli_evaluate()
-    except harness.HarnessError as error:
+    except AdeptError as error:  # bad model_args, a missing run or adapter: one line, not lm-eval's traceback
         fail(str(error))
