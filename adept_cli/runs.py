@@ -37,21 +37,25 @@ class LoadedModel:
     evaluation: dict[str, Any] = field(default_factory=dict)  # settings saved with an adapter
 
 
-def load_from_run(run_dir: str | Path, device: Any = None) -> LoadedModel:
+def load_from_run(run_dir: str | Path, device: Any = None, quantization: str | None = None) -> LoadedModel:
     """The model of a run: its best adapter, on the base loaded as the run loaded it (quantized onto
-    `device` when the run was)."""
+    `device` when the run was), or as `quantization` says."""
     run = RunDir(Path(run_dir))
     if not run.holds_a_run():
         raise RunError(f"{run.path} is not a run directory (no {run.config.name})")
     config = load_run_config(run.config)
     if not run.best.is_dir():
         raise RunError(f"{run.best} not found: the run has not finished an evaluation yet")
-    model = load_trained(config.method, run.best, config.model, quantization=config.quantization, device=device)
+    quantization = quantization or config.quantization
+    model = load_trained(config.method, run.best, config.model, quantization=quantization, device=device)
     return LoadedModel(model, load_tokenizer(config.model), config.model, config.method, config)
 
 
-def load_from_adapter(adapter_dir: str | Path, model_name: str | None = None) -> LoadedModel:
-    """An adept adapter or a PEFT adapter directory, on `model_name` (default: the base it records)."""
+def load_from_adapter(
+    adapter_dir: str | Path, model_name: str | None = None, quantization: str | None = None, device: Any = None
+) -> LoadedModel:
+    """An adept adapter or a PEFT adapter directory, on `model_name` (default: the base it records), at
+    full precision unless `quantization` (4bit / 8bit) asks for a quantized base on `device`."""
     adapter_dir = Path(adapter_dir)
     path = adapter_dir / ADAPTER_CONFIG
     if not path.is_file():
@@ -64,19 +68,20 @@ def load_from_adapter(adapter_dir: str | Path, model_name: str | None = None) ->
     name = model_name or metadata.get("base_model_name_or_path")
     if not name:
         raise RunError(f"{path} names no base model; pass --model")
+    base = load_model(name, quantization=quantization, device=device)
     if native:
-        model = load_adapter(adapter_dir, base=load_model(name), base_model_name=name)
+        model = load_adapter(adapter_dir, base=base, base_model_name=name)
         return LoadedModel(model, load_tokenizer(name), name, metadata["method"], evaluation=evaluation)
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_model(name), adapter_dir).eval()
+    model = PeftModel.from_pretrained(base, adapter_dir).eval()
     return LoadedModel(model, load_tokenizer(name), name, "peft", evaluation=evaluation)
 
 
-def load_base(model_name: str | None) -> LoadedModel:
+def load_base(model_name: str | None, quantization: str | None = None, device: Any = None) -> LoadedModel:
     """The base model alone: the zero-shot baseline."""
     name = model_name or DEFAULT_MODEL
-    return LoadedModel(load_model(name), load_tokenizer(name), name, "base")
+    return LoadedModel(load_model(name, quantization=quantization, device=device), load_tokenizer(name), name, "base")
 
 
 def run_settings(config: TrainConfig) -> dict[str, Any]:

@@ -106,3 +106,20 @@ def test_none_is_a_quantization_choice_in_recipes_and_run_configs(tmp_path) -> N
     saved = tmp_path / "config.yaml"
     saved.write_text(dump_config(config))
     assert build_config(saved).quantization == "none"  # a run's config.yaml reads back
+
+
+def test_eval_chooses_the_base_precision(quantized_run) -> None:
+    from typer.testing import CliRunner
+
+    from adept_cli.cli import app
+
+    run, _ = quantized_run
+    runner = CliRunner()
+    scores = {}
+    for option in ([], ["--quantization", "none"], ["--quantization", "8bit"]):
+        result = runner.invoke(app, ["eval", "--run", str(run), "--limit", "8", "--scoring", "rank", "--json", *option])
+        assert result.exit_code == 0, result.output
+        scores[" ".join(option) or "as trained"] = json.loads(result.stdout)["metrics"]["accuracy"]
+    assert set(scores) == {"as trained", "--quantization none", "--quantization 8bit"}
+    refused = runner.invoke(app, ["eval", "--run", str(run), "--quantization", "2bit"])
+    assert refused.exit_code == 2 and "--quantization must be one of none, 4bit, 8bit" in refused.output

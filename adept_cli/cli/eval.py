@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..hf import QUANTIZATIONS
 from .common import (
     Scoring,
     Split,
@@ -57,6 +58,10 @@ def eval_command(
         str | None,
         typer.Option("--chat-template", help="auto | none | a Jinja file (default: as trained; none for a base)."),
     ] = None,
+    quantization: Annotated[
+        str | None,
+        typer.Option("--quantization", help="none | 4bit | 8bit: the base through bitsandbytes (default: as trained)."),
+    ] = None,
     predictions: Annotated[
         Path | None, typer.Option("--predictions", help="Write one JSON line per example here.")
     ] = None,
@@ -81,22 +86,27 @@ def eval_command(
         fail("--task is required without --run or --adapter")
     if predictions is not None:
         check_writable_file(predictions, "--predictions")
+    if quantization not in (None, *QUANTIZATIONS):
+        fail(f"--quantization must be one of {', '.join(QUANTIZATIONS)}; got {quantization!r}")
     if task is not None:
         get_task(task)  # an unknown task or a bad task file answers before any model loads
     if data_dir is not None and not Path(data_dir).is_dir():
         fail(f"--data-dir {data_dir} is not a directory")
     from ..evaluation import write_predictions
     from ..evaluation.execution import sandbox_for
-    from ..hf import make_accelerator
+    from ..hf import make_accelerator, quantization_problem
     from ..runs import eval_settings, evaluate_loaded, load_base, load_from_adapter, load_from_run, template_warning
 
     accelerator = make_accelerator()
+    problem = quantization_problem(quantization, accelerator.device.type)
+    if problem:
+        fail(problem)
     if run is not None:
-        loaded = load_from_run(run, accelerator.device)
+        loaded = load_from_run(run, accelerator.device, quantization)
     elif adapter is not None:
-        loaded = load_from_adapter(adapter, model)
+        loaded = load_from_adapter(adapter, model, quantization, accelerator.device)
     else:
-        loaded = load_base(model)
+        loaded = load_base(model, quantization, accelerator.device)
     settings = eval_settings(
         loaded,
         task=task,
