@@ -302,7 +302,9 @@ def bitsandbytes_config(quantization: str, compute_dtype: Any = None) -> Any:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype or torch.float32,
         )
-    return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ModelError(f"quantization must be one of {', '.join(QUANTIZATIONS)}; got {quantization!r}")
 
 
 def load_model(name: str, dtype: Any = None, quantization: str | None = None, device: Any = None) -> Any:

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from .errors import AdeptError
 from .hf import auto_model_class, enable_gradient_checkpointing, is_seq2seq, load_config, load_tokenizer
 from .training.config import TrainConfig
+from .training.setup import DTYPES
 
 ADAM_BYTES_PER_PARAMETER = 4 + 4 + 8  # fp32 parameter, its gradient, AdamW's exp_avg and exp_avg_sq
 NF4_BLOCK, DOUBLE_QUANT_BLOCK = 64, 256  # bitsandbytes' 4-bit blocks: one 8-bit absmax per 64 weights,
 # one fp32 scale per 256 absmax values (double quantization)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class PlanError(AdeptError, ValueError):
@@ -71,16 +71,9 @@ def plan_memory(config: TrainConfig, target_tokens: int | None = None, processes
 
     if not config.uses_prompt:
         raise PlanError(f"adept plan covers the prompt methods (adept, dept, pt); got method {config.method}")
-    rows = config.batch_size // config.grad_accum // processes
-    if rows < 1:
-        raise PlanError(
-            f"batch_size {config.batch_size} over grad_accum {config.grad_accum} and {processes} process(es) "
-            "leaves no row per forward"
-        )
+    rows, source, target = _batch_shape(config, target_tokens, processes)
     model_config = load_config(config.model)
     tokenizer = load_tokenizer(config.model)
-    source = config.max_length or 256
-    target = target_tokens or config.max_target_length
     dtype = DTYPES[config.model_dtype]
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     with mode:
@@ -89,21 +82,25 @@ def plan_memory(config: TrainConfig, target_tokens: int | None = None, processes
     # The adapter is built outside the fake mode (it is small, and real tensors join fake ones freely).
     model = build_model(config, base, tokenizer, source, init_prompt=False).train()
     seq2seq = is_seq2seq(base)
+    vocab, width = base.get_input_embeddings().weight.shape
+    element = torch.finfo(dtype).bits // 8
+    hidden_state = rows * (source + target + model.prompt_len) * width * element  # one layer's input or output
     saved = _saved_bytes(model, mode, rows, source, target, seq2seq)
     if config.gradient_checkpointing:
-        activations = _checkpointed_bytes(model, base, mode, rows, source, target, seq2seq, saved)
+        # autograd keeps what lies outside the layers and each layer's input, and while one layer is
+        # recomputed, that layer's activations
+        enable_gradient_checkpointing(base)
+        outside = _saved_bytes(model, mode, rows, source, target, seq2seq)
+        layers = _layer_count(base)
+        activations = outside + layers * hidden_state + math.ceil(max(saved - outside, 0) / layers)
     else:
         activations = saved
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    width = base.get_input_embeddings().weight.shape[1]
-    vocab = base.get_input_embeddings().weight.shape[0]
-    positions = source + target + model.prompt_len
-    element = torch.finfo(dtype).bits // 8
     # The largest buffers beside the saved ones: the logits of the target columns and, in the backward
     # pass, their gradients (about 1.5 times the logits, measured; a half-precision model adds the
     # fp32 copy the loss reads), and a few hidden-state gradients of the layer being differentiated.
     logits = rows * (target if seq2seq else target + 1) * vocab * 4
-    transient = int(logits * (1.5 if element == 4 else 2.5)) + 4 * rows * positions * width * element
+    transient = int(logits * (1.5 if element == 4 else 2.5)) + 4 * hidden_state
     return MemoryPlan(
         model=config.model,
         method=config.method,
@@ -119,6 +116,17 @@ def plan_memory(config: TrainConfig, target_tokens: int | None = None, processes
         activation_bytes=activations,
         transient_bytes=transient,
     )
+
+
+def _batch_shape(config: TrainConfig, target_tokens: int | None, processes: int = 1) -> tuple[int, int, int]:
+    """Rows per forward on one device, input tokens and target tokens of every row (all at full length)."""
+    rows = config.batch_size // config.grad_accum // processes
+    if rows < 1:
+        raise PlanError(
+            f"batch_size {config.batch_size} over grad_accum {config.grad_accum} and {processes} process(es) "
+            "leaves no row per forward"
+        )
+    return rows, config.max_length or 256, target_tokens or config.max_target_length
 
 
 def _saved_bytes(model: Any, mode: Any, rows: int, source: int, target: int, seq2seq: bool) -> int:
@@ -149,21 +157,6 @@ def _training_loss(model: Any, rows: int, source: int, target: int, seq2seq: boo
     inputs = torch.zeros((rows, source + target), dtype=torch.long)
     logits = model(input_ids=inputs, attention_mask=torch.ones_like(inputs), logits_to_keep=target + 1).logits
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), inputs[:, -target:].flatten(), reduction="sum")
-
-
-def _checkpointed_bytes(
-    model: Any, base: Any, mode: Any, rows: int, source: int, target: int, seq2seq: bool, full: int
-) -> int:
-    """Under checkpointing autograd keeps what lies outside the layers, each layer's input, and while
-    one layer is recomputed, that layer's activations."""
-    enable_gradient_checkpointing(base)
-    outside = _saved_bytes(model, mode, rows, source, target, seq2seq)
-    layers = _layer_count(base)
-    width = base.get_input_embeddings().weight.shape[1]
-    element = next(base.parameters()).element_size()
-    positions = source + target + model.prompt_len
-    inputs = layers * rows * positions * width * element
-    return outside + inputs + math.ceil(max(full - outside, 0) / max(layers, 1))
 
 
 def _layer_count(base: Any) -> int:
@@ -221,8 +214,7 @@ def measure_peak(config: TrainConfig, target_tokens: int | None = None, device: 
     from .hf import load_model
     from .training.strategies import build_model
 
-    rows, source = config.batch_size // config.grad_accum, config.max_length or 256
-    target = target_tokens or config.max_target_length
+    rows, source, target = _batch_shape(config, target_tokens)
     base = load_model(config.model, DTYPES[config.model_dtype], config.quantization, torch.device(device))
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(base)

@@ -94,13 +94,10 @@ def eval_command(
         fail(f"--data-dir {data_dir} is not a directory")
     from ..evaluation import write_predictions
     from ..evaluation.execution import sandbox_for
-    from ..hf import make_accelerator, quantization_problem
+    from ..hf import make_accelerator
     from ..runs import eval_settings, evaluate_loaded, load_base, load_from_adapter, load_from_run, template_warning
 
     accelerator = make_accelerator()
-    problem = quantization_problem(quantization, accelerator.device.type)
-    if problem:
-        fail(problem)
     if run is not None:
         loaded = load_from_run(run, accelerator.device, quantization)
     elif adapter is not None:
