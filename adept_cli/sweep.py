@@ -21,6 +21,7 @@ import itertools
 import re
 import shlex
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -360,9 +361,7 @@ def chosen_runs(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def describe_plan(sweep: Sweep) -> str:
-    counts: dict[str, int] = {}
-    for run in sweep.runs():
-        status = run.status()
-        counts[status] = counts.get(status, 0) + 1
+    runs = sweep.runs()
+    counts = Counter(run.status() for run in runs)
     done = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-    return f"{len(sweep.points())} grid point(s) x {len(sweep.seeds)} seed(s) = {len(sweep.runs())} runs ({done})"
+    return f"{len(sweep.points())} grid point(s) x {len(sweep.seeds)} seed(s) = {len(runs)} runs ({done})"
