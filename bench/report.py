@@ -197,6 +197,28 @@ def chat_template_section(data: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def mbpp_section(data: dict[str, Any]) -> list[str]:
+    tests = data["tests"]
+    lines = ["## MBPP grader: reference solutions and forgeries", ""]
+    lines += provenance(data)
+    lines += [
+        f"- Sandbox: {data['sandbox']}.",
+        f"- {data['rows']} problems, {tests['value'] + tests['statement']} tests: {tests['value']} value tests "
+        f"(expected value kept outside the program), {tests['statement']} statement tests.",
+        f"- Reference solutions passed: **{data['reference_passed']} / {data['rows']}** "
+        f"({data['seconds']:.0f} s, 2 sandboxes at a time).",
+        "",
+        "| forgery (in place of every reference solution) | problems passed |",
+        "| --- | ---: |",
+    ]
+    for kind, passed in data["forged_passed"].items():
+        lines.append(f"| {kind} | {passed} |")
+    failures = data["reference_failures"]
+    if failures:
+        lines += ["", "Reference failures: " + "; ".join(f"{task} ({detail})" for task, detail in failures.items())]
+    return lines + [""]
+
+
 def plan_section(data: dict[str, Any]) -> list[str]:
     lines = ["## `adept plan`: estimated against measured training memory", ""]
     lines += provenance(data)
@@ -332,6 +354,7 @@ def main() -> None:
         ("quality", quality_section),
         ("chat_template", chat_template_section),
         ("plan_memory", plan_section),
+        ("mbpp_reference", mbpp_section),
     )
     for name, section in sections:
         data = load(name)

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from adept_cli.evaluation import execution
+from adept_cli.evaluation import sandbox as sandboxes
 from adept_cli.evaluation.execution import ExecutionError, check_solution, check_solutions, detect_sandbox
+
+from .helpers import data_dir, read_jsonl
 
 TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
 RIGHT = "def add(a, b):\n    return a + b\n"
@@ -23,13 +26,13 @@ WRONG = "def add(a, b):\n    return a - b\n"
 @pytest.fixture(params=["bubblewrap", "unshare"])
 def each_sandbox(request, monkeypatch):
     """Run the hostile programs in each isolation that works here, not only the one adept would pick."""
-    sandbox = execution.Sandbox(request.param)
-    if execution.shutil.which({"bubblewrap": "bwrap", "unshare": "unshare"}[request.param]) is None:
+    chosen = sandboxes.Sandbox(request.param, as_nobody=os.geteuid() == 0)
+    if sandboxes.shutil.which({"bubblewrap": "bwrap", "unshare": "unshare"}[request.param]) is None:
         pytest.skip(f"{request.param} is not installed")
-    if not execution._probe(sandbox):
+    if not sandboxes.probe(chosen):
         pytest.skip(f"{request.param} does not isolate here")
-    monkeypatch.setattr(execution, "detect_sandbox", lambda: sandbox)
-    return sandbox
+    monkeypatch.setattr(sandboxes, "detect_sandbox", lambda: chosen)
+    return chosen
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox uses Linux namespaces")
@@ -37,15 +40,16 @@ def test_a_sandbox_is_found_on_linux_ci() -> None:
     sandbox = detect_sandbox()
     assert sandbox is not None, "neither bubblewrap nor unshare isolates here: install bubblewrap"
     assert sandbox.kind in ("bubblewrap", "unshare")
-    assert "no network" in sandbox.describe() and "read-only filesystem" in sandbox.describe()
+    assert "no network" in sandbox.describe() and "sees only the Python installation" in sandbox.describe()
 
 
 @pytest.mark.parametrize("kind", ["bubblewrap", "unshare"])
 def test_each_isolation_passes_its_own_probe_where_its_tool_works(kind) -> None:
     tool = {"bubblewrap": "bwrap", "unshare": "unshare"}[kind]
-    if execution.shutil.which(tool) is None:
+    if sandboxes.shutil.which(tool) is None:
         pytest.skip(f"{tool} is not installed")
-    assert execution._probe(execution.Sandbox(kind)), f"{kind} is installed but does not isolate"
+    chosen = sandboxes.Sandbox(kind, as_nobody=os.geteuid() == 0)
+    assert sandboxes.probe(chosen), f"{kind} is installed but does not isolate"
 
 
 def test_right_and_wrong_solutions() -> None:
@@ -195,10 +199,159 @@ def test_many_solutions_keep_their_order() -> None:
 
 
 def test_without_isolation_code_runs_only_when_allowed(monkeypatch, caplog) -> None:
-    monkeypatch.setattr(execution, "detect_sandbox", lambda: None)
+    monkeypatch.setattr(sandboxes, "detect_sandbox", lambda: None)
     with pytest.raises(ExecutionError, match="allow_unsafe_exec"):
         check_solution(RIGHT, TESTS)
     with caplog.at_level(logging.WARNING, logger="adept.execution"):
         assert check_solution(RIGHT, TESTS, allow_unsafe_exec=True).passed
     assert "WITHOUT isolation" in caplog.text
     assert check_solution(WRONG + "exit(0)", TESTS, allow_unsafe_exec=True).status == "failed"
+
+
+def test_what_the_program_sees_cannot_be_made_writable(each_sandbox) -> None:
+    """Capabilities would let a program remount its read-only view writable (as bwrap run by root once
+    allowed): every way to try it must fail, and the interpreter's own folder stay untouched."""
+    target = Path(sys.prefix) / f"adept-escape-{time.time_ns()}"
+    attack = f"""
+import ctypes, os
+target = {str(target)!r}
+libc = ctypes.CDLL(None, use_errno=True)
+MS_REMOUNT, MS_BIND = 32, 4096
+for point in ("/", {sys.prefix!r}, "/tmp"):
+    libc.mount(b"none", point.encode(), None, MS_REMOUNT | MS_BIND, None)
+os.system("mount -o remount,rw,bind / ; mount -o remount,rw,bind {sys.prefix} ; "
+          "unshare -Urm sh -c 'mount -o remount,rw,bind {sys.prefix} && touch {target}' ; touch {target}")
+wrote = os.path.exists(target)
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+capabilities = int(status["CapEff"], 16) | int(status["CapPrm"], 16)
+uid = os.geteuid()
+"""
+    checks = ["assert wrote == False", "assert capabilities == 0"]
+    if each_sandbox.as_nobody:
+        checks.append(f"assert uid == {sandboxes.NOBODY}")
+    try:
+        result = check_solution(RIGHT + attack, [*TESTS, *checks])
+        assert result.passed, result.detail
+        assert not target.exists()
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_the_program_sees_only_the_interpreter_not_data_or_home(each_sandbox, tmp_path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("token")
+    answers = data_dir() / "mbpp" / "test.jsonl"  # the expected values of every MBPP test
+    hidden = [str(secret), str(tmp_path), str(Path(__file__).resolve()), str(answers.resolve()), "/etc/passwd"]
+    attack = f"""
+import os
+seen = sorted(path for path in {hidden!r} if os.path.exists(path))
+"""
+    result = check_solution(RIGHT + attack, [*TESTS, "assert seen == []"])
+    assert result.passed, result.detail
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        # an object equal to everything
+        "class Anything:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
+        "def add(a, b):\n    return Anything()\n",
+        # a builtin subclass that lies in __eq__
+        "class Liar(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\n"
+        "def add(a, b):\n    return Liar(a - b)\n",
+        # a wrong solution whose failures are turned into a clean exit
+        "import atexit, os\natexit.register(lambda: os._exit(0))\ndef add(a, b):\n    return a - b\n",
+        # the harness's secret, dug out of its objects: the end mark without any test's value
+        "import os\nnonce = _adept_finished.__closure__[0].cell_contents\n"
+        "os.write(1, ('\\n%s end\\n' % nonce).encode())\nos._exit(0)\n",
+        # the same secret used to report a value before the real one
+        "nonce = _adept_finished.__closure__[0].cell_contents\nimport os\n"
+        'os.write(1, (\'\\n%s 1 ["int", "0x0"]\\n\' % nonce).encode())\n' + WRONG,
+    ],
+    ids=["eq-always-true", "int-subclass", "atexit-exit-0", "stolen-nonce-end", "stolen-nonce-record"],
+)
+def test_forged_results_fail_value_tests(forgery) -> None:
+    result = check_solution(forgery, TESTS)
+    assert result.status == "failed", result
+
+
+VALUE_SETUP = "import collections\nfrom decimal import Decimal\nfrom fractions import Fraction\n"
+
+
+@pytest.mark.parametrize(
+    ("returned", "literal"),
+    [
+        ("collections.Counter('aab')", "{'a': 2, 'b': 1}"),
+        ("collections.OrderedDict(a=1)", "{'a': 1}"),
+        ("collections.namedtuple('P', 'x y')(1, 2)", "(1, 2)"),
+        ("[1, 2]", "(1, 2)"),
+        ("3.0", "3"),
+        ("True", "1"),
+        ("frozenset({1, 2})", "{1, 2}"),
+        ("{frozenset({1})}", "{frozenset({1})}"),
+        ("bytearray(b'ab')", "b'ab'"),
+        ("Fraction(1, 2)", "0.5"),
+        ("Fraction(1, 3)", "0.3333333333333333"),
+        ("Decimal('0.5')", "0.5"),
+        ("0.1 + 0.2", "0.3"),
+        ("{1: [1, (2, None)], 'k': {'x'}}", "{1: [1, (2, None)], 'k': {'x'}}"),
+        ("map(str, [1])", "['1']"),
+        ("1 + 2j", "(1+2j)"),
+        ("'é' * 3", "'ééé'"),
+        ("2 ** 200", str(2**200)),
+        ("float('nan')", "0.0"),
+        ("None", "None"),
+        ("range(2)", "[0, 1]"),
+    ],
+)
+def test_value_tests_judge_as_python_does(returned, literal) -> None:
+    namespace: dict = {}
+    exec(VALUE_SETUP, namespace)
+    python_says = eval(returned, namespace) == eval(literal, namespace)
+    result = check_solution(f"def f():\n    return {returned}\n", [f"assert f() == {literal}"], setup=VALUE_SETUP)
+    assert result.passed == python_says, result
+
+
+def test_a_wrong_value_is_named_with_what_the_program_returned() -> None:
+    result = check_solution(WRONG, TESTS)
+    assert result.detail == "AssertionError: add(1, 2) == 3 (got -1)"
+    result = check_solution("class Box:\n    pass\ndef add(a, b):\n    return Box()\n", TESTS)
+    assert result.status == "failed" and "type Box" in result.detail and "plain data" in result.detail
+
+
+def test_statement_tests_run_in_the_program_beside_value_tests() -> None:
+    statements = ["assert add(1, 2) == len('abc')", "assert isinstance(add(1, 2), int)", *TESTS]
+    assert check_solution(RIGHT, statements).passed
+    assert check_solution("def add(a, b):\n    return float(a + b)\n", statements).status == "failed"
+    result = check_solution(RIGHT, [*TESTS, "assert add(2, 2) == len('abc')"])
+    assert result.status == "failed" and "AssertionError" in result.detail
+
+
+def test_mbpp_reference_solutions_pass() -> None:
+    """30 reference solutions, and the two whose setup builds trees of the solution's own Node class
+    (so the setup runs after the solution); bench/mbpp_reference.py checks all 974."""
+    every = read_jsonl(data_dir() / "mbpp" / "mbpp.jsonl")
+    rows = every[:30] + [row for row in every if row["test_setup_code"].strip()]
+    assert len(rows) == 32
+    items = [(row["code"], row["test_list"], row["test_setup_code"]) for row in rows]
+    results = check_solutions(items, workers=2)
+    failed = {row["task_id"]: result.detail for row, result in zip(rows, results) if not result.passed}
+    assert not failed
+
+
+def test_the_program_cannot_fill_this_machines_disk(each_sandbox) -> None:
+    """It writes in a tmpfs of WORK_MB: a loop of 16 MiB files stops there, whatever time is left."""
+    attack = """
+import os
+written = 0
+try:
+    for index in range(64):
+        with open(f"fill-{index}", "wb") as handle:
+            handle.write(b"x" * (15 * 2**20))
+        written += 15 * 2**20
+except OSError:
+    pass
+"""
+    checks = [f"assert written <= {sandboxes.WORK_MB * 2**20}", "assert written >= 30 * 2**20"]
+    result = check_solution(RIGHT + attack, [*TESTS, *checks], memory_mb=512)
+    assert result.passed, result.detail

@@ -1,257 +1,194 @@
-"""Run generated code against its tests, isolated from the machine, and score it honestly.
+"""Run generated code against its tests in the sandbox (sandbox.py) and score it honestly.
 
-Isolation (Linux): each program runs in a fresh `python -I` inside new user, mount, PID, network, IPC
-and UTS namespaces: the whole filesystem is mounted read-only except a private scratch folder (its
-working directory and TMPDIR); there is no network (not even the host's loopback); it sees only
-its own processes, so it cannot signal adept and nothing it starts outlives it (the namespace dies with
-its first process); its environment is empty; and it runs under limits on CPU time, address space,
-file size, open files and processes. When adept runs as root, the program runs as `nobody` where
-that user can run the interpreter.
-`bubblewrap` (bwrap) builds the sandbox where it is installed, else `unshare` from util-linux; either
-is first checked with a probe program that must fail to write outside its folder. Where neither works
-(macOS, namespaces disabled), generated code runs only with an explicit `allow_unsafe_exec`, with a
-warning, and never silently unisolated.
+Value tests: a test `assert <expression> == <literal>` (5,870 of MBPP's 5,876) never shows the program
+its expected value. The program computes the expression and writes the result as plain data (numbers,
+strings, bytes, lists, tuples, dicts, sets); adept rebuilds it outside the program, with none of the
+program's code, and compares it with the literal itself. An object whose `__eq__` always says True, a
+patched `math.isclose` or `AssertionError`, output that says "passed", an early `exit(0)`: none of them
+can produce a value the program did not compute, so each is a failure.
 
-Honest scores: a program passes only if the harness reaches the line after the last test and prints a
-random nonce the parent chose for this run. The nonce reaches the program on stdin, which the harness
-reads and closes before the generated code runs, and it is never written into the program file, so
-code that exits early (`exit(0)`, `os._exit(0)`) or prints "passed" is a failure. (In-process code can
-still find the nonce by introspecting the harness's objects: a deliberate attack on the grader, which
-the sandbox then contains like any other program.)
+Statement tests (anything else) run inside the program; they pass only if the harness reaches the line
+after the last test and prints a random nonce the parent chose for this run. The nonce reaches the program
+on stdin, which the harness reads and closes before the generated code runs, and is never written into
+the program file, so code that exits early fails. Code that deliberately digs the nonce out of the
+harness's own objects could fake statement tests (never value tests); the sandbox contains it like any
+other program.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
+import ast
+import json
 import os
 import secrets
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from ..errors import AdeptError
+from .sandbox import ExecutionError, Sandbox, detect_sandbox, read_tail, run_program, sandbox_for, scratch_folder
+
+__all__ = [
+    "ExecutionError",
+    "ExecutionResult",
+    "Sandbox",
+    "check_solution",
+    "check_solutions",
+    "detect_sandbox",
+    "sandbox_for",
+]
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MEMORY_MB = 1024
 MAX_FILE_MB = 16  # any file the program writes, its captured stdout / stderr included
 MAX_OPEN_FILES = 64
 MAX_PROCESSES = 64
-NOBODY = 65534
-logger = logging.getLogger("adept.execution")
-
-
-class ExecutionError(AdeptError, RuntimeError):
-    """Generated code cannot be executed safely here; the message says what to install or set."""
 
 
 @dataclass(frozen=True)
 class ExecutionResult:
     status: Literal["passed", "failed", "timeout"]
-    detail: str = ""  # last line of stderr for failures
+    detail: str = ""  # the first failed test, or the last line of stderr
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
 
 
-# The harness's first lines: limits, then the nonce from stdin, kept in a closure; stdin is closed
-# before any generated code runs.
+@dataclass(frozen=True)
+class _ValueTest:
+    expression: str  # what the program computes
+    expected: Any  # the literal, never shown to the program
+
+
+def _split(test: str) -> _ValueTest | str:
+    """A value test when `test` is `assert <expression> == <literal>` (either side), else the statement."""
+    try:
+        tree = ast.parse(test)
+    except SyntaxError:
+        return test  # fails inside the program, with Python's own message
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+        return test
+    comparison = tree.body[0].test
+    if not (isinstance(comparison, ast.Compare) and len(comparison.ops) == 1 and isinstance(comparison.ops[0], ast.Eq)):
+        return test
+    left, right = comparison.left, comparison.comparators[0]
+    for expression, literal in ((left, right), (right, left)):
+        try:
+            return _ValueTest(ast.unparse(expression), ast.literal_eval(literal))
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+    return test
+
+
+# The harness's first lines: limits, the nonce from stdin (stdin is closed before any generated code
+# runs), and the two functions the tests call: `report` writes a value test's result as plain data,
+# `finished` marks the end of the tests.
 _PROLOGUE = """\
 def _adept_harness():
-    import os, resource, sys
+    import json, numbers, os, resource, sys
+    from decimal import Decimal
     for limit, value in {limits!r}:
         resource.setrlimit(getattr(resource, limit), (value, value))
     nonce = sys.stdin.readline().strip()
     os.close(0)
     sys.stdin = None
+    write = os.write
+
+    def plain(value):
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return ["bool", bool(value)]
+        if isinstance(value, int):
+            return ["int", hex(int.__int__(value))]
+        if isinstance(value, numbers.Integral):
+            return ["int", hex(value.__index__())]
+        if isinstance(value, float):
+            return ["float", float.hex(value)]
+        if isinstance(value, numbers.Rational):
+            return ["fraction", hex(int(value.numerator)), hex(int(value.denominator))]
+        if isinstance(value, numbers.Real):
+            return ["float", float(value).hex()]
+        if isinstance(value, complex):
+            return ["complex", value.real.hex(), value.imag.hex()]
+        if isinstance(value, Decimal):
+            return ["decimal", str(value)]
+        if isinstance(value, str):
+            return ["str", str.__str__(value)]
+        if isinstance(value, (bytes, bytearray)):
+            return ["bytes", bytes(value).hex()]
+        for kind in (list, tuple, set, frozenset):
+            if isinstance(value, kind):
+                return [kind.__name__, [plain(item) for item in kind.__iter__(value)]]
+        if isinstance(value, dict):
+            return ["dict", [[plain(key), plain(item)] for key, item in dict.items(value)]]
+        return ["unsupported", type(value).__qualname__]
+
+    def report(index, value):
+        try:
+            record = json.dumps(plain(value))
+        except RecursionError:
+            record = json.dumps(["unsupported", "a structure nested too deeply"])
+        write(1, ("\\n%s %d %s\\n" % (nonce, index, record)).encode())
 
     def finished():
-        sys.stdout.write("\\n" + nonce + "\\n")
-        sys.stdout.flush()
+        write(1, ("\\n%s end\\n" % nonce).encode())
 
-    return finished
+    return report, finished
 
 
-_adept_finished = _adept_harness()
+_adept_report, _adept_finished = _adept_harness()
 del _adept_harness
 """
 _EPILOGUE = "\n_adept_finished()\n"
+_PLAIN = "None, bool, numbers, str, bytes, list, tuple, dict, set"
 
 
-@dataclass(frozen=True)
-class Sandbox:
-    """How programs are isolated: `kind` is bubblewrap, unshare or none (unsafe, allowed explicitly)."""
-
-    kind: Literal["bubblewrap", "unshare", "none"]
-    as_nobody: bool = False
-
-    def describe(self) -> str:
-        if self.kind == "none":
-            return "NOT isolated (allow_unsafe_exec): generated code can read and change this machine"
-        who = ", as nobody" if self.as_nobody else ""
-        return (
-            f"{self.kind} sandbox{who}: no network, read-only filesystem but a private scratch folder, own PID "
-            "namespace, empty environment, limits on CPU, memory, file size, open files and processes"
-        )
-
-    def command(self, scratch: Path) -> list[str]:
-        """The command that runs `program.py` of `scratch` in this sandbox."""
-        python = [sys.executable, "-I", "-B", "program.py"]
-        drop = ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"] if self.as_nobody else []
-        if self.kind == "bubblewrap":
-            return [
-                *drop,
-                "bwrap",
-                "--unshare-all",
-                "--die-with-parent",
-                "--new-session",
-                "--ro-bind", "/", "/",
-                "--proc", "/proc",
-                "--dev", "/dev",
-                "--bind", str(scratch), str(scratch),
-                "--clearenv",
-                "--setenv", "TMPDIR", str(scratch),
-                "--chdir", str(scratch),
-                *python,
-            ]  # fmt: skip
-        if self.kind == "unshare":
-            return [
-                *drop,
-                "unshare",
-                "--user",
-                "--map-root-user",
-                "--mount",
-                "--net",
-                "--ipc",
-                "--uts",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-                "sh",
-                "-c",
-                _UNSHARE_SCRIPT,
-                "sandbox",
-                str(scratch),
-                *python,
-            ]
-        return python
+class _Unreadable(ValueError):
+    """A value record that is not plain data."""
 
 
-# Inside the new namespaces: a read-only copy of the mount tree with the scratch folder bound writable
-# and a fresh /proc, then chroot into it with an empty environment. Any failed step aborts.
-_UNSHARE_SCRIPT = """
-set -eu
-PATH="/usr/sbin:/sbin:/usr/bin:/bin:$PATH"
-scratch=$1; shift
-root="$scratch/.root"
-mkdir "$root"
-mount --rbind / "$root"
-awk -v r="$root" '$5 == r || index($5, r "/") == 1 { print $5 " " $6 }' /proc/self/mountinfo |
-while read -r point options; do
-  flags=ro
-  for flag in nosuid nodev noexec; do
-    case ",$options," in *",$flag,"*) flags="$flags,$flag";; esac
-  done
-  mount -o "remount,bind,$flags" "$point"
-done
-mount --bind "$scratch" "$root$scratch"
-mount -t proc proc "$root/proc"
-cd "$root"
-exec env -i TMPDIR="$scratch" "$(command -v chroot)" "$root" sh -c 'cd "$TMPDIR" && exec "$@"' sandbox "$@"
-"""
-
-
-@functools.cache
-def detect_sandbox() -> Sandbox | None:
-    """The first isolation that works here, checked by running a probe in it (cached per process)."""
-    if not sys.platform.startswith("linux"):
+def _rebuild(node: Any) -> Any:
+    """The value a record describes, built from builtins only (never the program's code)."""
+    if node is None:
         return None
-    as_nobody = os.geteuid() == 0 and shutil.which("setpriv") is not None
-    for kind, tool in (("bubblewrap", "bwrap"), ("unshare", "unshare")):
-        if shutil.which(tool) is None:
-            continue
-        for nobody in (True, False) if as_nobody else (False,):
-            sandbox = Sandbox(kind, nobody)
-            if _probe(sandbox):
-                return sandbox
-    return None
-
-
-_PROBE = """\
-import os, socket
-os.makedirs("inside", exist_ok=True)
-open("inside/ok", "w").write("ok")
-for path in {outside!r}:
+    if not (isinstance(node, list) and node and isinstance(node[0], str)):
+        raise _Unreadable(f"not a tagged value: {str(node)[:40]}")
+    tag, *fields = node
     try:
-        open(path, "w").write("escaped")
-    except OSError:
-        pass
-try:
-    socket.create_connection(("127.0.0.1", 9), timeout=1)
-except OSError:
-    pass
-if os.getpid() > 10 or "PATH" in os.environ or "HOME" in os.environ or not os.environ.get("TMPDIR"):
-    raise SystemExit(4)
-"""
-
-
-def _probe(sandbox: Sandbox) -> bool:
-    """A probe must run, write in its folder, see a fresh PID namespace and an empty environment, and
-    fail to write anywhere else (the system's /tmp, the home folder, the root folder)."""
-    with _scratch() as scratch:
-        token = secrets.token_hex(8)
-        outside = [
-            scratch.parent / f"adept-probe-{token}",
-            Path.home() / f".adept-probe-{token}",
-            Path(f"/adept-probe-{token}"),
-        ]
-        try:
-            result = _run(sandbox, scratch, _PROBE.format(outside=[str(p) for p in outside]), [], 20.0, 512)
-            escaped = [path for path in outside if path.exists()]
-        finally:
-            for path in outside:
-                path.unlink(missing_ok=True)
-        return result.passed and not escaped and (scratch / "inside" / "ok").is_file()
-
-
-class _scratch:
-    """A private temporary folder the sandboxed program may write (owned by nobody when it runs as nobody)."""
-
-    def __enter__(self) -> Path:
-        self.path = Path(tempfile.mkdtemp(prefix="adept-exec-"))
-        if os.geteuid() == 0:  # the program may run as nobody
-            os.chmod(self.path, 0o777)
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-def sandbox_for(allow_unsafe_exec: bool) -> Sandbox:
-    """The sandbox to run generated code in, or an error saying how to get one."""
-    sandbox = detect_sandbox()
-    if sandbox is not None:
-        return sandbox
-    if not allow_unsafe_exec:
-        raise ExecutionError(
-            "generated code cannot be executed in isolation here: neither bubblewrap (bwrap) nor unshare with "
-            "user namespaces works on this machine. Install bubblewrap (e.g. apt-get install bubblewrap) or "
-            "enable unprivileged user namespaces; or, to run generated code unisolated at your own risk, set "
-            "allow_unsafe_exec: true (adept eval --allow-unsafe-exec)"
+        if tag == "bool" and isinstance(fields[0], bool):
+            return fields[0]
+        if tag == "int":
+            return int(fields[0], 16)
+        if tag == "float":
+            return float.fromhex(fields[0])
+        if tag == "fraction":
+            return Fraction(int(fields[0], 16), int(fields[1], 16))
+        if tag == "complex":
+            return complex(float.fromhex(fields[0]), float.fromhex(fields[1]))
+        if tag == "decimal":
+            return Decimal(fields[0])
+        if tag == "str" and isinstance(fields[0], str):
+            return fields[0]
+        if tag == "bytes":
+            return bytes.fromhex(fields[0])
+        if tag in ("list", "tuple", "set", "frozenset"):
+            return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[tag](map(_rebuild, fields[0]))
+        if tag == "dict":
+            return {_rebuild(key): _rebuild(value) for key, value in fields[0]}
+    except _Unreadable:
+        raise
+    except (ValueError, TypeError, IndexError, ArithmeticError) as error:
+        raise _Unreadable(f"{tag}: {error}") from None
+    if tag == "unsupported":
+        raise _Unreadable(
+            f"returned a value of type {str(fields[0])[:60]}, which is compared only as plain data ({_PLAIN})"
         )
-    logger.warning(
-        "executing generated code WITHOUT isolation (allow_unsafe_exec): it can read and change this machine"
-    )
-    return Sandbox("none")
+    raise _Unreadable(f"unknown tag {tag[:20]!r}")
 
 
 def _limits(timeout: float, memory_mb: int) -> list[tuple[str, int]]:
@@ -264,60 +201,66 @@ def _limits(timeout: float, memory_mb: int) -> list[tuple[str, int]]:
     ]
 
 
+def _records(stdout: Path, nonce: str) -> tuple[dict[int, str], bool, int | None]:
+    """The value records, whether the end mark came, and the first test reported twice (if any)."""
+    records: dict[int, str] = {}
+    ended, twice = False, None
+    prefix = nonce + " "
+    with open(stdout, "rb") as handle:  # at most MAX_FILE_MB: the program cannot write more
+        for raw in handle:
+            line = raw.decode("utf-8", "replace")
+            if not line.startswith(prefix):
+                continue
+            index, _, record = line[len(prefix) :].rstrip("\n").partition(" ")
+            if index == "end":
+                ended = True
+            elif index.isdigit() and int(index) not in records:
+                records[int(index)] = record
+            elif index.isdigit() and twice is None:
+                twice = int(index)
+    return records, ended, twice
+
+
+def _verdict(tests: list[_ValueTest | str], records: dict[int, str]) -> ExecutionResult:
+    for index, test in enumerate(tests):
+        if isinstance(test, str):
+            continue
+        if index not in records:
+            return ExecutionResult("failed", f"test {index + 1} reported no value: {test.expression}")
+        try:
+            value = _rebuild(json.loads(records[index]))
+            equal = value == test.expected
+        except (_Unreadable, ValueError, RecursionError) as error:
+            return ExecutionResult("failed", f"test {index + 1} ({test.expression}): {error}")
+        if not equal:
+            got = repr(value)
+            got = got if len(got) <= 200 else got[:200] + "..."
+            return ExecutionResult("failed", f"AssertionError: {test.expression} == {test.expected!r} (got {got})")
+    return ExecutionResult("passed")
+
+
 def _run(
     sandbox: Sandbox, scratch: Path, body: str, tests: Sequence[str], timeout: float, memory_mb: int
 ) -> ExecutionResult:
-    """`body` then `tests` as one program in `scratch`; passed only if the harness printed the nonce."""
+    """`body` then `tests` as one program in `scratch`, scored as the module docstring says."""
     nonce = secrets.token_hex(16)
-    program = "\n".join([_PROLOGUE.format(limits=_limits(timeout, memory_mb)), body, "", *tests, _EPILOGUE])
-    (scratch / "program.py").write_text(program, encoding="utf-8")
-    stdout_path, stderr_path = scratch / ".stdout", scratch / ".stderr"
-    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            sandbox.command(scratch),
-            cwd=scratch,
-            stdin=subprocess.PIPE,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,  # its own process group: killed whole on timeout
-            env={} if sandbox.kind == "none" else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )
-        try:
-            process.stdin.write((nonce + "\n").encode())
-            process.stdin.close()
-        except BrokenPipeError:
-            pass
-        try:
-            code = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return ExecutionResult("timeout", f"no result within {timeout:g} s")
-        finally:
-            _kill_group(process)
-    if code == 0 and nonce in _tail(stdout_path).split():
-        return ExecutionResult("passed")
-    if code == 0:
+    split = [_split(test) for test in tests]
+    lines = [
+        test if isinstance(test, str) else f"_adept_report({i}, ({test.expression}))" for i, test in enumerate(split)
+    ]
+    program = "\n".join([_PROLOGUE.format(limits=_limits(timeout, memory_mb)), body, "", *lines, _EPILOGUE])
+    code = run_program(sandbox, scratch, program, (nonce + "\n").encode(), timeout)
+    if code is None:
+        return ExecutionResult("timeout", f"no result within {timeout:g} s")
+    if code != 0:
+        lines = read_tail(scratch / ".stderr").strip().splitlines()
+        return ExecutionResult("failed", lines[-1] if lines else f"exit status {code}")
+    records, ended, twice = _records(scratch / ".stdout", nonce)
+    if not ended:
         return ExecutionResult("failed", "the program ended before its tests finished")
-    return ExecutionResult("failed", _last_line(_tail(stderr_path)) or f"exit status {code}")
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
-
-
-def _tail(path: Path, limit: int = 4096) -> str:
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        handle.seek(max(handle.tell() - limit, 0))
-        return handle.read().decode("utf-8", "replace")
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else ""
+    if twice is not None:
+        return ExecutionResult("failed", f"test {twice + 1} was reported twice")
+    return _verdict(split, records)
 
 
 def check_solution(
@@ -328,10 +271,11 @@ def check_solution(
     memory_mb: int = DEFAULT_MEMORY_MB,
     allow_unsafe_exec: bool = False,
 ) -> ExecutionResult:
-    """Run `setup`, `code`, then each test statement; passed only if every test ran to the end."""
+    """Run `code`, then `setup` (test fixtures: MBPP's build objects of the solution's classes), then each
+    test; passed only if every test passed (see the module docstring)."""
     sandbox = sandbox_for(allow_unsafe_exec)
-    with _scratch() as scratch:
-        return _run(sandbox, scratch, "\n".join([setup, code]), tests, timeout, memory_mb)
+    with scratch_folder() as scratch:
+        return _run(sandbox, scratch, "\n".join([code, setup]), tests, timeout, memory_mb)
 
 
 def check_solutions(

@@ -97,7 +97,7 @@ class Task:
     label_values: tuple[Any, ...] = ()  # raw label value of class index 0, 1, ... (default: 0, 1, ...)
     target_field: str | None = None  # text / code tasks: the field holding the answer(s) or solution
     tests_field: str | None = None  # code tasks: the field holding the assert statements
-    setup_field: str | None = None  # code tasks: code to run before the tests
+    setup_field: str | None = None  # code tasks: code to run after the solution, before the tests
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # derived fields for the template
     group_of: Callable[[dict[str, Any]], Any] | None = None
     regression_step: float | None = None  # regression targets rounded to this grid (STS-B: 0.2)
