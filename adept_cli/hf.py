@@ -3,6 +3,7 @@ short name), tell seq2seq from causal, reach the HF model under an adapter wrapp
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import json
@@ -307,10 +308,38 @@ def bitsandbytes_config(quantization: str, compute_dtype: Any = None) -> Any:
     raise ModelError(f"quantization must be one of {', '.join(QUANTIZATIONS)}; got {quantization!r}")
 
 
+# Models kept by `reuse_loaded_models` (None outside it): (source, dtype, device) -> the model as loaded.
+_kept_models: dict[tuple[str, str, str], Any] | None = None
+
+
+@contextmanager
+def reuse_loaded_models():
+    """Inside, `load_model` reads each (model, dtype, device) once and hands out deep copies of it: the runs
+    of a sweep share one read of the weights (unpacking a GGUF file takes tens of seconds on a CPU) yet each
+    trains a model of its own. Costs one extra copy of each base in memory; quantized loads are not kept."""
+    global _kept_models
+    outer = _kept_models
+    _kept_models = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _kept_models = outer
+
+
 def load_model(name: str, dtype: Any = None, quantization: str | None = None, device: Any = None) -> Any:
     """The pretrained seq2seq or causal LM, chosen by its config; `quantization` (4bit / 8bit) loads its
     linear layers through bitsandbytes onto `device` (the CPU by default), `dtype` then being the compute
     dtype."""
+    if _kept_models is None or quantization not in (None, "none"):
+        return _read_model(name, dtype, quantization, device)
+    source = resolve_model(name)
+    key = (f"{source.path}|{source.gguf_file or ''}", str(dtype), str(device or "cpu"))
+    if key not in _kept_models:
+        _kept_models[key] = _read_model(name, dtype, quantization, device)
+    return copy.deepcopy(_kept_models[key])
+
+
+def _read_model(name: str, dtype: Any, quantization: str | None, device: Any) -> Any:
     source = resolve_model(name)
     loader = auto_model_class(load_config(name))
     kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}

@@ -183,16 +183,19 @@ def load(directory: str | Path) -> Sweep:
 
 
 def run_local(sweep: Sweep, on_run: Callable[[SweepRun, str], None] | None = None) -> None:
-    """Every run in this process, one after another; finished runs skipped, started ones resumed."""
+    """Every run in this process, one after another; finished runs skipped, started ones resumed. The runs
+    read the base model once (each trains its own copy)."""
+    from .hf import reuse_loaded_models
     from .training.loop import train
 
-    for run, config in zip(sweep.runs(), sweep.configs()):
-        status = run.status()
-        if on_run is not None:
-            on_run(run, status)
-        if status == "finished":
-            continue
-        train(config, resume="auto" if status == "started" else None)
+    with reuse_loaded_models():
+        for run, config in zip(sweep.runs(), sweep.configs()):
+            status = run.status()
+            if on_run is not None:
+                on_run(run, status)
+            if status == "finished":
+                continue
+            train(config, resume="auto" if status == "started" else None)
 
 
 def write_commands(sweep: Sweep) -> tuple[Path, Path]:

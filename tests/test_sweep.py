@@ -164,3 +164,42 @@ def test_report_puts_sweeps_and_runs_in_one_table(finished, tmp_path) -> None:
     assert written.exit_code == 0 and "| adept |" in (tmp_path / "t.md").read_text()
     missing = runner.invoke(app, ["report", str(tmp_path)])
     assert missing.exit_code == 2 and "not a run" in missing.output
+
+
+def test_a_local_sweep_reads_the_base_once_and_trains_as_separate_runs_would(tmp_path, monkeypatch) -> None:
+    """The runs share one read of the base model, yet each equals the run made with a fresh read: the
+    same losses, metrics and adapter tensors."""
+    from contextlib import nullcontext
+
+    import torch
+    from safetensors.torch import load_file
+
+    from adept_cli import hf
+
+    reads = []
+    read_model = hf._read_model
+    monkeypatch.setattr(hf, "_read_model", lambda *args: reads.append(args) or read_model(*args))
+    grid = ["--grid", "lr_prompt=3e-2,3e-1", "--seeds", "1,2", "steps=3", "eval_every=3"]
+    shared = runner.invoke(app, ["sweep", *base_args(), *grid, "-o", str(tmp_path / "shared")])
+    assert shared.exit_code == 0, shared.output
+    assert len(reads) == 1
+    monkeypatch.setattr(hf, "reuse_loaded_models", nullcontext)
+    fresh = runner.invoke(app, ["sweep", *base_args(), *grid, "-o", str(tmp_path / "fresh")])
+    assert fresh.exit_code == 0, fresh.output
+    assert len(reads) == 1 + 4
+
+    def outcome(run: Path) -> tuple[list, dict]:
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+        for line in lines:
+            line.pop("tokens_per_s", None)
+        return lines, load_file(str(run / "best" / "adapter_model.safetensors"))
+
+    names = sorted(p.name for p in (tmp_path / "fresh" / "runs").iterdir())
+    assert len(names) == 4
+    for name in names:
+        (lines, tensors), (fresh_lines, fresh_tensors) = (
+            outcome(tmp_path / s / "runs" / name) for s in ("shared", "fresh")
+        )
+        assert lines == fresh_lines
+        assert tensors.keys() == fresh_tensors.keys()
+        assert all(torch.equal(tensors[key], fresh_tensors[key]) for key in tensors)
