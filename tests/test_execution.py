@@ -312,6 +312,20 @@ def test_value_tests_judge_as_python_does(returned, literal) -> None:
     assert result.passed == python_says, result
 
 
+@pytest.mark.parametrize(
+    "record",
+    ['["decimal", "sNaN"]', '["fraction", "0x1", "0x0"]', '["set", [["list", []]]]', '["int", 5]', "[[[[" * 400],
+)
+def test_a_malformed_or_hostile_record_is_a_failure_not_a_crash(record) -> None:
+    """Records are the program's output: one that cannot be rebuilt or compared fails that program only."""
+    forgery = (
+        "import os\nnonce = _adept_finished.__closure__[0].cell_contents\n"
+        f"os.write(1, ('\\n%s 0 {record}\\n%s end\\n' % (nonce, nonce)).encode())\nos._exit(0)\n"
+    )
+    result = check_solution(forgery, ["assert add(1, 2) == 3"])
+    assert result.status == "failed" and result.detail.startswith("test 1 (add(1, 2)): "), result
+
+
 def test_a_wrong_value_is_named_with_what_the_program_returned() -> None:
     result = check_solution(WRONG, TESTS)
     assert result.detail == "AssertionError: add(1, 2) == 3 (got -1)"

@@ -230,8 +230,9 @@ def _verdict(tests: list[_ValueTest | str], records: dict[int, str]) -> Executio
         try:
             value = _rebuild(json.loads(records[index]))
             equal = value == test.expected
-        except (_Unreadable, ValueError, RecursionError) as error:
-            return ExecutionResult("failed", f"test {index + 1} ({test.expression}): {error}")
+        except Exception as error:  # the record is the program's output: anything wrong in it is its failure
+            reason = str(error) if isinstance(error, _Unreadable) else f"{type(error).__name__}: {error}"
+            return ExecutionResult("failed", f"test {index + 1} ({test.expression}): {reason}"[:300])
         if not equal:
             got = repr(value)
             got = got if len(got) <= 200 else got[:200] + "..."
