@@ -1,6 +1,6 @@
 """Run generated code against its tests in the sandbox (sandbox.py) and score it honestly.
 
-Value tests: a test `assert <expression> == <literal>` (5,870 of MBPP's 5,876) never shows the program
+Value tests: a test `assert <expression> == <literal>` (2,919 of MBPP's 2,922) never shows the program
 its expected value. The program computes the expression and writes the result as plain data (numbers,
 strings, bytes, lists, tuples, dicts, sets); adept rebuilds it outside the program, with none of the
 program's code, and compares it with the literal itself. An object whose `__eq__` always says True, a
