@@ -123,3 +123,20 @@ def test_eval_chooses_the_base_precision(quantized_run) -> None:
     assert set(scores) == {"as trained", "--quantization none", "--quantization 8bit"}
     refused = runner.invoke(app, ["eval", "--run", str(run), "--quantization", "2bit"])
     assert refused.exit_code == 2 and "--quantization must be one of none, 4bit, 8bit" in refused.output
+
+
+def test_a_merged_export_of_a_4bit_run_reloads_4bit_with_the_same_logits(quantized_run, tmp_path) -> None:
+    """The export is checked against the adept runtime on reload (plain transformers + PEFT); the reloaded
+    base keeps its 4-bit layers and its embedding table holds the merged offsets."""
+    from typer.testing import CliRunner
+
+    from adept_cli.cli import app
+
+    run, _ = quantized_run
+    out = tmp_path / "merged"
+    result = CliRunner().invoke(app, ["export", "--run", str(run), "--format", "merged", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["max_logit_difference"] < 1e-3
+    saved = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert saved["quant_method"] == "bitsandbytes" and saved["load_in_4bit"]
