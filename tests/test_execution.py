@@ -369,3 +369,31 @@ except OSError:
     checks = [f"assert written <= {sandboxes.WORK_MB * 2**20}", "assert written >= 30 * 2**20"]
     result = check_solution(RIGHT + attack, [*TESTS, *checks], memory_mb=512)
     assert result.passed, result.detail
+
+
+def test_only_the_working_folder_is_writable(each_sandbox) -> None:
+    """Not /dev or /dev/shm either (a tmpfs there would let a program fill this machine's memory)."""
+    places = [
+        "/",
+        "/dev",
+        "/dev/shm",
+        "/tmp",
+        "/proc",
+        sandboxes.INSIDE,
+        "/usr",
+        sys.prefix,
+        f"{sandboxes.INSIDE}/work",
+    ]
+    attack = f"""
+import os
+writable = []
+for place in {places!r}:
+    try:
+        with open(os.path.join(place, "adept-write-probe"), "wb") as handle:
+            handle.write(b"x")
+        writable.append(place)
+    except OSError:
+        pass
+"""
+    result = check_solution(RIGHT + attack, [*TESTS, f"assert writable == [{sandboxes.INSIDE + '/work'!r}]"])
+    assert result.passed, result.detail

@@ -36,6 +36,7 @@ from ..errors import AdeptError
 NOBODY = 65534
 INSIDE = "/sandbox"  # where the program finds its folder (read-only) and, below it, its writable space
 WORK_MB = 64  # the writable space (a tmpfs): generated code cannot fill this machine's disk
+DEVICES = ("null", "zero", "full", "random", "urandom")  # all of /dev it gets (no /dev/shm to fill memory)
 logger = logging.getLogger("adept.execution")
 
 
@@ -105,45 +106,50 @@ class Sandbox:
         read-only, and the program works in INSIDE/work, a tmpfs of WORK_MB."""
         if self.kind == "none":
             return [sys.executable, "-I", "-B", "program.py"]
-        python = [sys.executable, "-I", "-B", f"{INSIDE}/program.py"]
-        work = f"{INSIDE}/work"
-        view = list(visible_paths())
-        folders = _folders_above([path for _, _, path in view])
-        # The program must end with no capabilities (else it could remount the view writable) and, under
-        # root, as nobody. bwrap run by a user drops every capability itself.
-        drop = [_setpriv()] if self.as_nobody or self.kind == "unshare" else []
-        if self.as_nobody:
-            drop += ["--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"]
-        if drop:
-            drop += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+        program = [*self._drop(), sys.executable, "-I", "-B", f"{INSIDE}/program.py"]
         if self.kind == "bubblewrap":
-            # Run by root, bwrap makes no user namespace (it would map the program to root); setpriv drops.
-            namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
-            layout: list[str] = []
-            for folder in folders:
-                layout += ["--dir", folder]
-            for kind, source, path in view:
-                layout += ["--ro-bind", source, path] if kind == "bind" else ["--symlink", source, path]
-            return [
-                "bwrap",
-                *(namespaces if self.as_nobody else ["--unshare-all"]),
-                "--die-with-parent",
-                "--new-session",
-                *layout,
-                "--proc", "/proc",
-                "--dev", "/dev",
-                "--ro-bind", str(scratch), INSIDE,
-                "--perms", "1777", "--size", str(WORK_MB * 2**20), "--tmpfs", work,
-                "--remount-ro", "/",
-                "--clearenv",
-                "--setenv", "TMPDIR", work,
-                "--chdir", work,
-                *drop,
-                *python,
-            ]  # fmt: skip
-        layout = [word for folder in folders for word in ("dir", folder)]
-        for kind, source, path in view:
-            layout += [kind, source, path]
+            return self._bubblewrap(scratch, program)
+        return self._unshare(scratch, program)
+
+    def _drop(self) -> list[str]:
+        """The program must end with no capabilities (else it could remount its view writable) and, under
+        root, as nobody. bwrap run by a user drops every capability itself; otherwise setpriv does."""
+        if not (self.as_nobody or self.kind == "unshare"):
+            return []
+        who = ["--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"] if self.as_nobody else []
+        return [shutil.which("setpriv") or "setpriv", *who, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+
+    def _bubblewrap(self, scratch: Path, program: list[str]) -> list[str]:
+        # Run by root, bwrap makes no user namespace (it would map the program to root); setpriv drops.
+        namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+        layout: list[str] = []
+        for folder in _folders_above([path for _, _, path in visible_paths()]):
+            layout += ["--dir", folder]
+        for kind, source, path in visible_paths():
+            layout += ["--ro-bind", source, path] if kind == "bind" else ["--symlink", source, path]
+        work = f"{INSIDE}/work"
+        return [
+            "bwrap",
+            *(namespaces if self.as_nobody else ["--unshare-all"]),
+            "--die-with-parent",
+            "--new-session",
+            *layout,
+            "--proc", "/proc",
+            "--dir", "/dev",
+            *[word for device in DEVICES for word in ("--dev-bind", f"/dev/{device}", f"/dev/{device}")],
+            "--ro-bind", str(scratch), INSIDE,
+            "--perms", "1777", "--size", str(WORK_MB * 2**20), "--tmpfs", work,
+            "--remount-ro", "/",
+            "--clearenv",
+            "--setenv", "TMPDIR", work,
+            "--chdir", work,
+            *program,
+        ]  # fmt: skip
+
+    def _unshare(self, scratch: Path, program: list[str]) -> list[str]:
+        layout = [word for folder in _folders_above([p for _, _, p in visible_paths()]) for word in ("dir", folder)]
+        for step in visible_paths():
+            layout += step
         return [
             "unshare",
             *([] if self.as_nobody else ["--user", "--map-root-user"]),
@@ -156,14 +162,9 @@ class Sandbox:
             "--fork",
             "--kill-child",
             "--mount-proc",
-            "sh", "-c", _UNSHARE_SCRIPT, "sandbox", str(scratch), str(WORK_MB), *layout, "--",
-            *drop,
-            shutil.which("sh") or "/bin/sh", "-c", 'cd "$TMPDIR" && exec "$@"', "sandbox", *python,
+            "sh", "-c", _UNSHARE_SCRIPT, "sandbox", str(scratch), str(WORK_MB), " ".join(DEVICES), *layout, "--",
+            shutil.which("sh") or "/bin/sh", "-c", 'cd "$TMPDIR" && exec "$@"', "sandbox", *program,
         ]  # fmt: skip
-
-
-def _setpriv() -> str:
-    return shutil.which("setpriv") or "setpriv"
 
 
 # Inside the new namespaces: an empty root (tmpfs) holding the visible paths, a few devices and the
@@ -174,7 +175,7 @@ _UNSHARE_SCRIPT = """
 set -eu
 PATH="/usr/sbin:/sbin:/usr/bin:/bin:$PATH"
 umask 022
-scratch=$1; work_mb=$2; shift 2
+scratch=$1; work_mb=$2; devices=$3; shift 3
 root="$scratch/.root"
 mkdir "$root"
 mount -t tmpfs -o mode=755 adept-sandbox "$root"
@@ -188,7 +189,7 @@ while [ "$1" != -- ]; do
 done
 shift
 mkdir -p "$root/dev" "$root/proc" "$root/sandbox"
-for device in null zero full random urandom; do
+for device in $devices; do
   touch "$root/dev/$device"
   mount --bind "/dev/$device" "$root/dev/$device"
 done
