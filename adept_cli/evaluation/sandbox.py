@@ -296,14 +296,18 @@ def sandbox_for(allow_unsafe_exec: bool) -> Sandbox:
     if sandbox is not None:
         return sandbox
     if not allow_unsafe_exec:
-        root = (
-            " (running as root, the program must become nobody: setpriv from util-linux)" if os.geteuid() == 0 else ""
-        )
+        if os.geteuid() == 0:
+            how = (
+                "As root, adept makes the namespaces itself and runs the program as nobody: that needs the right "
+                "to create mount namespaces (CAP_SYS_ADMIN; a default Docker container lacks it) and setpriv from "
+                "util-linux. Run adept as a normal user with bubblewrap (apt-get install bubblewrap) instead"
+            )
+        else:
+            how = "Install bubblewrap (e.g. apt-get install bubblewrap) or enable unprivileged user namespaces"
         raise ExecutionError(
             "generated code cannot be executed in isolation here: neither bubblewrap (bwrap) nor unshare with "
-            f"namespaces works on this machine{root}. Install bubblewrap (e.g. apt-get install bubblewrap) or "
-            "enable unprivileged user namespaces; or, to run generated code unisolated at your own risk, set "
-            "allow_unsafe_exec: true (adept eval --allow-unsafe-exec)"
+            f"namespaces works on this machine. {how}; or, to run generated code unisolated at your own risk, "
+            "set allow_unsafe_exec: true (adept eval --allow-unsafe-exec)"
         )
     logger.warning(
         "executing generated code WITHOUT isolation (allow_unsafe_exec): it can read and change this machine"
