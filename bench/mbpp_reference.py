@@ -1,5 +1,6 @@
 """The grader against MBPP's own reference solutions: every one of the 974 should pass, and no forged
-result should. Also counts how many tests are value tests (expected value kept outside the program).
+result should. Also counts the kinds of test (value tests keep the expected value outside the program;
+a computed one is worked out by a clean program first, and becomes a statement test where it cannot be).
 
     python bench/mbpp_reference.py [--workers 2]
 """
@@ -31,16 +32,22 @@ def forged(code: str, kind: str, function: str) -> str:
     return FORGERIES[kind] + code
 
 
+def _kind(test) -> str:
+    from adept_cli.evaluation.execution import _ValueTest
+
+    if not isinstance(test, _ValueTest):
+        return "statement"
+    return "value, computed expected" if test.reference else "value, literal expected"
+
+
 def main() -> None:
-    from adept_cli.evaluation.execution import _split, _ValueTest, check_solutions, detect_sandbox
+    from adept_cli.evaluation.execution import _split, check_solutions, detect_sandbox
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     rows = [json.loads(line) for line in (shared_dir() / "data" / "mbpp" / "mbpp.jsonl").open()]
-    kinds = Counter(
-        "value" if isinstance(_split(test), _ValueTest) else "statement" for row in rows for test in row["test_list"]
-    )
+    kinds = Counter(_kind(_split(test)) for row in rows for test in row["test_list"])
     start = time.perf_counter()
     results = check_solutions([(r["code"], r["test_list"], r["test_setup_code"]) for r in rows], workers=args.workers)
     seconds = time.perf_counter() - start

@@ -203,8 +203,9 @@ def mbpp_section(data: dict[str, Any]) -> list[str]:
     lines += provenance(data)
     lines += [
         f"- Sandbox: {data['sandbox']}.",
-        f"- {data['rows']} problems, {tests['value'] + tests['statement']} tests: {tests['value']} value tests "
-        f"(expected value kept outside the program), {tests['statement']} statement tests.",
+        f"- {data['rows']} problems, {sum(tests.values())} tests: "
+        + ", ".join(f"{count} {kind}" for kind, count in tests.items())
+        + " (value tests: the expected value is kept outside the program).",
         f"- Reference solutions passed: **{data['reference_passed']} / {data['rows']}** "
         f"({data['seconds']:.0f} s, 2 sandboxes at a time).",
         "",

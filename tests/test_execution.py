@@ -334,11 +334,30 @@ def test_a_wrong_value_is_named_with_what_the_program_returned() -> None:
 
 
 def test_statement_tests_run_in_the_program_beside_value_tests() -> None:
-    statements = ["assert add(1, 2) == len('abc')", "assert isinstance(add(1, 2), int)", *TESTS]
+    statements = ["assert add(1, 2) == add(2, 1)", "assert isinstance(add(1, 2), int)", *TESTS]
     assert check_solution(RIGHT, statements).passed
     assert check_solution("def add(a, b):\n    return float(a + b)\n", statements).status == "failed"
-    result = check_solution(RIGHT, [*TESTS, "assert add(2, 2) == len('abc')"])
+    result = check_solution(RIGHT, [*TESTS, "assert add(2, 2) == add(1, 2)"])
     assert result.status == "failed" and "AssertionError" in result.detail
+
+
+ANYTHING = "class Anything:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
+
+
+def test_an_expected_value_computed_without_the_solution_is_computed_by_a_clean_program() -> None:
+    """`assert f(x) == sys.getsizeof(x)` (MBPP 596): the right side is computed by a program without the
+    solution's code, so the test is a value test and a forgery fails it."""
+    row = next(r for r in read_jsonl(data_dir() / "mbpp" / "mbpp.jsonl") if r["task_id"] == 596)
+    assert check_solution(row["code"], row["test_list"]).passed
+    forged = f"{ANYTHING}def tuple_size(items):\n    return Anything()\n"
+    result = check_solution(forged, row["test_list"])
+    assert result.status == "failed" and "type Anything" in result.detail
+    wrong = check_solution("def tuple_size(items):\n    return len(items)\n", row["test_list"])
+    assert wrong.status == "failed" and wrong.detail.startswith("AssertionError: tuple_size(")
+    assert (
+        check_solution(ANYTHING + "def add(a, b):\n    return Anything()\n", ["assert add(1, 2) == len('abc')"]).status
+        == "failed"
+    )
 
 
 def test_mbpp_reference_solutions_pass() -> None:

@@ -1,18 +1,20 @@
 """Run generated code against its tests in the sandbox (sandbox.py) and score it honestly.
 
-Value tests: a test `assert <expression> == <literal>` (2,919 of MBPP's 2,922) never shows the program
-its expected value. The program computes the expression and writes the result as plain data (numbers,
-strings, bytes, lists, tuples, dicts, sets); adept rebuilds it outside the program, with none of the
-program's code, and compares it with the literal itself. An object whose `__eq__` always says True, a
-patched `math.isclose` or `AssertionError`, output that says "passed", an early `exit(0)`: none of them
-can produce a value the program did not compute, so each is a failure.
+Value tests: a test `assert <expression> == <expected>` never shows the program its expected value.
+`<expected>` is a literal (2,919 of MBPP's 2,922 tests), or an expression that a clean program, without
+any of the solution's code, computes first (MBPP's three `sys.getsizeof(...)`). The program computes
+`<expression>` and writes the result as plain data (numbers, strings, bytes, lists, tuples, dicts, sets);
+adept rebuilds it outside the program, with none of the program's code, and compares it with the
+expected value itself. An object whose `__eq__` always says True, a patched `math.isclose` or
+`AssertionError`, output that says "passed", an early `exit(0)`: none of them can produce a value the
+program did not compute, so each is a failure.
 
-Statement tests (anything else) run inside the program; they pass only if the harness reaches the line
-after the last test and prints a random nonce the parent chose for this run. The nonce reaches the program
-on stdin, which the harness reads and closes before the generated code runs, and is never written into
-the program file, so code that exits early fails. Code that deliberately digs the nonce out of the
-harness's own objects could fake statement tests (never value tests); the sandbox contains it like any
-other program.
+Statement tests (anything else, and a comparison whose right side needs the solution) run inside the
+program; they pass only if the harness reaches the line after the last test and prints a random nonce the
+parent chose for this run. The nonce reaches the program on stdin, which the harness reads and closes
+before the generated code runs, and is never written into the program file, so code that exits early
+fails. Code that deliberately digs the nonce out of the harness's own objects could fake statement tests
+(never value tests); the sandbox contains it like any other program.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import ast
 import json
 import os
 import secrets
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,12 +63,15 @@ class ExecutionResult:
 
 @dataclass(frozen=True)
 class _ValueTest:
+    source: str  # the test as written
     expression: str  # what the program computes
-    expected: Any  # the literal, never shown to the program
+    expected: Any = None  # never shown to the program
+    reference: str | None = None  # an expression a clean program computes `expected` from (not a literal)
 
 
 def _split(test: str) -> _ValueTest | str:
-    """A value test when `test` is `assert <expression> == <literal>` (either side), else the statement."""
+    """A value test when `test` is `assert <expression> == <other>`: with a literal on either side, or an
+    expression on the right to be computed without the solution; else the statement."""
     try:
         tree = ast.parse(test)
     except SyntaxError:
@@ -78,10 +84,16 @@ def _split(test: str) -> _ValueTest | str:
     left, right = comparison.left, comparison.comparators[0]
     for expression, literal in ((left, right), (right, left)):
         try:
-            return _ValueTest(ast.unparse(expression), ast.literal_eval(literal))
+            return _ValueTest(test, ast.unparse(expression), ast.literal_eval(literal))
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             continue
-    return test
+    return _ValueTest(test, ast.unparse(left), reference=ast.unparse(right))
+
+
+def _modules_named(expression: str) -> list[str]:
+    """The standard-library modules an expression names (`sys` in `sys.getsizeof(x)`), to import first."""
+    names = {node.id for node in ast.walk(ast.parse(expression, mode="eval")) if isinstance(node, ast.Name)}
+    return sorted(names & sys.stdlib_module_names)
 
 
 # The harness's first lines: limits, the nonce from stdin (stdin is closed before any generated code
@@ -240,12 +252,40 @@ def _verdict(tests: list[_ValueTest | str], records: dict[int, str]) -> Executio
     return ExecutionResult("passed")
 
 
+def _reference_values(
+    sandbox: Sandbox, scratch: Path, tests: list[_ValueTest | str], timeout: float, memory_mb: int
+) -> list[_ValueTest | str]:
+    """`tests` with each reference expression computed by a clean program (none of the solution's code
+    in it): a value test with that expected value, or, where the expression cannot be computed alone
+    (it calls the solution), the statement as written."""
+    pending = {i: test for i, test in enumerate(tests) if isinstance(test, _ValueTest) and test.reference}
+    if not pending:
+        return tests
+    imports = sorted({module for test in pending.values() for module in _modules_named(test.reference)})
+    lines = [f"import {module}" for module in imports]
+    for i, test in pending.items():
+        lines += ["try:", f"    _adept_report({i}, ({test.reference}))", "except Exception:", "    pass"]
+    nonce = secrets.token_hex(16)
+    program = "\n".join([_PROLOGUE.format(limits=_limits(timeout, memory_mb)), *lines, _EPILOGUE])
+    code = run_program(sandbox, scratch, program, (nonce + "\n").encode(), timeout)
+    records, ended, _ = _records(scratch / ".stdout", nonce) if code == 0 else ({}, False, None)
+    resolved = list(tests)
+    for i, test in pending.items():
+        try:
+            expected = _rebuild(json.loads(records[i]))
+        except Exception:  # not computed alone, or not plain data: the test runs as written
+            resolved[i] = test.source
+        else:
+            resolved[i] = _ValueTest(test.source, test.expression, expected)
+    return resolved
+
+
 def _run(
     sandbox: Sandbox, scratch: Path, body: str, tests: Sequence[str], timeout: float, memory_mb: int
 ) -> ExecutionResult:
     """`body` then `tests` as one program in `scratch`, scored as the module docstring says."""
+    split = _reference_values(sandbox, scratch, [_split(test) for test in tests], timeout, memory_mb)
     nonce = secrets.token_hex(16)
-    split = [_split(test) for test in tests]
     lines = [
         test if isinstance(test, str) else f"_adept_report({i}, ({test.expression}))" for i, test in enumerate(split)
     ]

@@ -177,7 +177,7 @@ PATH="/usr/sbin:/sbin:/usr/bin:/bin:$PATH"
 umask 022
 scratch=$1; work_mb=$2; devices=$3; shift 3
 root="$scratch/.root"
-mkdir "$root"
+mkdir -p "$root"
 mount -t tmpfs -o mode=755 adept-sandbox "$root"
 while [ "$1" != -- ]; do
   case $1 in
