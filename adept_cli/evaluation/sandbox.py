@@ -67,6 +67,10 @@ def visible_paths() -> tuple[tuple[str, str, str], ...]:
     return tuple(view)
 
 
+def _is_root() -> bool:
+    return getattr(os, "geteuid", lambda: -1)() == 0  # Windows has no user ids (nor a sandbox)
+
+
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
@@ -214,7 +218,7 @@ def detect_sandbox() -> Sandbox | None:
     """The first isolation that works here, checked by running a probe in it (cached per process)."""
     if not sys.platform.startswith("linux"):
         return None
-    as_nobody = os.geteuid() == 0
+    as_nobody = _is_root()
     for kind, tool in (("bubblewrap", "bwrap"), ("unshare", "unshare")):
         if shutil.which(tool) is None:
             continue
@@ -296,7 +300,7 @@ def sandbox_for(allow_unsafe_exec: bool) -> Sandbox:
     if sandbox is not None:
         return sandbox
     if not allow_unsafe_exec:
-        if os.geteuid() == 0:
+        if _is_root():
             how = (
                 "As root, adept makes the namespaces itself and runs the program as nobody: that needs the right "
                 "to create mount namespaces (CAP_SYS_ADMIN; a default Docker container lacks it) and setpriv from "
