@@ -351,7 +351,10 @@ def run_program(sandbox: Sandbox, scratch: Path, program: str, stdin: bytes, tim
 
 def _kill_group(process: subprocess.Popen) -> None:
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, signal.SIGKILL)
+        else:  # Windows: no process groups (and no sandbox)
+            process.kill()
     except (ProcessLookupError, PermissionError):
         pass
     process.wait()
