@@ -1,5 +1,5 @@
-"""Evaluation: predictions on a task split (`evaluate`), task metrics (`metrics`), and isolated execution
-of generated code (`execution`)."""
+"""Evaluation: predictions on a task split (`evaluate`), task metrics (`metrics`), and the scoring of
+generated code (`execution`) run isolated from the machine (`sandbox`)."""
 
 from .evaluate import EvalResult, evaluate, write_predictions
 
