@@ -3,9 +3,12 @@ contained (the machine, the caller, the network and the environment untouched) a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -416,3 +419,74 @@ for place in {places!r}:
 """
     result = check_solution(RIGHT + attack, [*TESTS, f"assert writable == [{sandboxes.INSIDE + '/work'!r}]"])
     assert result.passed, result.detail
+
+
+NORMAL_USER_CHECK = """
+import json, shutil, sys, types
+sys.path.insert(0, {repo!r})
+import adept_cli
+package = types.ModuleType("adept_cli.evaluation")  # its __init__ would import torch, not needed here
+package.__path__ = [{repo!r} + "/adept_cli/evaluation"]
+sys.modules["adept_cli.evaluation"] = package
+from adept_cli.evaluation import execution, sandbox
+
+results = {{}}
+for kind, tool in (("bubblewrap", "bwrap"), ("unshare", "unshare")):
+    if shutil.which(tool) is None:
+        continue
+    chosen = sandbox.Sandbox(kind, as_nobody=False)
+    sandbox.detect_sandbox = lambda chosen=chosen: chosen
+    attack = execution.check_solution({attack!r}, {tests!r})
+    forged = execution.check_solution({forged!r}, {tests!r}[:2])
+    results[kind] = [sandbox.probe(chosen), attack.status, attack.detail, forged.status]
+print(json.dumps(results))
+"""
+
+
+def test_as_a_normal_user_each_sandbox_isolates_too() -> None:
+    """Most users are not root: adept run by `nobody` (with the system's Python, which nobody can run)
+    must find the sandbox, hold no capabilities in it, write only its work folder and fail a forgery."""
+    if os.geteuid() != 0:
+        pytest.skip("already a normal user: every other test here runs the normal user's sandbox")
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    drop = [shutil.which("setpriv") or "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    repo = str(Path(__file__).resolve().parents[1])
+    target = Path(f"/tmp/adept-normal-user-escape-{time.time_ns()}")
+    attack = f"""
+import os
+os.system("mount -o remount,rw,bind / 2>/dev/null; unshare -Urm sh -c 'mount -o remount,rw,bind /tmp' 2>/dev/null; "
+          "touch {target} 2>/dev/null")
+writable = []
+for place in ["/", "/dev", "/dev/shm", "/tmp", "/sandbox", "/usr", "/sandbox/work"]:
+    try:
+        with open(os.path.join(place, "adept-write-probe"), "wb") as handle:
+            handle.write(b"x")
+        writable.append(place)
+    except OSError:
+        pass
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+capabilities = int(status["CapEff"], 16) | int(status["CapPrm"], 16)
+"""
+    tests = [*TESTS, "assert writable == ['/sandbox/work']", "assert capabilities == 0"]
+    forged = ANYTHING + "def add(a, b):\n    return Anything()\n"
+    script = NORMAL_USER_CHECK.format(repo=repo, attack=RIGHT + attack, tests=tests, forged=forged)
+    if python is None or shutil.which("setpriv") is None:
+        pytest.skip("needs a system python3 and setpriv to play a normal user")
+    check = "import sys; assert sys.version_info >= (3, 10); sys.path.insert(0, sys.argv[1]); import adept_cli"
+    usable = subprocess.run([*drop, python, "-c", check, repo], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin"}, check=False)  # fmt: skip
+    if usable.returncode != 0:
+        pytest.skip(f"nobody cannot import adept from {repo} with {python}: {usable.stderr.strip()[-200:]}")
+    try:
+        done = subprocess.run([*drop, python, "-c", script], capture_output=True, text=True, timeout=120,
+                              env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        results = json.loads(done.stdout.strip().splitlines()[-1])
+        assert results, "neither bubblewrap nor unshare is installed"
+        for kind, (probe, attack, detail, forgery) in results.items():
+            assert probe, f"{kind} does not isolate for a normal user"
+            assert attack == "passed", f"{kind}: {detail}"
+            assert forgery == "failed", kind
+        assert not target.exists()
+    finally:
+        target.unlink(missing_ok=True)
