@@ -308,15 +308,16 @@ def bitsandbytes_config(quantization: str, compute_dtype: Any = None) -> Any:
     raise ModelError(f"quantization must be one of {', '.join(QUANTIZATIONS)}; got {quantization!r}")
 
 
-# Models kept by `reuse_loaded_models` (None outside it): (source, dtype, device) -> the model as loaded.
+# The model kept by `reuse_loaded_models` (None outside it): (source, dtype, device) -> the model as read.
 _kept_models: dict[tuple[str, str, str], Any] | None = None
 
 
 @contextmanager
 def reuse_loaded_models():
-    """Inside, `load_model` reads each (model, dtype, device) once and hands out deep copies of it: the runs
-    of a sweep share one read of the weights (unpacking a GGUF file takes tens of seconds on a CPU) yet each
-    trains a model of its own. Costs one extra copy of each base in memory; quantized loads are not kept."""
+    """Inside, `load_model` keeps the last (model, dtype, device) it read and hands out deep copies of it:
+    the runs of a sweep share one read of the weights (unpacking a GGUF file takes tens of seconds on a CPU)
+    yet each trains a model of its own. Costs one extra copy of the base in memory; quantized loads are
+    not kept."""
     global _kept_models
     outer = _kept_models
     _kept_models = {} if outer is None else outer
@@ -335,6 +336,7 @@ def load_model(name: str, dtype: Any = None, quantization: str | None = None, de
     source = resolve_model(name)
     key = (f"{source.path}|{source.gguf_file or ''}", str(dtype), str(device or "cpu"))
     if key not in _kept_models:
+        _kept_models.clear()  # one base at a time: a sweep over models must not hold them all
         _kept_models[key] = _read_model(name, dtype, quantization, device)
     return copy.deepcopy(_kept_models[key])
 
