@@ -203,3 +203,20 @@ def test_a_local_sweep_reads_the_base_once_and_trains_as_separate_runs_would(tmp
         assert lines == fresh_lines
         assert tensors.keys() == fresh_tensors.keys()
         assert all(torch.equal(tensors[key], fresh_tensors[key]) for key in tensors)
+
+
+def test_shared_loading_keeps_one_base_at_a_time(monkeypatch) -> None:
+    import torch
+
+    from adept_cli import hf
+
+    reads = []
+    read_model = hf._read_model
+    monkeypatch.setattr(hf, "_read_model", lambda *args: reads.append(args[1]) or read_model(*args))
+    with hf.reuse_loaded_models():
+        first, second = hf.load_model(model_path(STORIES)), hf.load_model(model_path(STORIES))
+        assert first is not second and reads == [None]
+        hf.load_model(model_path(STORIES), torch.bfloat16)
+        assert len(hf._kept_models) == 1
+        hf.load_model(model_path(STORIES))
+    assert reads == [None, torch.bfloat16, None] and hf._kept_models is None
