@@ -140,3 +140,14 @@ def test_a_merged_export_of_a_4bit_run_reloads_4bit_with_the_same_logits(quantiz
     assert report["max_logit_difference"] < 1e-3
     saved = json.loads((out / "config.json").read_text())["quantization_config"]
     assert saved["quant_method"] == "bitsandbytes" and saved["load_in_4bit"]
+
+
+def test_a_sweep_does_not_keep_quantized_bases(monkeypatch) -> None:
+    """bitsandbytes' layers are not deep-copied safely: inside a sweep each run reads a quantized base."""
+    reads = []
+    read_model = hf._read_model
+    monkeypatch.setattr(hf, "_read_model", lambda *args: reads.append(args[2]) or read_model(*args))
+    with hf.reuse_loaded_models():
+        hf.load_model(model_path(STORIES), quantization="4bit")
+        hf.load_model(model_path(STORIES), quantization="4bit")
+        assert reads == ["4bit", "4bit"] and hf._kept_models == {}
