@@ -211,6 +211,24 @@ def test_without_isolation_code_runs_only_when_allowed(monkeypatch, caplog) -> N
     assert check_solution(WRONG + "exit(0)", TESTS, allow_unsafe_exec=True).status == "failed"
 
 
+# Program text the hostile tests share: which of `places` it can write, and its capabilities.
+WRITABLE_PLACES = """
+import os
+writable = []
+for place in {places!r}:
+    try:
+        with open(os.path.join(place, "adept-write-probe"), "wb") as handle:
+            handle.write(b"x")
+        writable.append(place)
+    except OSError:
+        pass
+"""
+CAPABILITIES = """
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+capabilities = int(status["CapEff"], 16) | int(status["CapPrm"], 16)
+"""
+
+
 def test_what_the_program_sees_cannot_be_made_writable(each_sandbox) -> None:
     """Capabilities would let a program remount its read-only view writable (as bwrap run by root once
     allowed): every way to try it must fail, and the interpreter's own folder stay untouched."""
@@ -225,15 +243,13 @@ for point in ("/", {sys.prefix!r}, "/tmp"):
 os.system("mount -o remount,rw,bind / ; mount -o remount,rw,bind {sys.prefix} ; "
           "unshare -Urm sh -c 'mount -o remount,rw,bind {sys.prefix} && touch {target}' ; touch {target}")
 wrote = os.path.exists(target)
-status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
-capabilities = int(status["CapEff"], 16) | int(status["CapPrm"], 16)
 uid = os.geteuid()
 """
     checks = ["assert wrote == False", "assert capabilities == 0"]
     if each_sandbox.as_nobody:
         checks.append(f"assert uid == {sandboxes.NOBODY}")
     try:
-        result = check_solution(RIGHT + attack, [*TESTS, *checks])
+        result = check_solution(RIGHT + attack + CAPABILITIES, [*TESTS, *checks])
         assert result.passed, result.detail
         assert not target.exists()
     finally:
@@ -406,17 +422,7 @@ def test_only_the_working_folder_is_writable(each_sandbox) -> None:
         sys.prefix,
         f"{sandboxes.INSIDE}/work",
     ]
-    attack = f"""
-import os
-writable = []
-for place in {places!r}:
-    try:
-        with open(os.path.join(place, "adept-write-probe"), "wb") as handle:
-            handle.write(b"x")
-        writable.append(place)
-    except OSError:
-        pass
-"""
+    attack = WRITABLE_PLACES.format(places=places)
     result = check_solution(RIGHT + attack, [*TESTS, f"assert writable == [{sandboxes.INSIDE + '/work'!r}]"])
     assert result.passed, result.detail
 
@@ -456,17 +462,9 @@ def test_as_a_normal_user_each_sandbox_isolates_too() -> None:
 import os
 os.system("mount -o remount,rw,bind / 2>/dev/null; unshare -Urm sh -c 'mount -o remount,rw,bind /tmp' 2>/dev/null; "
           "touch {target} 2>/dev/null")
-writable = []
-for place in ["/", "/dev", "/dev/shm", "/tmp", "/sandbox", "/usr", "/sandbox/work"]:
-    try:
-        with open(os.path.join(place, "adept-write-probe"), "wb") as handle:
-            handle.write(b"x")
-        writable.append(place)
-    except OSError:
-        pass
-status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
-capabilities = int(status["CapEff"], 16) | int(status["CapPrm"], 16)
 """
+    attack += WRITABLE_PLACES.format(places=["/", "/dev", "/dev/shm", "/tmp", "/sandbox", "/usr", "/sandbox/work"])
+    attack += CAPABILITIES
     tests = [*TESTS, "assert writable == ['/sandbox/work']", "assert capabilities == 0"]
     forged = ANYTHING + "def add(a, b):\n    return Anything()\n"
     script = NORMAL_USER_CHECK.format(repo=repo, attack=RIGHT + attack, tests=tests, forged=forged)
