@@ -252,6 +252,15 @@ def _verdict(tests: list[_ValueTest | str], records: dict[int, str]) -> Executio
     return ExecutionResult("passed")
 
 
+def _run_harnessed(
+    sandbox: Sandbox, scratch: Path, lines: list[str], timeout: float, memory_mb: int
+) -> tuple[int | None, str]:
+    """`lines` between the harness's prologue and epilogue, run with a fresh nonce: (exit status, nonce)."""
+    nonce = secrets.token_hex(16)
+    program = "\n".join([_PROLOGUE.format(limits=_limits(timeout, memory_mb)), *lines, _EPILOGUE])
+    return run_program(sandbox, scratch, program, (nonce + "\n").encode(), timeout), nonce
+
+
 def _reference_values(
     sandbox: Sandbox, scratch: Path, tests: list[_ValueTest | str], timeout: float, memory_mb: int
 ) -> list[_ValueTest | str]:
@@ -265,10 +274,8 @@ def _reference_values(
     lines = [f"import {module}" for module in imports]
     for i, test in pending.items():
         lines += ["try:", f"    _adept_report({i}, ({test.reference}))", "except Exception:", "    pass"]
-    nonce = secrets.token_hex(16)
-    program = "\n".join([_PROLOGUE.format(limits=_limits(timeout, memory_mb)), *lines, _EPILOGUE])
-    code = run_program(sandbox, scratch, program, (nonce + "\n").encode(), timeout)
-    records, ended, _ = _records(scratch / ".stdout", nonce) if code == 0 else ({}, False, None)
+    code, nonce = _run_harnessed(sandbox, scratch, lines, timeout, memory_mb)
+    records = _records(scratch / ".stdout", nonce)[0] if code == 0 else {}
     resolved = list(tests)
     for i, test in pending.items():
         try:
@@ -285,12 +292,10 @@ def _run(
 ) -> ExecutionResult:
     """`body` then `tests` as one program in `scratch`, scored as the module docstring says."""
     split = _reference_values(sandbox, scratch, [_split(test) for test in tests], timeout, memory_mb)
-    nonce = secrets.token_hex(16)
     lines = [
         test if isinstance(test, str) else f"_adept_report({i}, ({test.expression}))" for i, test in enumerate(split)
     ]
-    program = "\n".join([_PROLOGUE.format(limits=_limits(timeout, memory_mb)), body, "", *lines, _EPILOGUE])
-    code = run_program(sandbox, scratch, program, (nonce + "\n").encode(), timeout)
+    code, nonce = _run_harnessed(sandbox, scratch, [body, "", *lines], timeout, memory_mb)
     if code is None:
         return ExecutionResult("timeout", f"no result within {timeout:g} s")
     if code != 0:
