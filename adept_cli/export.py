@@ -3,8 +3,9 @@
 `merged` precomputes ADePT's offsets for every vocabulary token, E' = E + f(E), writes E' as the input
 embedding table of a copy of the base model (untied from the output head / decoder embeddings), and the
 soft prompt as a PEFT PROMPT_TUNING adapter. The result runs in plain transformers + PEFT, with no FFN at
-inference. Every export is reloaded from disk and checked against the adept runtime before it is kept;
-an export that would not reproduce the logits is refused, never written.
+inference. Every export is reloaded from disk and checked against the adept runtime before it is kept:
+its logits, and its greedy generation with the KV cache on (as users run it), row by row; an export that
+would not reproduce either is refused, never written.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import torch
 
 from .errors import AdeptError
 from .files import atomic_directory
-from .hf import auto_model_class, hub_name, is_seq2seq
+from .hf import auto_model_class, hub_name, is_seq2seq, keep_generic_4bit_kernel
 from .prompt.io import EVALUATION_FILE, EVALUATION_KEY, save_adapter
 from .prompt.merged import PROMPT_FOLDER as PROMPT_ADAPTER  # the sub-folder holding the PEFT prompt
 from .prompt.model import PromptTunedModel
 
 FORMATS = ("adept", "peft", "merged")
 CHECK_TOLERANCE = 1e-4
+CHECK_NEW_TOKENS = 8  # greedy tokens compared per probe row
+PROBE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Is it true? Answer:")
 
 
 class ExportError(AdeptError, RuntimeError):
@@ -51,8 +54,7 @@ def _peft_prompt_model(base: Any, prompt: torch.Tensor, base_name: str) -> Any:
 
 
 def _probe_inputs(model: PromptTunedModel, tokenizer: Any) -> dict[str, torch.Tensor]:
-    texts = ["The quick brown fox jumps over the lazy dog.", "Is it true? Answer:"]
-    ids = [tokenizer(t)["input_ids"] for t in texts]
+    ids = [tokenizer(t)["input_ids"] for t in PROBE_TEXTS]
     width = max(map(len, ids))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batch = {
@@ -60,7 +62,7 @@ def _probe_inputs(model: PromptTunedModel, tokenizer: Any) -> dict[str, torch.Te
         "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
     }
     if model.is_seq2seq:
-        batch["decoder_input_ids"] = torch.tensor([[0, 5, 9, 13]] * len(texts))
+        batch["decoder_input_ids"] = torch.tensor([[0, 5, 9, 13]] * len(PROBE_TEXTS))
     return batch
 
 
@@ -73,6 +75,45 @@ def _peft_logits(peft_model: Any, batch: dict[str, torch.Tensor], prompt_len: in
     with torch.no_grad():
         logits = peft_model(**batch).logits.float()
     return logits if seq2seq else logits[:, prompt_len:]
+
+
+def _greedy_tokens(model: Any, tokenizer: Any, seq2seq: bool, use_cache: bool = True) -> list[list[int]]:
+    """The new tokens greedy generation gives for each probe text alone (no padding)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = []
+    with torch.no_grad():
+        for text in PROBE_TEXTS:
+            ids = torch.tensor([tokenizer(text)["input_ids"]])
+            output = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=CHECK_NEW_TOKENS,
+                do_sample=False,
+                use_cache=use_cache,
+                pad_token_id=pad,
+            )
+            rows.append(output[0].tolist() if seq2seq else output[0, ids.shape[1] :].tolist())
+    return rows
+
+
+def _check_generation(expected: list[list[int]], reloaded: Any, tokenizer: Any, seq2seq: bool, what: str) -> list[str]:
+    """Greedy generation of the reloaded export against adept's, with the KV cache on as users run it.
+    Returns the warnings to keep the export with: where only the cached path differs, the export is right
+    and the installed PEFT / transformers pair generates it wrongly (an upstream fault, said with the
+    versions); any other difference refuses the export."""
+    if _greedy_tokens(reloaded, tokenizer, seq2seq) == expected:
+        return []
+    import peft
+    import transformers
+
+    versions = f"peft {peft.__version__} with transformers {transformers.__version__}"
+    if _greedy_tokens(reloaded, tokenizer, seq2seq, use_cache=False) != expected:
+        raise ExportError(f"{what} does not reproduce adept's greedy generation ({versions}); nothing written")
+    return [
+        f"{versions} generates prompt-tuned models wrongly with the KV cache on (an upstream fault: this "
+        f"export's logits and its generation with use_cache=False are right). Generate with use_cache=False, "
+        "or install a known-good pair (docs/compatibility.md; requirements.lock)"
+    ]
 
 
 def _check(expected: torch.Tensor, actual: torch.Tensor, mask: torch.Tensor | None, what: str) -> float:
@@ -104,6 +145,7 @@ def export_peft(model: PromptTunedModel, tokenizer: Any, output: Path) -> dict[s
         )
     batch = _probe_inputs(model, tokenizer)
     expected = _runtime_logits(model, batch)
+    expected_tokens = _greedy_tokens(model, tokenizer, model.is_seq2seq)
     prompt = model.adapter.prompt.detach().clone()
     base = model.unwrap()
     name = hub_name(model.base_model_name)
@@ -114,7 +156,14 @@ def export_peft(model: PromptTunedModel, tokenizer: Any, output: Path) -> dict[s
         reloaded = PeftModel.from_pretrained(base, scratch).eval()  # as a PEFT user would load it
         actual = _peft_logits(reloaded, batch, prompt.shape[0], model.is_seq2seq)
         worst = _check(expected, actual, _mask(model, batch), "the PEFT export")
-    return {"format": "peft", "output": str(output), "max_logit_difference": worst, "base_model": name}
+        warnings = _check_generation(expected_tokens, reloaded, tokenizer, model.is_seq2seq, "the PEFT export")
+    return {
+        "format": "peft",
+        "output": str(output),
+        "max_logit_difference": worst,
+        "base_model": name,
+        "warnings": warnings,
+    }
 
 
 def _mask(model: PromptTunedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -161,6 +210,7 @@ def export_merged(
         raise ExportError("the model's input embedding is not an nn.Embedding table; use --format adept")
     batch = _probe_inputs(model, tokenizer)
     expected = _runtime_logits(model, batch)
+    expected_tokens = _greedy_tokens(model, tokenizer, model.is_seq2seq)
     table = merged_embedding_table(model)
     prompt = model.adapter.prompt.detach().clone()
     base = model.unwrap()
@@ -179,11 +229,13 @@ def export_merged(
             )
         actual = _peft_logits(reloaded, batch, prompt.shape[0], model.is_seq2seq)
         worst = _check(expected, actual, _mask(model, batch), "the merged export")
+        warnings = _check_generation(expected_tokens, reloaded, tokenizer, model.is_seq2seq, "the merged export")
     return {
         "format": "merged",
         "output": str(output),
         "prompt_adapter": str(output / PROMPT_ADAPTER),
         "max_logit_difference": worst,
+        "warnings": warnings,
     }
 
 
@@ -212,7 +264,10 @@ def _load_merged(directory: Path, prompt_len: int) -> Any:
     from transformers import AutoConfig
 
     loader = auto_model_class(AutoConfig.from_pretrained(directory))
-    return PeftModel.from_pretrained(loader.from_pretrained(directory), directory / PROMPT_ADAPTER).eval()
+    base = loader.from_pretrained(directory)
+    # A 4-bit copy computes as adept's runtime does (see hf.keep_generic_4bit_kernel).
+    keep_generic_4bit_kernel(base)
+    return PeftModel.from_pretrained(base, directory / PROMPT_ADAPTER).eval()
 
 
 def _encoder_table_is_shared(peft_model: Any) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import inspect
 import json
 import os
 import socket
@@ -177,6 +178,32 @@ def is_seq2seq(model_or_config: Any) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
+# transformers 5.24 renamed the key / value cache `past_key_values` to `cache`, as a forward argument and as
+# an output field (the old name is accepted until 5.40). adept passes and reads whichever name the installed
+# version declares, so it runs on the older and the newer 5.x releases alike.
+CACHE_NAMES = ("cache", "past_key_values")
+
+
+def cache_argument(model: Any) -> str | None:
+    """The name `model.forward` takes its key / value cache by (None when it takes none)."""
+    parameters = inspect.signature(model.forward).parameters
+    return next((name for name in CACHE_NAMES if name in parameters), None)
+
+
+def returned_cache(output: Any) -> Any:
+    """The key / value cache a forward returned, under either name."""
+    for name in CACHE_NAMES:
+        cache = getattr(output, name, None)
+        if cache is not None:
+            return cache
+    raise ModelError(f"the model returned no cache ({' / '.join(CACHE_NAMES)}) although use_cache=True")
+
+
+def given_cache(kwargs: dict[str, Any]) -> Any:
+    """The cache a caller passed in `kwargs` under either name (None when none)."""
+    return next((kwargs[name] for name in CACHE_NAMES if kwargs.get(name) is not None), None)
+
+
 def auto_model_class(config: Any) -> Any:
     """The transformers auto class that loads a model with this config."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -213,15 +240,22 @@ def make_accelerator(**kwargs: Any) -> Any:
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
     if deepspeed and importlib.util.find_spec("deepspeed") is None:
         raise ModelError("the launch asks for DeepSpeed (ZeRO), which is not installed: pip install deepspeed")
-    try:
-        return Accelerator(cpu=several and not torch.cuda.is_available(), **kwargs)
-    except RuntimeError as error:
-        if "no available devices" not in str(error):
-            raise
+    # Decided here, not read from Accelerate's error text (which changes between its releases).
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not _has_accelerator_device():
         raise ModelError(
             "the launch asks for FSDP, which Accelerate runs on accelerators only (CUDA, XPU, NPU, ...), and "
             "none is here; on CPUs launch plain data parallel (recipes/accelerate/ddp.yaml or --multi_gpu)"
-        ) from None
+        )
+    return Accelerator(cpu=several and not torch.cuda.is_available(), **kwargs)
+
+
+def _has_accelerator_device() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6 knows every backend
+    if accelerator is not None:
+        return accelerator.is_available() and accelerator.current_accelerator().type != "mps"
+    return torch.cuda.is_available()
 
 
 def load_config(name: str) -> Any:
@@ -364,6 +398,8 @@ def _read_model(name: str, dtype: Any, quantization: str | None, device: Any) ->
     transformers_logging.disable_progress_bar()  # adept reports what it loads; no per-file bars
     with _quiet_gguf_loading():
         model = _load("weights", source, loader.from_pretrained, **kwargs)
+    if quantization == "4bit":
+        keep_generic_4bit_kernel(model)
     if source.gguf_file:
         # The weights are plain float tensors now; without the quantizer marker the model trains, saves
         # (full fine-tuning, merged export) and reloads like any dense checkpoint.
@@ -372,6 +408,23 @@ def _read_model(name: str, dtype: Any, quantization: str | None, device: Any) ->
             del model.config.quantization_config
     model.eval()
     return model
+
+
+def keep_generic_4bit_kernel(model: Any) -> None:
+    """Keep every 4-bit layer of `model` on bitsandbytes' generic kernel, the one training runs.
+
+    On a CPU with AVX512-BF16, bitsandbytes (0.49, 0.50) repacks a 4-bit layer for a faster kernel at its
+    first forward without gradients, and from then on computes it with bf16 block scales, in training
+    too: a run's numerics would change after its first evaluation (logits 0.1 apart on stories260K),
+    saving the layer afterwards is lossy, and layers whose shape is not a multiple of its blocks fail
+    outright ("N must be divisible by block_n")."""
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 @contextmanager

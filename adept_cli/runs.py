@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .encoding import Encoder, chat_format
+from .environment import version_changes
 from .errors import AdeptError
 from .evaluation import EvalResult, evaluate
 from .files import read_json_object, sha256_file
@@ -15,7 +16,7 @@ from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer
 from .prompt.io import ADAPTER_CONFIG, FORMAT, load_adapter, read_adapter_config, read_evaluation_settings
 from .prompt.merged import is_merged_export
 from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data
-from .training.config import PROMPT_METHODS, TrainConfig, load_run_config
+from .training.config import PROMPT_METHODS, TrainConfig, load_run_config, recorded_environment
 from .training.run_dir import RunDir
 from .training.strategies import load_trained
 
@@ -35,6 +36,7 @@ class LoadedModel:
     method: str  # adept | dept | pt | lora | full | peft | base
     config: TrainConfig | None = None  # the run's config, when loaded from a run
     evaluation: dict[str, Any] = field(default_factory=dict)  # settings saved with an adapter
+    versions: dict[str, Any] | None = None  # the package versions the run or adapter was made under
 
 
 def load_from_run(run_dir: str | Path, device: Any = None, quantization: str | None = None) -> LoadedModel:
@@ -48,7 +50,8 @@ def load_from_run(run_dir: str | Path, device: Any = None, quantization: str | N
         raise RunError(f"{run.best} not found: the run has not finished an evaluation yet")
     quantization = quantization or config.quantization
     model = load_trained(config.method, run.best, config.model, quantization=quantization, device=device)
-    return LoadedModel(model, load_tokenizer(config.model), config.model, config.method, config)
+    versions = recorded_environment(run.config).get("versions")
+    return LoadedModel(model, load_tokenizer(config.model), config.model, config.method, config, versions=versions)
 
 
 def load_from_adapter(
@@ -71,7 +74,10 @@ def load_from_adapter(
     base = load_model(name, quantization=quantization, device=device)
     if native:
         model = load_adapter(adapter_dir, base=base, base_model_name=name)
-        return LoadedModel(model, load_tokenizer(name), name, metadata["method"], evaluation=evaluation)
+        versions = metadata.get("versions")
+        return LoadedModel(
+            model, load_tokenizer(name), name, metadata["method"], evaluation=evaluation, versions=versions
+        )
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
@@ -197,6 +203,19 @@ def template_warning(loaded: LoadedModel, settings: EvalSettings) -> str | None:
     if digest and Path(task.origin).is_file() and sha256_file(Path(task.origin)) != digest:
         return f"warning: {task.origin} has changed since this adapter was trained (sha256 differs)"
     return None
+
+
+def loaded_notes(loaded: LoadedModel) -> list[str]:
+    """What to tell a user once before scoring: versions changed since the run or adapter was made, and a
+    prompt that runs in every row (slower, same results) with the reason."""
+    notes = []
+    changes = version_changes(loaded.versions)
+    if changes:
+        notes.append(f"warning: made under other package versions ({', '.join(changes)}): scores may differ slightly")
+    not_shared = getattr(loaded.model, "not_shared_because", None)
+    if not_shared is not None:
+        notes.append(f"the prompt runs in every row: {not_shared}")
+    return notes
 
 
 @dataclass(frozen=True)

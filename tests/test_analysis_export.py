@@ -20,7 +20,17 @@ from adept_cli.runs import load_from_run
 from adept_cli.tasks import get_task, load_task_data
 from adept_cli.training import build_config, train
 
-from .helpers import INPUTS, SMOKE, STORIES, model_path, perturb, stories, tiny_t5, wrap
+from .helpers import (
+    INPUTS,
+    SMOKE,
+    STORIES,
+    model_path,
+    peft_cached_generation_is_right,
+    perturb,
+    stories,
+    tiny_t5,
+    wrap,
+)
 
 runner = CliRunner()
 
@@ -160,7 +170,8 @@ PLAIN_LOADER = textwrap.dedent(
         out = {"logits": logits.tolist(), "adept_imported": any(m.startswith("adept_cli") for m in sys.modules)}
         if not config.is_encoder_decoder:
             row = batch["input_ids"][:1]
-            out["generated"] = model.generate(input_ids=row, max_new_tokens=6, do_sample=False).tolist()
+            for key, cache in (("generated", True), ("generated_uncached", False)):
+                out[key] = model.generate(input_ids=row, max_new_tokens=6, do_sample=False, use_cache=cache).tolist()
     json.dump(out, open(out_file, "w"))
     """
 )
@@ -187,6 +198,23 @@ def _plain_logits(tmp_path: Path, base_dir: Path, adapter_dir: Path, batch: dict
     return json.loads((tmp_path / "out.json").read_text())
 
 
+def _assert_generation_checked(warnings: list[str], plain: dict, model, batch: dict) -> None:
+    """Plain PEFT generates (KV cache on) what adept does, or, where the installed PEFT / transformers pair
+    cannot (found independently of the export), the export says so with their versions and generation
+    with use_cache=False is right."""
+    import peft
+    import transformers
+
+    ours = model.generate(batch["input_ids"][:1], max_new_tokens=6, do_sample=False)[0, -6:].tolist()
+    assert plain["generated_uncached"][0][-6:] == ours
+    if peft_cached_generation_is_right():
+        assert warnings == [] and plain["generated"][0][-6:] == ours
+    else:
+        assert len(warnings) == 1 and plain["generated"][0][-6:] != ours
+        assert f"peft {peft.__version__} with transformers {transformers.__version__}" in warnings[0]
+        assert "use_cache=False" in warnings[0]
+
+
 def test_merged_export_of_a_causal_run_runs_without_adept(runs, tmp_path) -> None:
     out = tmp_path / "merged"
     result = runner.invoke(app, ["export", "--run", str(runs["adept"]), "--format", "merged", "-o", str(out), "--json"])
@@ -198,8 +226,7 @@ def test_merged_export_of_a_causal_run_runs_without_adept(runs, tmp_path) -> Non
     actual = torch.tensor(plain["logits"])[:, loaded.model.prompt_len :]
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(actual[mask], expected[mask], atol=1e-4, rtol=1e-4)
-    ours = loaded.model.generate(batch["input_ids"][:1], max_new_tokens=6, do_sample=False)
-    assert plain["generated"][0][-6:] == ours[0, -6:].tolist()
+    _assert_generation_checked(json.loads(result.stdout)["warnings"], plain, loaded.model, batch)
     # no offset network in the export: the prompt adapter holds the soft prompt alone
     from safetensors.torch import load_file
 
@@ -251,7 +278,7 @@ def test_merged_export_of_a_seq2seq_model_gives_the_same_logits(tmp_path, model_
 
 def test_peft_export_of_a_pt_run_loads_in_vanilla_peft(runs, tmp_path) -> None:
     out = tmp_path / "peft"
-    result = runner.invoke(app, ["export", "--run", str(runs["pt"]), "--format", "peft", "-o", str(out)])
+    result = runner.invoke(app, ["export", "--run", str(runs["pt"]), "--format", "peft", "-o", str(out), "--json"])
     assert result.exit_code == 0, result.output
     loaded = load_from_run(runs["pt"])
     batch, expected = _runtime(loaded.model.eval(), loaded.tokenizer, seq2seq=False)
@@ -261,6 +288,25 @@ def test_peft_export_of_a_pt_run_loads_in_vanilla_peft(runs, tmp_path) -> None:
     actual = torch.tensor(plain["logits"])[:, loaded.model.prompt_len :]
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(actual[mask], expected[mask], atol=1e-4, rtol=1e-4)
+    _assert_generation_checked(json.loads(result.stdout)["warnings"], plain, loaded.model, batch)
+
+
+def test_an_export_that_generates_differently_is_refused(runs, tmp_path, monkeypatch) -> None:
+    """Logits alone do not keep an export: where the reloaded export's greedy tokens differ from adept's
+    even without the cache, it is refused and nothing is written."""
+    from adept_cli import export as export_module
+
+    real = export_module._greedy_tokens
+
+    def reloaded_differs(model, *args, **kwargs):
+        rows = real(model, *args, **kwargs)
+        return [[token + 1 for token in row] for row in rows] if hasattr(model, "peft_config") else rows
+
+    monkeypatch.setattr(export_module, "_greedy_tokens", reloaded_differs)
+    out = tmp_path / "peft"
+    result = runner.invoke(app, ["export", "--run", str(runs["pt"]), "--format", "peft", "-o", str(out)])
+    assert result.exit_code == 2 and "does not reproduce adept's greedy generation" in result.output
+    assert not out.exists()
 
 
 def test_adept_export_round_trips(runs, tmp_path) -> None:

@@ -151,3 +151,20 @@ def test_a_sweep_does_not_keep_quantized_bases(monkeypatch) -> None:
         hf.load_model(model_path(STORIES), quantization="4bit")
         hf.load_model(model_path(STORIES), quantization="4bit")
         assert reads == ["4bit", "4bit"] and hf._kept_models == {}
+
+
+def test_a_4bit_base_computes_the_same_with_and_without_gradients() -> None:
+    """bitsandbytes repacks a 4-bit layer for its AVX512-BF16 CPU kernel at the first forward without
+    gradients and computes it in bf16 from then on (and fails on layer shapes like stories260K's 172):
+    adept keeps every layer on the generic kernel, so evaluation and training see the same model."""
+    from bitsandbytes.nn import Linear4bit
+
+    base = hf.load_model(model_path(STORIES), quantization="4bit")
+    layers = [module for module in base.modules() if isinstance(module, Linear4bit)]
+    assert layers and not any(layer.support_avx512bf16_for_cpu for layer in layers)
+    ids = torch.tensor([[1, 403, 407, 263, 223, 29]])
+    with torch.no_grad():
+        evaluated = base(ids).logits
+    base.train()
+    trained = base(ids).logits.detach()
+    assert torch.equal(evaluated, trained)

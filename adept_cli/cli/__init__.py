@@ -7,7 +7,7 @@ import os
 import typer
 
 from .. import __version__
-from . import analysis, budget, eval, export, harness, plan, plot, predict, report, serve, sweep, tasks, train
+from . import analysis, budget, env, eval, export, harness, plan, plot, predict, report, serve, sweep, tasks, train
 
 app = typer.Typer(
     name="adept",
@@ -51,6 +51,7 @@ app.command("plot", epilog=plot.EXAMPLES)(plot.plot_command)
 app.command("shift-probe", epilog=analysis.SHIFT_EXAMPLES)(analysis.shift_probe)
 app.command("offsets", epilog=analysis.OFFSET_EXAMPLES)(analysis.offsets)
 app.command("export", epilog=export.EXAMPLES)(export.export_command)
+app.command("env", epilog=env.EXAMPLES)(env.env_command)
 app.command(  # every argument, --help included, goes to lm-eval's own parser
     "lm-eval",
     epilog=harness.EXAMPLES,

@@ -26,6 +26,11 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    """A warning on stderr (so it never mixes with --json output on stdout)."""
+    err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def user_errors(command: Callable) -> Callable:
     """Turn the library's user-fixable errors into a one-line message and exit code 2."""
 

@@ -95,7 +95,15 @@ def eval_command(
     from ..evaluation import write_predictions
     from ..evaluation.execution import sandbox_for
     from ..hf import make_accelerator
-    from ..runs import eval_settings, evaluate_loaded, load_base, load_from_adapter, load_from_run, template_warning
+    from ..runs import (
+        eval_settings,
+        evaluate_loaded,
+        load_base,
+        load_from_adapter,
+        load_from_run,
+        loaded_notes,
+        template_warning,
+    )
 
     accelerator = make_accelerator()
     if run is not None:
@@ -122,6 +130,8 @@ def eval_command(
     warning = template_warning(loaded, settings)
     if warning and accelerator.is_main_process:
         err_console.print(warning, highlight=False, soft_wrap=True)
+    for note in loaded_notes(loaded) if accelerator.is_main_process else []:
+        err_console.print(note, highlight=False, soft_wrap=True)
     result, rows = evaluate_loaded(loaded, settings, split.value, batch_size, accelerator=accelerator)
     if not accelerator.is_main_process:
         return

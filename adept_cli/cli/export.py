@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, examples, fail, print_json, user_errors, writable_problem
+from .common import console, examples, fail, print_json, user_errors, warn, writable_problem
 
 EXAMPLES = examples(
     (
@@ -60,6 +60,8 @@ def export_command(
     summary = export(loaded.model.eval(), loaded.tokenizer, output, format, push_to_hub, evaluation)
     if push_to_hub:
         summary["hub"] = push(output, push_to_hub)
+    for message in summary.get("warnings", []):
+        warn(message)
     if as_json:
         print_json(summary)
         return

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, err_console, examples, fail, require_at_least, user_errors
+from .common import console, examples, fail, require_at_least, user_errors, warn
 
 API_KEY_ENV = "ADEPT_API_KEY"
 
@@ -98,10 +98,9 @@ def serve_command(
 
     sock = bind(host, port)  # a taken port answers now, before the model loads
     if host not in LOCAL_HOSTS and not api_key:
-        err_console.print(
-            f"warning: listening on {host} without an API key: anyone who reaches this machine can use and "
-            f"change the adapters (set --api-key or ${API_KEY_ENV})",
-            highlight=False,
+        warn(
+            f"listening on {host} without an API key: anyone who reaches this machine can use and "
+            f"change the adapters (set --api-key or ${API_KEY_ENV})"
         )
 
     engine = _load(pairs, tasks, model, device)
@@ -149,10 +148,7 @@ def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | Non
         fail(f"{sources[0][1]} names no base model (a merged export does not); pass --model with the original base")
     for name, path, source in sources:
         if source.base_model and not same_model(source.base_model, base_name):
-            err_console.print(
-                f"warning: adapter {name!r} ({path}) was trained on {source.base_model}, served on {base_name}",
-                highlight=False,
-            )
+            warn(f"adapter {name!r} ({path}) was trained on {source.base_model}, served on {base_name}")
     chosen = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     try:
         target = torch.device(chosen)
@@ -162,4 +158,6 @@ def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | Non
         engine = Engine(load_model(base_name).to(target), load_tokenizer(base_name), base_name)
         for name, path, _ in sources:
             engine.add(name, path, tasks.get(name))
+    if engine.model.not_shared_because is not None:
+        console.print(f"the prompt runs in every row: {engine.model.not_shared_because}", highlight=False)
     return engine

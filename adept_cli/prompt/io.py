@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import __version__
+from ..environment import recorded_versions
 from ..errors import AdeptError
 from ..files import atomic_directory, read_json_object
 from ..hf import is_seq2seq
@@ -49,6 +50,7 @@ def adapter_metadata(model: PromptTunedModel) -> dict[str, Any]:
         "vocab_size": model.vocab_size,
         "prompt_len": model.prompt_len,
         "trainable_params": model.num_trainable_params(),
+        "versions": recorded_versions(),
     }
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..encoding import IGNORE_INDEX
-from ..hf import checkpoints_activations, is_seq2seq
+from ..hf import cache_argument, checkpoints_activations, given_cache, is_seq2seq
 from .budget import solve
 from .config import SHARE_PROMPT, AdeptConfig, ConfigError, DeptConfig, MethodConfig
 from .modules import PromptAdapter
@@ -164,6 +164,7 @@ class PromptTunedModel(nn.Module):
                 owner.register_forward_hook(forget_content_positions(adapted), with_kwargs=True, always_call=True),
             ]
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
+        self._cache_argument = cache_argument(base)  # `cache` or `past_key_values`, by transformers version
         self.prompt_cache = PromptCache()
         # Why the prompt's computation is not shared (None when it is).
         self.not_shared_because = "share_prompt=off" if share_prompt == "off" else sharing_problem(base)
@@ -296,7 +297,7 @@ class PromptTunedModel(nn.Module):
     def _shares_forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None, kwargs: dict
     ) -> bool:
-        if not self.shares_prompt or kwargs.get("past_key_values") is not None or "inputs_embeds" in kwargs:
+        if not self.shares_prompt or given_cache(kwargs) is not None or "inputs_embeds" in kwargs:
             return False
         if self.training and torch.is_grad_enabled() and checkpoints_activations(self.base):
             # transformers drops the cache of a checkpointed layer in training: the prompt runs in every row
@@ -322,7 +323,7 @@ class PromptTunedModel(nn.Module):
             input_ids=input_ids,
             attention_mask=torch.cat([attention_mask.new_ones(rows, length), attention_mask], dim=1),
             labels=labels,
-            past_key_values=self.prompt_cache.cache(self, rows),
+            **{self._cache_argument: self.prompt_cache.cache(self, rows)},
             **kwargs,
         )
 
@@ -359,7 +360,7 @@ class PromptTunedModel(nn.Module):
         config = kwargs.get("generation_config") or self.base.generation_config
         return (
             self.shares_prompt
-            and kwargs.get("past_key_values") is None
+            and given_cache(kwargs) is None
             and kwargs.get("use_cache", getattr(config, "use_cache", True)) is not False
             and getattr(config, "cache_implementation", None) is None
             and kwargs.get("assistant_model") is None
@@ -376,7 +377,7 @@ class PromptTunedModel(nn.Module):
         beams = kwargs.get("num_beams", getattr(config, "num_beams", 1) or 1)
         returned = kwargs.get("num_return_sequences", getattr(config, "num_return_sequences", 1) or 1)
         rows, length = input_ids.shape[0], self.prompt_len
-        kwargs["past_key_values"] = self.prompt_cache.cache(self, rows * max(beams, returned))
+        kwargs[self._cache_argument] = self.prompt_cache.cache(self, rows * max(beams, returned))
         slots = torch.arange(self.vocab_size, self.vocab_size + length, device=input_ids.device).expand(rows, -1)
         return {
             "input_ids": torch.cat([slots, input_ids], dim=1),

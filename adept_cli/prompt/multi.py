@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AdeptError
-from ..hf import is_seq2seq
+from ..hf import cache_argument, given_cache, is_seq2seq
 from .config import SHARE_PROMPT, ConfigError
 from .merged import MergedAdapter, is_merged_export, read_merged_export
 from .model import (
@@ -133,6 +133,7 @@ class MixedAdapterModel(nn.Module):
         )
         self._owner().register_forward_hook(forget_content_positions(self.mixed), with_kwargs=True, always_call=True)
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
+        self._cache_argument = cache_argument(base)  # `cache` or `past_key_values`, by transformers version
         self._next_slot = 0
         self.not_shared_because = "share_prompt=off" if share_prompt == "off" else sharing_problem(base)
         if share_prompt == "on" and self.not_shared_because is not None:
@@ -305,7 +306,7 @@ class MixedAdapterModel(nn.Module):
         return (
             self.not_shared_because is None
             and not torch.is_grad_enabled()
-            and kwargs.get("past_key_values") is None
+            and given_cache(kwargs) is None
             and "inputs_embeds" not in kwargs
             and getattr(self.base.generation_config, "cache_implementation", None) is None
             and max(self.mixed.prompt_lengths(adapters), default=0) > 0
@@ -326,7 +327,7 @@ class MixedAdapterModel(nn.Module):
             return self.base(
                 input_ids=input_ids,
                 attention_mask=torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], dim=1),
-                past_key_values=cache,
+                **{self._cache_argument: cache},
                 **kwargs,
             )
         finally:
@@ -344,7 +345,7 @@ class MixedAdapterModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         cache, prefix_mask, slots = self.prompt_cache.prefix(self, list(adapters))
-        kwargs["past_key_values"] = cache
+        kwargs[self._cache_argument] = cache
         ids, mask = _left_packed(input_ids, attention_mask)
         return {
             "input_ids": torch.cat([slots, ids], dim=1),

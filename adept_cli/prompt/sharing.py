@@ -2,9 +2,9 @@
 
 In a causal model the soft prompt comes first, carries no offsets and attends only to itself, so its
 hidden states and keys / values are the same in every row of every batch. `PromptCache` runs the l
-prompt positions once (batch 1), and the rows run only their own tokens on top of that cache
-(`past_key_values`), with the positions they have without sharing (l, l + 1, ... after the prompt; pads
-masked). The model computed is the same; the work per step falls from B x (l + n) to l + B x n positions.
+prompt positions once (batch 1), and the rows run only their own tokens on top of that key / value cache,
+with the positions they have without sharing (l, l + 1, ... after the prompt; pads masked). The model
+computed is the same; the work per step falls from B x (l + n) to l + B x n positions.
 
 - With gradients (training) the prompt pass runs once per forward and the gradient reaches the prompt
   through the shared keys and values.
@@ -26,17 +26,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..hf import is_seq2seq
+from ..hf import cache_argument, is_seq2seq, returned_cache
 
 
 def sharing_problem(base: nn.Module) -> str | None:
     """Why the prompt's computation cannot be shared on `base` (None when it can)."""
     if is_seq2seq(base):
         return "a seq2seq encoder is bidirectional, so the prompt's states depend on each row"
-    parameters = inspect.signature(base.forward).parameters
-    missing = [name for name in ("past_key_values", "position_ids") if name not in parameters]
+    missing = [] if cache_argument(base) and cache_argument(base.base_model) else ["key / value cache"]
+    if "position_ids" not in inspect.signature(base.forward).parameters:
+        missing.append("position_ids")
     if missing:
-        return f"{type(base).__name__}.forward takes no {' / '.join(missing)}"
+        return f"{type(base).__name__}.forward takes no {' and no '.join(missing)}"
     try:
         from transformers.cache_utils import get_layer_types_and_kwargs
 
@@ -86,17 +87,20 @@ def _adapter_state(model: Any) -> tuple:
 
 
 def _prompt_pass(model: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from transformers import DynamicCache
-
     length = model.prompt_len
     device = model.adapter.prompt.device
     ids = torch.arange(model.vocab_size, model.vocab_size + length, device=device).unsqueeze(0)
     positions = torch.arange(length, device=device).unsqueeze(0)
     # The inner model: the prompt's keys and values are wanted, not its logits.
-    output = model.base.base_model(
-        input_ids=ids, position_ids=positions, past_key_values=DynamicCache(), use_cache=True
-    )
-    return [(layer.keys, layer.values) for layer in output.past_key_values.layers]
+    return _cache_layers(model.base.base_model, ids, positions)
+
+
+def _cache_layers(inner: nn.Module, ids: torch.Tensor, positions: torch.Tensor) -> list[tuple]:
+    """(keys, values) of every layer after running `ids` through the inner model into a fresh cache."""
+    from transformers import DynamicCache
+
+    output = inner(input_ids=ids, position_ids=positions, use_cache=True, **{cache_argument(inner): DynamicCache()})
+    return [(layer.keys, layer.values) for layer in returned_cache(output).layers]
 
 
 def content_positions(attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
@@ -160,20 +164,12 @@ class MixedPromptCache:
 
 
 def _adapter_prompt_pass(model: Any, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from transformers import DynamicCache
-
     length = model.mixed.adapters[name].prompt_len
     device = model.mixed.weight.device
     start = model.vocab_size + model.mixed.starts[name]
     ids = torch.arange(start, start + length, device=device).unsqueeze(0)
     model.mixed.rows = [name]
     try:
-        output = model.base.base_model(
-            input_ids=ids,
-            position_ids=torch.arange(length, device=device).unsqueeze(0),
-            past_key_values=DynamicCache(),
-            use_cache=True,
-        )
+        return _cache_layers(model.base.base_model, ids, torch.arange(length, device=device).unsqueeze(0))
     finally:
         model.mixed.rows = None
-    return [(layer.keys, layer.values) for layer in output.past_key_values.layers]

@@ -25,6 +25,7 @@ from ..prompt.config import SHARE_PROMPT, ConfigError, method_config
 METHODS = ("adept", "dept", "pt", "lora", "full")
 PROMPT_METHODS = ("adept", "dept", "pt")
 RUN_FORMAT_VERSION = 1  # of config.yaml; version 0 (no field) is read and upgraded
+ENVIRONMENT_KEY = "environment"  # in config.yaml and results.json: versions and facts, not settings
 MIXED_PRECISION = ("no", "bf16", "fp16")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 SCORINGS = ("generate", "rank")
@@ -251,6 +252,7 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
         raise TrainConfigError(f"{path}: a recipe is a mapping of settings, got {type(data).__name__}")
     if "format_version" in data:
         version = data.pop("format_version")
+        data.pop(ENVIRONMENT_KEY, None)  # what the run was made under: a record, not a setting
         if not isinstance(version, int) or isinstance(version, bool) or version > RUN_FORMAT_VERSION:
             raise TrainConfigError(
                 f"{path}: format_version {version!r} is newer than this adept reads ({RUN_FORMAT_VERSION}); "
@@ -419,11 +421,21 @@ def method_settings(config: TrainConfig) -> dict[str, Any]:
     return {name: getattr(config, name) for name in names if getattr(config, name) is not None}
 
 
-def dump_config(config: TrainConfig) -> str:
+def dump_config(config: TrainConfig, environment: dict[str, Any] | None = None) -> str:
+    """config.yaml: the resolved settings, then (`environment`) the versions and facts the run started under."""
     header = "# Resolved config of this run (defaults < recipe < command line).\n"
     header += "# Continue it: adept train --resume auto --output-dir <this run's directory>\n"
     body = {"format_version": RUN_FORMAT_VERSION, **config.to_dict()}
+    if environment is not None:
+        body[ENVIRONMENT_KEY] = environment
     return header + yaml.safe_dump(body, sort_keys=False)
+
+
+def recorded_environment(path: str | os.PathLike) -> dict[str, Any]:
+    """The `environment` a run's config.yaml records ({} for runs made before it was recorded)."""
+    data = read_yaml(path, TrainConfigError, "run config")
+    environment = data.get(ENVIRONMENT_KEY) if isinstance(data, dict) else None
+    return environment if isinstance(environment, dict) else {}
 
 
 def load_run_config(path: str | os.PathLike) -> TrainConfig:

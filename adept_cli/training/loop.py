@@ -24,13 +24,14 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..encoding import IGNORE_INDEX, pad_batch
+from ..environment import recorded_versions
 from ..evaluation import evaluate, write_predictions
 from ..evaluation.execution import sandbox_for
 from ..files import atomic_directory, write_json_atomic, write_text_atomic
 from ..hf import quantization_problem, unwrap
 from ..prompt.model import PromptTunedModel
 from .checkpoint import rng_state, set_rng_state, write_checkpoint
-from .config import TrainConfig, TrainConfigError
+from .config import ENVIRONMENT_KEY, TrainConfig, TrainConfigError
 from .mixture import MixtureOrder, mixture_weights
 from .reporting import RunReporter
 from .run_dir import RunDir, read_metrics
@@ -196,7 +197,7 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
             eval_settings=evaluation_settings(config, parts, trainable.chat_template),
         )
         if accelerator.is_main_process:
-            write_run_start(run_dir, config)
+            write_run_start(run_dir, config, run_environment(trainable.model))
             if config.k_shot is not None:
                 drawn = {part.name: part.data.drawn for part in parts}
                 write_json_atomic(run_dir.k_shot, drawn[parts[0].name] if len(parts) == 1 else {"tasks": drawn})
@@ -206,6 +207,15 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
         restore(run, saved)
         fit(run)
         return finish(run)
+
+
+def run_environment(model: Any) -> dict[str, Any]:
+    """What a run records beside its settings: the versions it ran under and, for prompt methods, whether
+    the prompt's computation was shared (and why not)."""
+    environment: dict[str, Any] = {"versions": recorded_versions()}
+    if isinstance(model, PromptTunedModel):
+        environment["shared_prompt"] = {"shared": model.shares_prompt, "why_not": model.not_shared_because}
+    return environment
 
 
 def restore(run: Run, saved: dict[str, Any] | None) -> None:
@@ -443,6 +453,7 @@ def finish(run: Run) -> dict[str, Any]:
         "init_from": config.init_from,
         "tokens_seen": state.tokens_seen,
         "adept_version": __version__,
+        ENVIRONMENT_KEY: run_environment(run.raw),
     }
     if accelerator.is_main_process:
         write_json_atomic(run.dir.results, results)

@@ -153,11 +153,12 @@ def _check_unchanged(run: RunDir, config: TrainConfig) -> None:
         raise TrainConfigError(f"cannot resume {run.path} with different settings ({listed})")
 
 
-def write_run_start(run: RunDir, config: TrainConfig) -> None:
-    """config.yaml and an empty log for a new run (written once the model has loaded)."""
+def write_run_start(run: RunDir, config: TrainConfig, environment: dict[str, Any]) -> None:
+    """config.yaml (with the `environment` the run starts under) and an empty log for a new run (written
+    once the model has loaded)."""
     if not run.holds_a_run():
         write_text_atomic(run.metrics, "")
-        write_text_atomic(run.config, dump_config(config))
+        write_text_atomic(run.config, dump_config(config, environment))
 
 
 @dataclass
