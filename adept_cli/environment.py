@@ -1,17 +1,16 @@
 """What adept runs on: Python and the packages whose versions decide its behaviour, and whether each is a
 version the project tested.
 
-The tested set is written down twice, by one process (bench/compat.sh): the ranges in pyproject.toml
-(lower and upper bounds that a full test run passed on; read here from the installed package's metadata)
-and the lock of the exact versions CI installs (`requirements.lock`, read here when adept runs from a
-source checkout). Runs and adapters record `recorded_versions()`, so that a later evaluation can say
-what changed since they were made.
+The tested set lives in two places: the ranges in pyproject.toml (bounds that a full test run passed on,
+recorded by bench/compat.sh in docs/compatibility.md; read here from the installed package's metadata) and
+requirements.lock (the exact versions CI installs, written by .ci/lock; read here when adept runs from a
+source checkout). Runs and adapters record `recorded_versions()`, so that a later evaluation can say what
+changed since they were made.
 """
 
 from __future__ import annotations
 
 import platform
-import sys
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
@@ -114,65 +113,3 @@ def package_status(package: str, installed: str | None, ranges: dict[str, Any], 
     if ranges[name].contains(_without_local(installed), prereleases=True):
         return "in the tested range"
     return f"outside the tested range ({ranges[name]})"
-
-
-def devices() -> dict[str, Any]:
-    import os
-
-    import torch
-
-    found: dict[str, Any] = {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    found["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    found["mps"] = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    return found
-
-
-def sandbox_line() -> str:
-    from .evaluation.sandbox import detect_sandbox
-
-    sandbox = detect_sandbox()
-    if sandbox is None:
-        return "none found: code tasks (MBPP) need bubblewrap, or unshare with namespaces (docs/tasks.md)"
-    return sandbox.describe()
-
-
-def shared_prompt_line(model: str) -> tuple[bool, str]:
-    """Whether `model` can share the prompt's computation, and why not; from its config alone (the model is
-    built on the meta device: no weights are read or downloaded)."""
-    import torch
-
-    from .hf import auto_model_class, load_config
-    from .prompt.sharing import sharing_problem
-
-    config = load_config(model)
-    with torch.device("meta"):
-        base = auto_model_class(config).from_config(config)
-    problem = sharing_problem(base)
-    return problem is None, problem or "shared: the prompt's keys and values are computed once for every row"
-
-
-def report(model: str | None = None) -> dict[str, Any]:
-    """Everything `adept env` prints."""
-    ranges, locked = declared_ranges(), locked_versions()
-    packages = {}
-    for package in PACKAGES:
-        installed = installed_version(package)
-        packages[package] = {
-            "version": installed,
-            "status": "this package" if package == "adept-cli" else package_status(package, installed, ranges, locked),
-        }
-    outside = [name for name, row in packages.items() if row["status"].startswith("outside")]
-    result: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "executable": sys.executable,
-        "packages": packages,
-        "tested": not outside,
-        "lock": str(LOCK_FILE) if locked is not None else None,
-        "devices": devices(),
-        "sandbox": sandbox_line(),
-    }
-    if model is not None:
-        shared, why = shared_prompt_line(model)
-        result["model"] = {"name": model, "shares_prompt": shared, "shared_prompt": why}
-    return result

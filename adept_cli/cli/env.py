@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import platform
+import sys
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,6 +16,47 @@ EXAMPLES = examples(
     ("Whether a model can share the prompt's computation, and why not", "adept env --model smollm2-135m"),
     ("As JSON", "adept env --json"),
 )
+SHARED = "shared: the prompt's keys and values are computed once for every row"
+NO_SANDBOX = "none found: code tasks (MBPP) need bubblewrap, or unshare with namespaces (docs/tasks.md)"
+
+
+def environment_report(model: str | None = None) -> dict[str, Any]:
+    """Everything `adept env` prints."""
+    import os
+
+    import torch
+
+    from ..environment import LOCK_FILE, PACKAGES, declared_ranges, installed_version, locked_versions, package_status
+    from ..evaluation.sandbox import detect_sandbox
+
+    ranges, locked = declared_ranges(), locked_versions()
+    packages = {}
+    for package in PACKAGES:
+        installed = installed_version(package)
+        status = "this package" if package == "adept-cli" else package_status(package, installed, ranges, locked)
+        packages[package] = {"version": installed, "status": status}
+    sandbox = detect_sandbox()
+    report: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "packages": packages,
+        "tested": not any(row["status"].startswith("outside") for row in packages.values()),
+        "lock": str(LOCK_FILE) if locked is not None else None,
+        "devices": {
+            "cpu_cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+        },
+        "sandbox": sandbox.describe() if sandbox is not None else NO_SANDBOX,
+    }
+    if model is not None:
+        from ..prompt.sharing import model_sharing_problem
+
+        problem = model_sharing_problem(model)
+        report["model"] = {"name": model, "shares_prompt": problem is None, "shared_prompt": problem or SHARED}
+    return report
 
 
 @user_errors
@@ -27,9 +70,7 @@ def env_command(
     """Python, torch, transformers, PEFT, Accelerate, datasets, bitsandbytes (and vLLM) versions; devices;
     the sandbox for generated code; whether each version is the locked one or inside the tested range
     (docs/compatibility.md)."""
-    from ..environment import report
-
-    found = report(model)
+    found = environment_report(model)
     if as_json:
         print_json(found)
         return

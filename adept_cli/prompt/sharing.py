@@ -50,6 +50,17 @@ def sharing_problem(base: nn.Module) -> str | None:
     return None
 
 
+def model_sharing_problem(name: str) -> str | None:
+    """`sharing_problem` of a model named as `load_model` takes it, from its config alone: the model is
+    built on the meta device, so no weights are read or downloaded."""
+    from ..hf import auto_model_class, load_config
+
+    config = load_config(name)
+    with torch.device("meta"):
+        base = auto_model_class(config).from_config(config)
+    return sharing_problem(base)
+
+
 class PromptCache:
     """The prompt's keys and values for a `PromptTunedModel` (see the module docstring)."""
 
