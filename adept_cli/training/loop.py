@@ -49,6 +49,7 @@ from .setup import (
     write_run_start,
 )
 from .strategies import load_trainable_state, restore_trained, save_trained, trainable_state
+from .trackers import close_trackers, tracker_names
 
 
 class BatchOrder:
@@ -463,5 +464,5 @@ def finish(run: Run) -> dict[str, Any]:
                 write_predictions(path, part.data["test"], test)
     accelerator.wait_for_everyone()
     run.reporter.finish(results)
-    accelerator.end_training()
+    close_trackers(accelerator, tracker_names(config))
     return results

@@ -62,3 +62,14 @@ def make_trackers(names: list[str], run: RunDir, project: str) -> list[Any]:
             kind = LOGGER_TYPE_TO_CLASS[name]
             trackers.append(kind(project, str(run.path / name)) if kind.requires_logging_directory else kind(project))
     return trackers
+
+
+def close_trackers(accelerator: Any, names: list[str]) -> None:
+    """End every tracker's run, waiting until its records are written: W&B's `finish` returns before its
+    service process has written the offline run file (seen with wandb 0.31 on a busy machine), and only
+    `wandb.teardown` waits for it."""
+    accelerator.end_training()
+    if "wandb" in names and accelerator.is_main_process:
+        import wandb
+
+        wandb.teardown()
