@@ -13,7 +13,8 @@ from .encoding import Encoder
 from .errors import AdeptError
 from .evaluation import evaluate
 from .prompt.model import PromptTunedModel
-from .tasks.spec import Example, Task
+from .tasks.example import Example
+from .tasks.spec import Task
 
 DEFAULT_SHIFTS = (0, 50, 100, 150, 200)
 

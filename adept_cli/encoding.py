@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import AdeptError
-from .tasks.spec import Example
+from .tasks.example import Example
 
 IGNORE_INDEX = -100
 

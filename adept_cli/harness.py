@@ -35,7 +35,7 @@ from .encoding import IGNORE_INDEX, Encoder, chat_template_text, pad_batch
 from .errors import AdeptError
 from .evaluation.evaluate import generate_outputs, sequence_scores
 from .hf import context_limit, is_seq2seq
-from .tasks.spec import Example
+from .tasks.example import Example
 
 DEFAULT_GENERATION_TOKENS = 256  # lm-eval's own default for max_gen_toks
 

@@ -212,14 +212,9 @@ def auto_model_class(config: Any) -> Any:
 
 
 def unwrap(model: Any) -> Any:
-    """The Hugging Face model under an adapter wrapper (PromptTunedModel, PeftModel), or `model` itself."""
-    from .prompt.model import PromptTunedModel
-
-    if isinstance(model, PromptTunedModel):
-        return model.base
-    if hasattr(model, "get_base_model"):  # PEFT's wrappers
-        return model.get_base_model()
-    return model
+    """The Hugging Face model under an adapter wrapper, or `model` itself. Wrappers say what they wrap
+    with `get_base_model()`, as PEFT's do (and adept's adapter models)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def make_accelerator(**kwargs: Any) -> Any:

@@ -15,8 +15,9 @@ from adept_cli.encoding import IGNORE_INDEX, ChatTemplateError, Encoder, chat_fo
 from adept_cli.evaluation.metrics import MetricFunctionError, rouge_l, score
 from adept_cli.tasks import get_task, load_task_data
 from adept_cli.tasks.custom import load_task_file
+from adept_cli.tasks.example import RowError
 from adept_cli.tasks.instructions import instruction_example, query_example
-from adept_cli.tasks.spec import RowError, TaskError
+from adept_cli.tasks.spec import TaskError
 from adept_cli.training import train
 
 from .helpers import STORIES, load_tokenizer, read_jsonl, stories_config

@@ -8,7 +8,7 @@ import pytest
 
 from adept_cli.evaluation import metrics as m
 from adept_cli.tasks import get_task
-from adept_cli.tasks.spec import Example
+from adept_cli.tasks.example import Example
 
 
 def test_accuracy() -> None:

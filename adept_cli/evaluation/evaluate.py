@@ -19,7 +19,8 @@ from typing import Any, Literal
 import torch
 
 from ..encoding import IGNORE_INDEX, Encoder, pad_batch
-from ..tasks.spec import Example, Task, TaskError
+from ..tasks.example import Example
+from ..tasks.spec import Task, TaskError
 from .metrics import score
 
 Scoring = Literal["generate", "rank"]

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import AdeptError
-from ..tasks.spec import Example, Task, normalize_label_text
+from ..tasks.example import Example
+from ..tasks.spec import Task, normalize_label_text
 
 UNPARSABLE_NUMBER = -1.0
 COUNTS = ("invalid", "unparsable", "timeouts")  # reported beside the metrics: numbers of examples, not percent

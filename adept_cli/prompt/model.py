@@ -180,6 +180,10 @@ class PromptTunedModel(nn.Module):
 
     # -- structure ---------------------------------------------------------------------------------
 
+    def get_base_model(self) -> nn.Module:
+        """The wrapped Hugging Face model (PEFT's name for it)."""
+        return self.base
+
     def _embedding_owner(self) -> nn.Module:
         return self.base.get_encoder() if self.is_seq2seq else self.base
 

@@ -140,6 +140,10 @@ class MixedAdapterModel(nn.Module):
             raise ConfigError(f"share_prompt=on, but this model cannot share the prompt: {self.not_shared_because}")
         self.prompt_cache = MixedPromptCache()
 
+    def get_base_model(self) -> nn.Module:
+        """The wrapped Hugging Face model (PEFT's name for it)."""
+        return self.base
+
     def _owner(self) -> nn.Module:
         return self.base.get_encoder() if self.is_seq2seq else self.base
 

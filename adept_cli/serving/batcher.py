@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AdeptError
-from ..tasks.spec import Example
+from ..tasks.example import Example
 from .engine import Engine, GenerationRow, Sampling
 
 _STOP = object()

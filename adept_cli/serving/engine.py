@@ -26,7 +26,8 @@ from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
 from ..hf import context_limit, is_seq2seq
 from ..prompt.multi import AdapterNotFound, MixedAdapterModel
 from ..runs import DEFAULT_TARGET_LENGTH, prompt_adapter_source
-from ..tasks.spec import Example, RowError, Task
+from ..tasks.example import Example, RowError
+from ..tasks.spec import Task
 
 # Inputs without a task (completions, plain text) are cut to this many tokens only when the model itself
 # states no limit (relative-position models such as T5).

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import AdeptError
+from ..tasks.example import Example, RowError
 from ..tasks.sources import SUFFIXES, read_file
-from ..tasks.spec import Example, RowError, Task
+from ..tasks.spec import Task
 
 if TYPE_CHECKING:  # the model side imports torch; reading and checking rows does not
     from ..encoding import Encoder

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .example import Example
 from .loading import DEFAULT_SPLIT_SEED, SPLITS, TaskData, load_task_data
 from .registry import TASKS, get_builtin_task
-from .spec import Example, Task, TaskError
+from .spec import Task, TaskError
 
 
 def get_task(name: str) -> Task:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .spec import Example, RowError
+from .example import Example, RowError
 
 FORMATS = ("messages", "alpaca", "prompt_completion")
 SHAPES = {

@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .example import Example, RowError
 from .sources import SUFFIXES, Record, local_task_dir, read_file, read_hub_split, read_local_split
-from .spec import Example, RowError, Task, TaskError
+from .spec import Task, TaskError
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_SPLIT_SEED = 42  # the reference code's value, here a setting

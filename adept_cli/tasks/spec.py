@@ -5,20 +5,18 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import AdeptError
+from .example import Example, RowError
+from .instructions import instruction_example, query_example
 
 Kind = Literal["classification", "regression", "text", "code"]
 
 
 class TaskError(AdeptError, ValueError):
     """A task is unknown or its data is unusable; the message names the file, line and field."""
-
-
-class RowError(ValueError):
-    """One row is malformed; the loader adds where the row came from."""
 
 
 @dataclass(frozen=True)
@@ -65,18 +63,6 @@ class SplitRule:
         if self.kind == "fixed":
             return (dict(self.sources)[split],)
         return self.pool
-
-
-@dataclass(frozen=True)
-class Example:
-    """One formatted row: what the model reads, what it should write, and what scoring needs."""
-
-    source: str
-    target: str
-    label: int | float | None = None  # class index (classification) or value (regression)
-    references: tuple[str, ...] = ()  # gold answers (text tasks) / tests (code)
-    group: Any = None  # rows scored together (MultiRC: one question)
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -152,8 +138,6 @@ class Task:
 
     def example(self, row: dict[str, Any]) -> Example:
         if self.data_format is not None:
-            from .instructions import instruction_example
-
             return instruction_example(row, self.data_format)
         row, source = self.prepared(row)
         if self.kind == "classification":
@@ -173,8 +157,6 @@ class Task:
         """An unlabelled input as the model reads it (`adept predict`, `/v1/predict`): a row formatted by
         the template, or a string taken as it is (instruction tasks: a string is the user's message)."""
         if self.data_format is not None:
-            from .instructions import query_example
-
             return query_example(row, self.data_format)
         return Example(row if isinstance(row, str) else self.prepared(row)[1], "")
 
