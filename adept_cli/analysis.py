@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,20 +65,6 @@ def insert_filler(ids: list[int], filler_id: int, count: int, bos_id: int | None
     return ids[:keep] + [filler_id] * count + ids[keep:]
 
 
-@contextmanager
-def rolled_position_offsets(model: PromptTunedModel, shift: int):
-    """DePT's offsets cyclically shifted left: position i gets the offset of position (i + shift) mod s."""
-    offsets = model.adapter.position_offsets
-    original = offsets.a.detach().clone()
-    with torch.no_grad():
-        offsets.a.copy_(torch.roll(original, shifts=-shift, dims=0))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            offsets.a.copy_(original)
-
-
 @dataclass
 class ShiftRow:
     shift: int
@@ -122,32 +107,33 @@ def shift_probe(
     (they should not move at all).
     """
     if not isinstance(model, PromptTunedModel):
-        raise AnalysisError("the shift probe applies to pt, dept and adept runs")
+        raise AnalysisError("the shift probe applies to prompt-method runs (pt, dept, adept)")
     if any(s < 0 for s in shifts) or 0 not in shifts:
         raise AnalysisError(f"--shifts must be non-negative and include 0; got {list(shifts)}")
-    method = model.config.method
-    if method == "dept" and max(shifts) >= model.adapter.position_offsets.max_length:
+    adapter, method = model.adapter, model.adapter.method
+    follows = method.offsets_follow
+    if follows == "positions" and max(shifts) >= method.position_count(adapter):
         raise AnalysisError(
-            f"DePT has s = {model.adapter.position_offsets.max_length} positions; shifts must be below it"
+            f"{method.name} has s = {method.position_count(adapter)} positions; shifts must be below it"
         )
     tokenizer = encoder.tokenizer
     if filler_id is None:
         filler_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     probe_ids = [torch.tensor([encoder.prompt_ids(e)]) for e in examples[:offset_examples]]
-    reference = [applied_offsets(model, ids) for ids in probe_ids] if method != "pt" else []
+    reference = [applied_offsets(model, ids) for ids in probe_ids] if follows is not None else []
 
     result = ShiftProbe(
-        method=method,
+        method=method.name,
         task=task.name,
         split=split,
         metric=task.main_metric,
-        mode="cyclic offset shift" if method == "dept" else "input shift",
-        filler=None if method == "dept" else tokenizer.convert_ids_to_tokens(filler_id),
+        mode="cyclic offset shift" if follows == "positions" else "input shift",
+        filler=None if follows == "positions" else tokenizer.convert_ids_to_tokens(filler_id),
         examples=len(examples),
     )
     for shift in sorted(shifts):
-        if method == "dept":
-            with rolled_position_offsets(model, shift):
+        if follows == "positions":
+            with method.rolled_positions(adapter, shift):
                 metric = evaluate(model, encoder, task, examples, scoring, batch_size).main
                 moved = [applied_offsets(model, ids) for ids in probe_ids]
             change = max(float((a - b).abs().max()) for a, b in zip(moved, reference)) if reference else None
@@ -155,7 +141,7 @@ def shift_probe(
             shifted = ShiftedEncoder(encoder, filler_id, shift)
             metric = evaluate(model, shifted, task, examples, scoring, batch_size).main
             change = None
-            if method == "adept":
+            if follows == "tokens":
                 change = max(
                     float(
                         (_original_token_offsets(model, ids, filler_id, shift, tokenizer.bos_token_id) - ref)
@@ -223,10 +209,10 @@ def offset_statistics(
     model embeds for `examples` (the input, plus the target for causal models); with `norms`, also every
     token's embedding and offset L2 norms."""
     if not isinstance(model, PromptTunedModel):
-        raise AnalysisError("offset statistics apply to pt, dept and adept runs")
+        raise AnalysisError("offset statistics apply to prompt-method runs (pt, dept, adept)")
     adapter = model.adapter
     embedding = model.adapted_embedding.embedding
-    method = model.config.method
+    follows = adapter.method.offsets_follow
     embeds, offsets = _Moments(), _Moments()
     token_counts: dict[int, int] = {}
     positions_seen: set[int] = set()
@@ -242,42 +228,37 @@ def offset_statistics(
                 embedding_norms += e[0].norm(dim=-1).tolist()
             for token in ids:
                 token_counts[token] = token_counts.get(token, 0) + 1
-            if method != "pt":
+            if follows is not None:
                 positions = torch.arange(len(ids), device=tensor.device).unsqueeze(0)
-                positions_seen.update(range(min(len(ids), _max_positions(model))))
-                found = adapter.offsets(e, positions)
+                positions_seen.update(range(min(len(ids), adapter.method.position_count(adapter))))
+                found = adapter.offsets(tensor, e, positions)
                 offsets.add(found)
                 if norms:
                     offset_norms += found[0].norm(dim=-1).tolist()
     largest: list[dict[str, Any]] = []
     distinct = None
-    if method == "adept":
+    if follows == "tokens":
         distinct = len(token_counts)
         ids = torch.tensor(sorted(token_counts), device=embedding.weight.device)
         with torch.no_grad():
-            token_norms = adapter.offsets(embedding(ids), None).norm(dim=-1)
+            token_norms = adapter.offsets(ids, embedding(ids), None).norm(dim=-1)
         order = token_norms.argsort(descending=True)[:top].tolist()
         tokens = encoder.tokenizer.convert_ids_to_tokens(ids[order].tolist())
         largest = [
             {"token": token, "id": int(ids[i]), "norm": float(token_norms[i]), "count": token_counts[int(ids[i])]}
             for token, i in zip(tokens, order)
         ]
-    elif method == "dept":
+    elif follows == "positions":
         distinct = len(positions_seen)
     return OffsetStats(
-        method=method,
+        method=adapter.method.name,
         tokens=embeds.count // max(model.dim, 1),
         embedding_abs_mean=embeds.mean(),
         embedding_abs_var=embeds.var(),
-        offset_abs_mean=offsets.mean() if method != "pt" else None,
-        offset_abs_var=offsets.var() if method != "pt" else None,
+        offset_abs_mean=offsets.mean() if follows is not None else None,
+        offset_abs_var=offsets.var() if follows is not None else None,
         distinct_offsets=distinct,
         largest=largest,
         embedding_norms=embedding_norms if norms else None,
-        offset_norms=offset_norms if norms and method != "pt" else None,
+        offset_norms=offset_norms if norms and follows is not None else None,
     )
-
-
-def _max_positions(model: PromptTunedModel) -> int:
-    position = model.adapter.position_offsets
-    return position.max_length if position is not None else 0

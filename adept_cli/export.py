@@ -136,17 +136,13 @@ def export_adept(model: PromptTunedModel, output: Path, evaluation: dict[str, An
 
 def export_peft(model: PromptTunedModel, tokenizer: Any, output: Path) -> dict[str, Any]:
     """PT as a standard PEFT PROMPT_TUNING adapter; DePT / ADePT are refused (PEFT would drop the offsets)."""
-    method = model.config.method
-    if method != "pt":
-        merged = ", or --format merged (offsets folded into the embedding table)" if method == "adept" else ""
-        raise ExportError(
-            f"a {method} adapter cannot be a PEFT prompt-tuning adapter: PEFT has no place for its "
-            f"input offsets and would silently drop them. Use --format adept{merged}"
-        )
+    refusal = model.adapter.method.export_refusal("peft")
+    if refusal:
+        raise ExportError(refusal)
     batch = _probe_inputs(model, tokenizer)
     expected = _runtime_logits(model, batch)
     expected_tokens = _greedy_tokens(model, tokenizer, model.is_seq2seq)
-    prompt = model.adapter.prompt.detach().clone()
+    prompt = model.adapter.prompt_rows().detach().clone()
     base = model.unwrap()
     name = hub_name(model.base_model_name)
     with atomic_directory(output) as scratch:
@@ -181,7 +177,7 @@ def merged_embedding_table(model: PromptTunedModel, chunk: int = 8192) -> torch.
         for start in range(0, model.vocab_size, chunk):
             ids = torch.arange(start, min(start + chunk, model.vocab_size), device=embedding.weight.device)
             out = embedding(ids)
-            rows.append((out + adapter.offsets(out, None)) / scale)
+            rows.append((out + adapter.offsets(ids, out, None)) / scale)
     return torch.cat(rows).to(embedding.weight.dtype)
 
 
@@ -196,23 +192,16 @@ def export_merged(
 
     The merged table is installed in `model`'s own base (no second copy of the weights in memory), so
     `model` is spent afterwards: reload the adapter to keep using it."""
-    if model.config.method != "adept":
-        raise ExportError(
-            f"--format merged needs an ADePT adapter (offsets that depend on the token alone); this is "
-            f"{model.config.method}: "
-            + (
-                "DePT's offsets depend on the position, so no embedding table can hold them. Use --format adept"
-                if model.config.method == "dept"
-                else "PT has no offsets to merge. Use --format peft"
-            )
-        )
+    refusal = model.adapter.method.export_refusal("merged")
+    if refusal:
+        raise ExportError(refusal)
     if not isinstance(model.adapted_embedding.embedding, torch.nn.Embedding):
         raise ExportError("the model's input embedding is not an nn.Embedding table; use --format adept")
     batch = _probe_inputs(model, tokenizer)
     expected = _runtime_logits(model, batch)
     expected_tokens = _greedy_tokens(model, tokenizer, model.is_seq2seq)
     table = merged_embedding_table(model)
-    prompt = model.adapter.prompt.detach().clone()
+    prompt = model.adapter.prompt_rows().detach().clone()
     base = model.unwrap()
     _install_merged_table(base, table)
     with atomic_directory(output) as scratch:

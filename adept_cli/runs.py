@@ -15,8 +15,9 @@ from .files import read_json_object, sha256_file
 from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer
 from .prompt.io import ADAPTER_CONFIG, FORMAT, load_adapter, read_adapter_config, read_evaluation_settings
 from .prompt.merged import is_merged_export
+from .prompt.methods import method_names
 from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data
-from .training.config import PROMPT_METHODS, TrainConfig, load_run_config, recorded_environment
+from .training.config import TrainConfig, load_run_config, recorded_environment
 from .training.run_dir import RunDir
 from .training.strategies import load_trained
 
@@ -257,7 +258,7 @@ def prompt_adapter_source(path: str | Path) -> AdapterSource:
         raise RunError(f"{path}: no such run or adapter directory")
     else:
         raise RunError(f"{path} is neither a run directory (config.yaml) nor an adapter ({ADAPTER_CONFIG})")
-    if source.method not in (*PROMPT_METHODS, "merged"):
+    if source.method not in (*method_names(), "merged"):
         raise RunError(
             f"{path} holds a {source.method} model; only prompt adapters (PT, DePT, ADePT) can be served "
             "together over one frozen base"

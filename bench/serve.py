@@ -262,7 +262,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     per_server[server].append(measured)
                     print(workload, server, {k: round(v, 3) for k, v in measured.items() if isinstance(v, float)})
         if "peft-serial" in args.servers:
-            engine.model.base.set_input_embeddings(engine.model.mixed.embedding)  # the plain base again
+            engine.model.unwrap()  # the plain base again
             peft = PeftSerial(engine.model.base, tokenizer)
             for workload in args.workloads:
                 requests = args.requests if workload == "predict" else args.requests // 2

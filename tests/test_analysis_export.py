@@ -92,7 +92,7 @@ def _direct_statistics(model, encoder, examples) -> dict:
             e = model.adapted_embedding.embedding(torch.tensor([token]))[0]
             embedding_values.append(e.abs().double())
             adapter = model.adapter
-            if adapter.token_offsets is not None:
+            if hasattr(adapter, "token_offsets"):
                 f = adapter.token_offsets
                 offset = torch.relu(e @ f.down + f.down_bias) @ f.up + f.up_bias
             else:
@@ -357,7 +357,7 @@ def test_applied_offsets_are_what_the_embedding_adds() -> None:
     model, tokenizer = wrap("adept", "llama")
     perturb(model)
     ids = tokenizer("Lily", return_tensors="pt")["input_ids"]
-    expected = model.adapter.offsets(model.adapted_embedding.embedding(ids), None)
+    expected = model.adapter.offsets(ids, model.adapted_embedding.embedding(ids), None)
     torch.testing.assert_close(applied_offsets(model, ids), expected)
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adept_cli.cli import app
-from adept_cli.prompt.budget import BudgetError, adept_params, dept_params, solve, solve_table
+from adept_cli.prompt.budget import BudgetError, count_params, solve, solve_table
 
 runner = CliRunner()
 
@@ -28,14 +28,14 @@ def test_adept_bottleneck_matches_the_paper(dim, prompt_len, bottleneck, params)
     solution = solve("adept", dim, prompt_len)
     assert (solution.bottleneck, solution.trainable_params, solution.budget) == (bottleneck, params, 100 * dim)
     # largest: one more does not fit
-    assert adept_params(dim, prompt_len, bottleneck + 1) > 100 * dim
+    assert count_params("adept", dim, prompt_len, bottleneck + 1) > 100 * dim
 
 
 def test_dept_rank_matches_the_paper() -> None:
     solution = solve("dept", 768, 40, max_length=256)
     assert (solution.bottleneck, solution.trainable_params) == (45, 76_800)
     assert solve("dept", 768, 60).bottleneck == 30  # DePT's own T5-base setting (l=60, r=30)
-    assert dept_params(768, 40, 46, 256) > 76_800
+    assert count_params("dept", 768, 40, 46, 256) > 76_800
 
 
 def test_explicit_budget_overrides_the_default() -> None:

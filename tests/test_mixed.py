@@ -9,7 +9,7 @@ import torch
 
 from adept_cli import save_adapter
 from adept_cli.errors import AdeptError
-from adept_cli.prompt.multi import AdapterNotFound, MixedAdapterModel
+from adept_cli.prompt.model import AdapterNotFound, MixedAdapterModel
 
 from .helpers import INPUTS, MODEL_FACTORIES, perturb, wrap
 
@@ -87,8 +87,13 @@ def test_adapters_load_from_disk_and_are_added_and_removed(tmp_path) -> None:
         torch.testing.assert_close(mixed(ids, ["pt"]).logits, models["pt"](ids).logits, atol=1e-4, rtol=1e-4)
     with pytest.raises(AdeptError, match="already loaded"):
         mixed.add_adapter("pt", models["pt"])
+    # rows of one adapter take the single-adapter path, beams included; rows of several cannot
+    beams = {"num_beams": 2, "max_new_tokens": 3, "do_sample": False}
+    assert torch.equal(mixed.generate(ids, ["pt"], **beams), models["pt"].generate(ids, **beams))
+    mixed.add_adapter("dept", models["dept"])
+    two = torch.cat([ids, ids])
     with pytest.raises(AdeptError, match="one sequence per row"):
-        mixed.generate(ids, ["pt"], num_beams=2, max_new_tokens=2)
+        mixed.generate(two, ["pt", "dept"], **beams)
 
 
 @pytest.mark.parametrize("model_name", ["gpt2", "llama"])

@@ -11,7 +11,6 @@ import torch
 
 from adept_cli import AdeptConfig, PromptTunedModel, PromptTuningConfig
 from adept_cli.analysis import applied_offsets
-from adept_cli.prompt.budget import adept_params, dept_params, pt_params
 
 from .helpers import (
     INPUTS,
@@ -72,10 +71,10 @@ def test_only_adapter_trains_and_count_matches_budget_formula(method: str, model
             assert not parameter.requires_grad and parameter.grad is None, name
 
     d, config = model.dim, model.config
-    expected = {
-        "pt": lambda: pt_params(d, config.prompt_len),
-        "dept": lambda: dept_params(d, config.prompt_len, config.rank, config.max_length),
-        "adept": lambda: adept_params(d, config.prompt_len, config.bottleneck),
+    expected = {  # the papers' counts: l d; l d + s r + r d; l d + 2 d r + r + d
+        "pt": lambda: config.prompt_len * d,
+        "dept": lambda: config.prompt_len * d + config.max_length * config.rank + config.rank * d,
+        "adept": lambda: config.prompt_len * d + 2 * d * config.bottleneck + config.bottleneck + d,
     }[method]()
     assert model.num_trainable_params() == expected
 
@@ -96,7 +95,7 @@ def test_offsets_are_exactly_zero_at_init(method: str, model_name: str) -> None:
     ids = generation_batch(model, tokenizer)["input_ids"]
     embeds = model.adapted_embedding.embedding(ids)
     positions = torch.arange(ids.shape[1]).expand_as(ids)
-    offsets = model.adapter.offsets(embeds, positions)
+    offsets = model.adapter.offsets(ids, embeds, positions)
     assert torch.count_nonzero(offsets) == 0
     base_embeds = model.adapted_embedding.embedding(ids)
     assert torch.equal(model.adapted_embedding(ids), base_embeds)
@@ -136,10 +135,10 @@ def _manual_embeds(model: PromptTunedModel, ids: torch.Tensor) -> torch.Tensor:
     """The method's definition, written out: [P, E + offsets] for one unpadded row."""
     adapter = model.adapter
     embeds = model.adapted_embedding.embedding(ids)
-    if adapter.token_offsets is not None:
+    if hasattr(adapter, "token_offsets"):
         f = adapter.token_offsets
         embeds = embeds + torch.relu(embeds @ f.down + f.down_bias) @ f.up + f.up_bias
-    if adapter.position_offsets is not None:
+    if hasattr(adapter, "position_offsets"):
         p = adapter.position_offsets
         embeds = embeds + (p.a @ p.b)[: ids.shape[1]]
     return torch.cat([adapter.prompt.unsqueeze(0), embeds], dim=1)
@@ -187,7 +186,8 @@ def test_causal_generation_applies_offsets_to_generated_tokens(method: str, mode
     generated = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None)
     assert torch.equal(generated, expected)
     # without the offsets on generated tokens the continuation differs (the reference code's bug)
-    assert model.adapter.offsets(model.adapted_embedding.embedding(expected), torch.arange(12)[None]).abs().sum() > 0
+    embeds = model.adapted_embedding.embedding(expected)
+    assert model.adapter.offsets(expected, embeds, torch.arange(12)[None]).abs().sum() > 0
 
 
 def test_beam_search_and_sampling_run_with_the_prompt() -> None:

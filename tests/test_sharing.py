@@ -59,9 +59,9 @@ def count_prompt_passes(monkeypatch) -> list[int]:
     passes: list[int] = []
     original = sharing._prompt_pass
 
-    def counted(model):
+    def counted(*args):
         passes.append(1)
-        return original(model)
+        return original(*args)
 
     monkeypatch.setattr(sharing, "_prompt_pass", counted)
     return passes
@@ -133,15 +133,15 @@ def test_the_inference_cache_is_reused_and_invalidated_when_the_adapter_changes(
     ids = tokenizer(INPUTS[:1], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         first = model(ids).logits
-        cached = model.prompt_cache._layers
-        assert model(ids).logits.equal(first) and model.prompt_cache._layers is cached  # reused
+        cached = model.prompt_cache.cached_layers("default")
+        assert model(ids).logits.equal(first) and model.prompt_cache.cached_layers("default") is cached  # reused
         optimizer = torch.optim.SGD(model.adapter.parameters(), lr=0.5)
     loss = model(**labelled_batch(tokenizer, "left")).loss  # with gradients: never the stored cache
     loss.backward()
     optimizer.step()
     with torch.no_grad():
         after = model(ids).logits
-    assert model.prompt_cache._layers is not cached
+    assert model.prompt_cache.cached_layers("default") is not cached
     fresh = copy.deepcopy(model)
     fresh.prompt_cache.clear()
     with torch.no_grad():

@@ -40,11 +40,14 @@ OFFSET_EXAMPLES = examples(
 def _load(run: Path, split: str, limit: int | None):
     from dataclasses import replace
 
+    from ..prompt.methods import method_names
     from ..runs import eval_settings, load_from_run, prepare_split
 
     loaded = load_from_run(run)
-    if loaded.method not in ("adept", "dept", "pt"):
-        fail(f"{run} is a {loaded.method} run; this analysis applies to adept, dept and pt runs")
+    if loaded.method not in method_names():
+        fail(
+            f"{run} is a {loaded.method} run; this analysis applies to prompt-method runs ({', '.join(method_names())})"
+        )
     settings = replace(eval_settings(loaded), limits={split: limit})
     task, rows, encoder = prepare_split(loaded, settings, split)
     return loaded, task, rows, encoder

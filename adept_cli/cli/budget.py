@@ -9,15 +9,17 @@ import typer
 from rich.table import Table
 
 from ..prompt.budget import DEFAULT_MAX_LENGTH, BudgetSolution, default_budget, solve, solve_table
+from ..prompt.methods import get_method, sized_method_names
 from .common import console, examples, fail, print_json, require_at_least, user_errors
 
-NAMES = {"adept": "ADePT", "dept": "DePT"}
-SIZE_NAMES = {"adept": "bottleneck", "dept": "rank"}
+SizedMethod = Enum("SizedMethod", {name: name for name in sized_method_names()}, type=str)
 
 
-class SizedMethod(str, Enum):
-    adept = "adept"
-    dept = "dept"
+def _described(method: str, max_length: int) -> tuple[str, str, str]:
+    """(the method's title, its size's name, ", s = ..." where the count depends on the input length)."""
+    found = get_method(method)
+    extra = f", s = {max_length}" if found.offsets_follow == "positions" else ""
+    return found.title, found.size_field, extra
 
 
 EXAMPLES = examples(
@@ -76,10 +78,9 @@ def budget(
 
 
 def _sentence(solution: BudgetSolution, max_length: int) -> str:
-    size = SIZE_NAMES[solution.method]
-    extra = f", s = {max_length}" if solution.method == "dept" else ""
+    title, size, extra = _described(solution.method, max_length)
     return (
-        f"{NAMES[solution.method]} d = {solution.dim}, l = {solution.prompt_len}{extra}: "
+        f"{title} d = {solution.dim}, l = {solution.prompt_len}{extra}: "
         f"{size} r = {solution.bottleneck}, {solution.trainable_params:,} trainable parameters "
         f"(budget {solution.budget:,})"
     )
@@ -87,14 +88,14 @@ def _sentence(solution: BudgetSolution, max_length: int) -> str:
 
 def _print_table(rows: list[BudgetSolution], max_length: int) -> None:
     first = rows[0]
-    extra = f", s = {max_length}" if first.method == "dept" else ""
+    title, size, extra = _described(first.method, max_length)
     budget_note = " (vanilla PT, 100 tokens)" if first.budget == default_budget(first.dim) else ""
     table = Table(
-        title=f"{NAMES[first.method]}, d = {first.dim}{extra}, budget {first.budget:,}{budget_note}",
+        title=f"{title}, d = {first.dim}{extra}, budget {first.budget:,}{budget_note}",
         title_justify="left",
     )
     table.add_column("prompt length l", justify="right")
-    table.add_column(f"{SIZE_NAMES[first.method]} r", justify="right")
+    table.add_column(f"{size} r", justify="right")
     table.add_column("trainable parameters", justify="right")
     for row in rows:
         if row.bottleneck is None:

@@ -1,24 +1,19 @@
-"""The method core: configs (`config`, the only home of the methods' defaults and checks), the
-parameter-budget maths (`budget`), the trainable modules (`modules`), the wrapped model (`model`:
-`AdaptedEmbedding`, `PromptTunedModel`) and adapter files (`io`).
+"""The method core: the registry of methods (`methods/`: one file per method with its config, counts,
+modules and abilities), what every method config shares (`config`), the parameter-budget solver
+(`budget`), the trainable modules (`modules`), the adapter model (`model`), the shared prompt
+(`sharing`) and adapter files (`io`).
 
-Configs and budget maths import without torch; import the others from their modules.
+Configs, the registry and the budget maths import without torch; import the others from their modules.
 """
 
 from .budget import BudgetError, BudgetSolution, default_budget, solve, solve_table
-from .config import (
-    METHOD_CONFIGS,
-    AdeptConfig,
-    ConfigError,
-    DeptConfig,
-    MethodConfig,
-    PromptTuningConfig,
-    config_from_dict,
-    method_config,
-)
+from .config import ConfigError, MethodConfig
+from .methods import config_from_dict, get_method, method_config, method_names, register_method
+from .methods.adept import AdeptConfig
+from .methods.dept import DeptConfig
+from .methods.pt import PromptTuningConfig
 
 __all__ = [
-    "METHOD_CONFIGS",
     "AdeptConfig",
     "BudgetError",
     "BudgetSolution",
@@ -28,7 +23,10 @@ __all__ = [
     "PromptTuningConfig",
     "config_from_dict",
     "default_budget",
+    "get_method",
     "method_config",
+    "method_names",
+    "register_method",
     "solve",
     "solve_table",
 ]

@@ -1,6 +1,7 @@
-"""Parameter counts of each method and the solver that fits ADePT's bottleneck / DePT's rank to a budget.
+"""The solver that fits a method's size (ADePT's bottleneck, DePT's rank) to a parameter budget.
 
-The paper keeps every method at the size of vanilla prompt tuning with 100 tokens (100 x d):
+The paper keeps every method at the size of vanilla prompt tuning with 100 tokens (100 x d). Each method
+states its own count (`PromptMethod.count`, in `methods/`):
   PT    count = l d
   DePT  count = l d + s r + r d            (A: s x r, B: r x d)
   ADePT count = l d + d r + r + r d + d    (W_down, b1, W_up, b2)
@@ -11,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import AdeptError
+from .methods import PromptMethod, get_method, sized_method_names
 
 DEFAULT_PROMPT_TOKENS = 100  # the budget is vanilla PT with this many tokens
 DEFAULT_MAX_LENGTH = 256
-SIZED_METHODS = ("adept", "dept")
 
 
 class BudgetError(AdeptError, ValueError):
@@ -23,18 +24,6 @@ class BudgetError(AdeptError, ValueError):
 
 def default_budget(dim: int) -> int:
     return DEFAULT_PROMPT_TOKENS * dim
-
-
-def pt_params(dim: int, prompt_len: int) -> int:
-    return prompt_len * dim
-
-
-def dept_params(dim: int, prompt_len: int, rank: int, max_length: int) -> int:
-    return prompt_len * dim + max_length * rank + rank * dim
-
-
-def adept_params(dim: int, prompt_len: int, bottleneck: int) -> int:
-    return prompt_len * dim + 2 * dim * bottleneck + bottleneck + dim
 
 
 @dataclass(frozen=True)
@@ -57,20 +46,14 @@ class BudgetSolution:
         }
 
 
-def _largest_size(method: str, dim: int, prompt_len: int, budget: int, max_length: int) -> int:
-    """Largest r (possibly < 1, meaning nothing fits) with count(r) <= budget."""
-    room = budget - prompt_len * dim
-    if method == "adept":
-        return (room - dim) // (2 * dim + 1)
-    return room // (max_length + dim)
+def _sized(method: str) -> PromptMethod:
+    if method not in sized_method_names():
+        raise BudgetError(f"method must be one of {', '.join(sized_method_names())}; got {method!r}")
+    return get_method(method)
 
 
 def count_params(method: str, dim: int, prompt_len: int, size: int, max_length: int = DEFAULT_MAX_LENGTH) -> int:
-    if method == "adept":
-        return adept_params(dim, prompt_len, size)
-    if method == "dept":
-        return dept_params(dim, prompt_len, size, max_length)
-    raise BudgetError(f"method must be one of {', '.join(SIZED_METHODS)}; got {method!r}")
+    return _sized(method).count(dim, prompt_len, size, max_length)
 
 
 def max_prompt_len(method: str, dim: int, budget: int, max_length: int = DEFAULT_MAX_LENGTH) -> int:
@@ -101,14 +84,13 @@ def solve(
 
     Raises BudgetError with a message saying what would fit when even r = 1 does not.
     """
-    if method not in SIZED_METHODS:
-        raise BudgetError(f"method must be one of {', '.join(SIZED_METHODS)}; got {method!r}")
+    sized = _sized(method)
     budget = default_budget(dim) if budget is None else budget
     _check_sizes(dim, prompt_len, budget, max_length)
-    size = _largest_size(method, dim, prompt_len, budget, max_length)
+    size = sized.largest_size(dim, prompt_len, budget, max_length)
     if size < 1:
         longest = max_prompt_len(method, dim, budget, max_length)
-        what = "bottleneck" if method == "adept" else "rank"
+        what = sized.size_field
         hint = (
             f"a prompt of at most {longest} tokens leaves room for {what} 1"
             if longest >= 0

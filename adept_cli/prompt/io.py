@@ -20,7 +20,8 @@ from ..environment import recorded_versions
 from ..errors import AdeptError
 from ..files import atomic_directory, read_json_object
 from ..hf import is_seq2seq
-from .config import ConfigError, MethodConfig, config_from_dict
+from .config import ConfigError, MethodConfig
+from .methods import config_from_dict
 from .model import PromptTunedModel, input_embedding
 
 ADAPTER_CONFIG = "adapter_config.json"

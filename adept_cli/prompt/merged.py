@@ -27,9 +27,10 @@ def is_merged_export(directory: str | Path) -> bool:
 
 
 class MergedAdapter(nn.Module):
-    """A soft prompt and a per-token offset table; no offset network, no position offsets."""
+    """A soft prompt and a per-token offset table; no offset network, no position offsets. It offers the
+    adapter interface of `PromptAdapter` (`prompt_len`, `uses_positions`, `offsets`, `prompt_rows`)."""
 
-    position_offsets = None
+    uses_positions = False
 
     def __init__(self, prompt: torch.Tensor, token_offsets: torch.Tensor):
         super().__init__()
@@ -40,8 +41,11 @@ class MergedAdapter(nn.Module):
     def prompt_len(self) -> int:
         return self.prompt.shape[0]
 
-    def token_offsets(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.table[ids]
+    def offsets(self, ids: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        return self.table[ids].to(embeds.dtype)
+
+    def prompt_rows(self) -> torch.Tensor:
+        return self.prompt
 
 
 def read_merged_export(directory: str | Path, embedding: nn.Module, keys: list[str]) -> MergedAdapter:

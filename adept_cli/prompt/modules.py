@@ -1,4 +1,5 @@
-"""The trainable parts: the soft prompt and the two kinds of input-embedding offsets.
+"""The trainable modules: the adapter (a soft prompt and its method's parts), and the offset networks the
+built-in methods use (ADePT's token-shared FFN, DePT's low-rank position table).
 
 Init follows the reference code: the offsets are exactly zero at the start (ADePT's W_up, b1, b2 and
 DePT's B are zero), so every method starts as plain prompt tuning.
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import AdeptConfig, DeptConfig, MethodConfig
+from .config import MethodConfig
 
 
 def _uniform_fan_in(tensor: torch.Tensor) -> None:
@@ -58,27 +59,33 @@ class PositionOffsets(nn.Module):
 
 
 class PromptAdapter(nn.Module):
-    """Soft prompt (l x d) plus the method's offset network, if any. Holds every trainable tensor."""
+    """Soft prompt (l x d) plus the parts its method adds (`PromptMethod.build_parts`). Holds every
+    trainable tensor. The adapter interface the models use, shared with merged exports: `prompt_len`,
+    `uses_positions`, `offsets(ids, embeds, positions)` and `prompt_rows()`."""
 
     def __init__(self, config: MethodConfig, dim: int):
         super().__init__()
+        from .methods import get_method
+
         self.config = config
+        self.method = get_method(config.method)
         self.prompt = nn.Parameter(torch.zeros(config.prompt_len, dim))
-        self.token_offsets: TokenOffsets | None = None
-        self.position_offsets: PositionOffsets | None = None
-        if isinstance(config, AdeptConfig):
-            self.token_offsets = TokenOffsets(dim, config.bottleneck, config.dropout)
-        elif isinstance(config, DeptConfig):
-            self.position_offsets = PositionOffsets(dim, config.rank, config.max_length)
+        for name, part in self.method.build_parts(config, dim).items():
+            self.add_module(name, part)
 
     @property
     def prompt_len(self) -> int:
         return self.prompt.shape[0]
 
-    def offsets(self, embeds: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor | None:
-        """The offsets to add to `embeds` (None for vanilla PT). `positions` is needed by DePT only."""
-        if self.token_offsets is not None:
-            return self.token_offsets(embeds.to(self.prompt.dtype)).to(embeds.dtype)
-        if self.position_offsets is not None:
-            return self.position_offsets(positions).to(embeds.dtype)
-        return None
+    @property
+    def uses_positions(self) -> bool:
+        """Whether `offsets` needs the content positions (DePT)."""
+        return self.method.offsets_follow == "positions"
+
+    def offsets(self, ids: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor | None:
+        """What to add to the input embeddings `embeds` of `ids` (None: nothing)."""
+        return self.method.offsets(self, ids, embeds, positions)
+
+    def prompt_rows(self) -> torch.Tensor:
+        """The l x d soft prompt as the model reads it."""
+        return self.method.prompt_rows(self)

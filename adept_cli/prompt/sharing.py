@@ -1,10 +1,11 @@
 """Share the soft prompt's computation across rows and calls (causal models).
 
 In a causal model the soft prompt comes first, carries no offsets and attends only to itself, so its
-hidden states and keys / values are the same in every row of every batch. `PromptCache` runs the l
-prompt positions once (batch 1), and the rows run only their own tokens on top of that key / value cache,
-with the positions they have without sharing (l, l + 1, ... after the prompt; pads masked). The model
-computed is the same; the work per step falls from B x (l + n) to l + B x n positions.
+hidden states and keys / values are the same in every row of every batch. `PromptCache` runs an
+adapter's l prompt positions once (batch 1), and the rows run only their own tokens on top of that key /
+value cache, with the positions they have without sharing (l, l + 1, ... after the prompt; pads masked).
+The model computed is the same; the work per step falls from B x (l + n) to l + B x n positions. Rows of
+different adapters each get their own adapter's prompt, aligned to the longest (`PromptCache.prefix`).
 
 - With gradients (training) the prompt pass runs once per forward and the gradient reaches the prompt
   through the shared keys and values.
@@ -62,104 +63,68 @@ def model_sharing_problem(name: str) -> str | None:
 
 
 class PromptCache:
-    """The prompt's keys and values for a `PromptTunedModel` (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._state: tuple | None = None
-        self._layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-
-    def clear(self) -> None:
-        self._state, self._layers = None, None
-
-    def layers(self, model: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(keys, values) of every layer for the l prompt positions, batch 1."""
-        if torch.is_grad_enabled():  # part of the graph: computed afresh for this forward
-            self.clear()
-            return _prompt_pass(model)
-        state = _adapter_state(model)
-        if state != self._state:
-            self._layers, self._state = _prompt_pass(model), state
-        return self._layers
-
-    def cache(self, model: Any, rows: int) -> Any:
-        """A fresh `DynamicCache` holding the prompt's keys and values for `rows` rows (views, no copies)."""
-        from transformers import DynamicCache
-
-        layers = self.layers(model)
-        return DynamicCache(
-            ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in layers]
-        )
-
-
-def _adapter_state(model: Any) -> tuple:
-    # A tensor's `_version` counts its in-place writes: optimizer steps, copy_, load_state_dict.
-    tensors = tuple((id(p), p._version, p.device, p.dtype) for p in model.adapter.parameters())
-    return model.training, tensors
-
-
-def _prompt_pass(model: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    length = model.prompt_len
-    device = model.adapter.prompt.device
-    ids = torch.arange(model.vocab_size, model.vocab_size + length, device=device).unsqueeze(0)
-    positions = torch.arange(length, device=device).unsqueeze(0)
-    # The inner model: the prompt's keys and values are wanted, not its logits.
-    return _cache_layers(model.base.base_model, ids, positions)
-
-
-def _cache_layers(inner: nn.Module, ids: torch.Tensor, positions: torch.Tensor) -> list[tuple]:
-    """(keys, values) of every layer after running `ids` through the inner model into a fresh cache."""
-    from transformers import DynamicCache
-
-    output = inner(input_ids=ids, position_ids=positions, use_cache=True, **{cache_argument(inner): DynamicCache()})
-    return [(layer.keys, layer.values) for layer in returned_cache(output).layers]
-
-
-def content_positions(attention_mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
-    """The positions the content tokens have behind an l-token prompt: l, l + 1, ... (pads 0, masked)."""
-    return (attention_mask.long().cumsum(-1) - 1 + prompt_len).masked_fill(attention_mask == 0, 0)
-
-
-class MixedPromptCache:
-    """The prompt's keys and values of every adapter of a `MixedAdapterModel`, for batches that mix them.
-
-    Each adapter's l_k prompt positions are run once (batch 1) and kept until the adapter's tensors
-    change or it is removed. A batch's cache puts each row's adapter prompt at the end of a block of
-    P = max l_k columns (left-padded, the padding masked), so every row's tokens follow its own prompt at
-    the positions they have without sharing (l_k, l_k + 1, ...). Used without gradients only (serving)."""
+    """Every adapter's prompt keys and values, for an `AdapterModel` (see the module docstring)."""
 
     def __init__(self) -> None:
         self._layers: dict[str, tuple[tuple, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
 
+    def clear(self) -> None:
+        self._layers.clear()
+
     def forget(self, name: str) -> None:
         self._layers.pop(name, None)
 
-    def layers(self, model: Any, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        adapter = model.mixed.adapters[name]
-        state = (id(adapter), tuple((p._version, p.device, p.dtype) for p in adapter.parameters()))
-        cached = self._layers.get(name)
-        if cached is None or cached[0] != state:
-            cached = (state, _adapter_prompt_pass(model, name))
-            self._layers[name] = cached
-        return cached[1]
+    def cached_layers(self, name: str) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """What is kept for adapter `name` (None: nothing yet)."""
+        kept = self._layers.get(name)
+        return None if kept is None else kept[1]
 
-    def prefix(self, model: Any, adapters: list[str | None]) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """(a `DynamicCache` with every row's prompt, its (rows, P) attention mask, the (rows, P) slot ids)."""
+    def layers(self, model: Any, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(keys, values) of every layer for adapter `name`'s prompt positions, batch 1."""
+        if torch.is_grad_enabled():  # part of the graph: computed afresh for this forward
+            self.forget(name)
+            return _prompt_pass(model, name)
+        state = _adapter_state(model, name)
+        kept = self._layers.get(name)
+        if kept is None or kept[0] != state:
+            kept = (state, _prompt_pass(model, name))
+            self._layers[name] = kept
+        return kept[1]
+
+    def cache(self, model: Any, name: str, rows: int) -> Any:
+        """A fresh `DynamicCache` holding adapter `name`'s prompt for `rows` rows (views, no copies)."""
         from transformers import DynamicCache
 
-        lengths = model.mixed.prompt_lengths(adapters)
+        layers = self.layers(model, name)
+        return DynamicCache(
+            ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in layers]
+        )
+
+    def prefix(self, model: Any, adapters: list[str | None]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """For rows of different adapters: (a `DynamicCache` with every row's prompt at the end of a block of
+        P = max l_k columns, left-padded; its (rows, P) attention mask; the (rows, P) slot ids). Each row's
+        tokens then follow its own prompt at the positions they have without sharing (l_k, l_k + 1, ...)."""
+        from transformers import DynamicCache
+
+        embedding = model.adapted_embedding
+        lengths = embedding.prompt_lengths(adapters)
         width, rows = max(lengths), len(adapters)
-        device = model.mixed.weight.device
+        device = embedding.weight.device
         mask = torch.zeros((rows, width), dtype=torch.long, device=device)
         slots = torch.zeros((rows, width), dtype=torch.long, device=device)
         for row, (name, length) in enumerate(zip(adapters, lengths)):
             if length:
-                start = model.vocab_size + model.mixed.starts[name]
+                start = model.vocab_size + embedding.starts[name]
                 mask[row, width - length :] = 1
                 slots[row, width - length :] = torch.arange(start, start + length, device=device)
         by_adapter = {
             name: [row for row, other in enumerate(adapters) if other == name] for name in dict.fromkeys(adapters)
         }
-        layers = {name: self.layers(model, name) for name in by_adapter if name is not None}
+        layers = {
+            name: self.layers(model, name)
+            for name in by_adapter
+            if name is not None and embedding.adapters[name].prompt_len
+        }
         first = next(iter(layers.values()))
         data = []
         for index, (k0, v0) in enumerate(first):
@@ -174,13 +139,33 @@ class MixedPromptCache:
         return DynamicCache(ddp_cache_data=data), mask, slots
 
 
-def _adapter_prompt_pass(model: Any, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    length = model.mixed.adapters[name].prompt_len
-    device = model.mixed.weight.device
-    start = model.vocab_size + model.mixed.starts[name]
+def _adapter_state(model: Any, name: str) -> tuple:
+    # A tensor's `_version` counts its in-place writes: optimizer steps, copy_, load_state_dict.
+    adapter = model.adapted_embedding.adapters[name]
+    tensors = tuple((p._version, p.device, p.dtype) for p in adapter.parameters())
+    return model.training, id(adapter), tensors
+
+
+def _prompt_pass(model: Any, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    embedding = model.adapted_embedding
+    length = embedding.adapters[name].prompt_len
+    device = embedding.weight.device
+    start = model.vocab_size + embedding.starts[name]
     ids = torch.arange(start, start + length, device=device).unsqueeze(0)
-    model.mixed.rows = [name]
-    try:
-        return _cache_layers(model.base.base_model, ids, torch.arange(length, device=device).unsqueeze(0))
-    finally:
-        model.mixed.rows = None
+    positions = torch.arange(length, device=device).unsqueeze(0)
+    # The inner model: the prompt's keys and values are wanted, not its logits.
+    with model._rows([name]):
+        return _cache_layers(model.base.base_model, ids, positions)
+
+
+def _cache_layers(inner: nn.Module, ids: torch.Tensor, positions: torch.Tensor) -> list[tuple]:
+    """(keys, values) of every layer after running `ids` through the inner model into a fresh cache."""
+    from transformers import DynamicCache
+
+    output = inner(input_ids=ids, position_ids=positions, use_cache=True, **{cache_argument(inner): DynamicCache()})
+    return [(layer.keys, layer.values) for layer in returned_cache(output).layers]
+
+
+def content_positions(attention_mask: torch.Tensor, prompt_len: int | torch.Tensor) -> torch.Tensor:
+    """The positions the content tokens have behind an l-token prompt: l, l + 1, ... (pads 0, masked)."""
+    return (attention_mask.long().cumsum(-1) - 1 + prompt_len).masked_fill(attention_mask == 0, 0)

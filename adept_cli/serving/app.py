@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from ..errors import AdeptError
-from ..prompt.multi import AdapterNotFound
+from ..prompt.model import AdapterNotFound
 from .batcher import Batcher, Job, Metrics
 from .engine import Engine, Generated, GenerationRow, RequestError, Sampling, ServedAdapter
 from .predict import label_answer

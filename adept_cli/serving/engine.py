@@ -24,7 +24,7 @@ from ..encoding import Encoder, chat_format, pad_batch
 from ..errors import AdeptError
 from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
 from ..hf import context_limit, is_seq2seq
-from ..prompt.multi import AdapterNotFound, MixedAdapterModel
+from ..prompt.model import AdapterNotFound, MixedAdapterModel
 from ..runs import DEFAULT_TARGET_LENGTH, prompt_adapter_source
 from ..tasks.example import Example, RowError
 from ..tasks.spec import Task
@@ -240,7 +240,7 @@ class Engine:
             if name in self.adapters:
                 raise RequestError(f"an adapter named {name!r} is already loaded; remove it first", "adapter_exists")
             self.model.add_adapter(name, source.directory)
-            prompt_len = self.model.mixed.adapters[name].prompt_len
+            prompt_len = self.model.adapted_embedding.adapters[name].prompt_len
             served = ServedAdapter(name, source.method, str(path), prompt_len, chosen, encoder)
             self.adapters[name] = served
         return served

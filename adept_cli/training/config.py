@@ -20,10 +20,10 @@ import yaml
 from ..errors import AdeptError
 from ..files import read_yaml
 from ..hf import DEFAULT_MODEL, QUANTIZATIONS
-from ..prompt.config import SHARE_PROMPT, ConfigError, method_config
+from ..prompt.config import SHARE_PROMPT, ConfigError, MethodConfig
+from ..prompt.methods import get_method, method_config, method_names
 
-METHODS = ("adept", "dept", "pt", "lora", "full")
-PROMPT_METHODS = ("adept", "dept", "pt")
+OTHER_METHODS = ("lora", "full")  # trained through the same loop, not prompt methods
 RUN_FORMAT_VERSION = 1  # of config.yaml; version 0 (no field) is read and upgraded
 ENVIRONMENT_KEY = "environment"  # in config.yaml and results.json: versions and facts, not settings
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -44,12 +44,34 @@ def _f(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help}, **kwargs)
 
 
+def training_methods() -> tuple[str, ...]:
+    return (*method_names(), *OTHER_METHODS)
+
+
+def _method_setting(name: str) -> Any:
+    """A field for a method config's setting: unset (the method config holds its default); its help is
+    the method config's own, with the methods it applies to and their defaults."""
+    owners = [method for method in map(get_method, method_names()) if name in fields_of(method.config_class)]
+    found = fields_of(owners[0].config_class)[name]
+    defaults = {method.name: fields_of(method.config_class)[name].default for method in owners}
+    shown = ""
+    if len(set(map(repr, defaults.values()))) > 1:  # say each method's default where they differ
+        shown = " (default: " + ", ".join(f"{value} for {method}" for method, value in defaults.items()) + ")"
+    elif "(default" not in found.metadata["help"] and found.default is not None:
+        shown = f" (default {found.default})"
+    return _f(None, f"{' / '.join(defaults)}: {found.metadata['help']}{shown}")
+
+
+def fields_of(config_class: type[MethodConfig]) -> dict[str, Any]:
+    return {f.name: f for f in fields(config_class)}
+
+
 @dataclass
 class TrainConfig:
     # -- what ------------------------------------------------------------------------------------
     model: str = _f(DEFAULT_MODEL, "hub id, local directory, .gguf file or embedded name of the frozen base model")
     task: str = _f("sst2", "task name or task YAML file; several (a list, or a,b,c): one adapter on a mixture")
-    method: str = _f("adept", "adept | dept | pt | lora | full")
+    method: str = _f("adept", " | ".join(training_methods()))
     output_dir: str | None = _f(None, "run directory (default: runs/<task>-<method>)")
     data_dir: str | None = _f(None, "folder with <task>/<split> files (default: $ADEPT_DATA_DIR or ../shared/data)")
     split_seed: int = _f(42, "seed of the shuffle behind the validation / test split rule")
@@ -62,10 +84,10 @@ class TrainConfig:
     )
 
     # -- method ----------------------------------------------------------------------------------
-    prompt_len: int | None = _f(None, "pt / dept / adept: soft-prompt length l (default: 100 for pt, 60 otherwise)")
-    prompt_init: str | None = _f(None, "pt / dept / adept: soft-prompt init: vocab (default) | text | random")
-    prompt_init_text: str | None = _f(None, "pt / dept / adept: text for prompt_init=text")
-    budget: int | None = _f(None, "pt / dept / adept: parameter budget for unset sizes (default: 100 x width)")
+    prompt_len: int | None = _method_setting("prompt_len")
+    prompt_init: str | None = _method_setting("prompt_init")
+    prompt_init_text: str | None = _method_setting("prompt_init_text")
+    budget: int | None = _method_setting("budget")
     share_prompt: str | None = _f(
         None, "pt / dept / adept, causal models: auto (default) | on | off: compute the prompt once per batch"
     )
@@ -75,9 +97,9 @@ class TrainConfig:
     init_from_resize: str | None = _f(
         None, "pt / dept / adept: truncate | repeat: fit an init_from prompt of another length"
     )
-    bottleneck: int | None = _f(None, "adept: hidden size r of the offset network (default: largest under budget)")
-    dropout: float | None = _f(None, "adept: dropout on the offset network's hidden layer (default 0)")
-    rank: int | None = _f(None, "dept: rank r of the position offsets (default: largest under the budget)")
+    bottleneck: int | None = _method_setting("bottleneck")
+    dropout: float | None = _method_setting("dropout")
+    rank: int | None = _method_setting("rank")
     lora_rank: int | None = _f(None, "lora: rank (default 16)")
     lora_alpha: int | None = _f(None, "lora: scaling alpha (default 32)")
     lora_dropout: float | None = _f(None, "lora: dropout (default 0.05)")
@@ -139,7 +161,7 @@ class TrainConfig:
 
     @property
     def uses_prompt(self) -> bool:
-        return self.method in PROMPT_METHODS
+        return self.method in method_names()
 
     @property
     def tasks(self) -> list[str]:
@@ -155,18 +177,20 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
-# Settings that belong to some methods only: set on a run of another method, they are an error.
-METHOD_FIELDS = {
-    **{
-        name: PROMPT_METHODS
-        for name in ("prompt_len", "prompt_init", "prompt_init_text", "budget", "share_prompt", "init_from")
-    },
-    "init_from_resize": PROMPT_METHODS,
-    "bottleneck": ("adept",),
-    "dropout": ("adept",),
-    "rank": ("dept",),
-    **{name: ("lora",) for name in ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")},
-}
+# Settings of every prompt method: the prompt's, and how it runs or starts (not in the method config).
+PROMPT_SETTINGS = ("prompt_len", "prompt_init", "prompt_init_text", "budget")
+RUNTIME_FIELDS = ("share_prompt", "init_from", "init_from_resize")
+LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
+
+
+def method_fields() -> dict[str, tuple[str, ...]]:
+    """Settings that belong to some methods only (set on a run of another method, they are an error),
+    with the methods they belong to; read from the registry of prompt methods."""
+    owners: dict[str, tuple[str, ...]] = {name: method_names() for name in (*PROMPT_SETTINGS, *RUNTIME_FIELDS)}
+    for method in map(get_method, method_names()):
+        for name in method.settings:
+            owners[name] = (*owners.get(name, ()), method.name)
+    return {**owners, **{name: ("lora",) for name in LORA_SETTINGS}}
 
 
 def field_help() -> dict[str, str]:
@@ -274,7 +298,7 @@ def _upgrade_version_0(data: dict[str, Any]) -> dict[str, Any]:
     method = data.get("method")
     if method == "lora" and data.get("lora_rank") is None:
         data["lora_rank"] = data.get("rank")
-    for name, methods in METHOD_FIELDS.items():
+    for name, methods in method_fields().items():
         if method not in methods:
             data.pop(name, None)
     return data
@@ -322,8 +346,12 @@ def build_config(
 def config_problems(config: TrainConfig) -> list[str]:
     """Every range / consistency problem of a config, without loading any model or data."""
     problems = []
-    for name, methods in METHOD_FIELDS.items():
-        if getattr(config, name) is not None and config.method in METHODS and config.method not in methods:
+    for name, methods in method_fields().items():
+        if (
+            getattr(config, name, None) is not None
+            and config.method in training_methods()
+            and config.method not in methods
+        ):
             problems.append(
                 f"{name} applies to method {' / '.join(methods)}, not {config.method} "
                 f"(set {name}=null to drop a recipe's value)"
@@ -340,7 +368,7 @@ def config_problems(config: TrainConfig) -> list[str]:
             problems.append(f"{name} must be >= {minimum}; got {value}")
 
     for name, choices in (
-        ("method", METHODS),
+        ("method", training_methods()),
         ("mixed_precision", MIXED_PRECISION),
         ("model_dtype", MODEL_DTYPES),
         ("quantization", QUANTIZATIONS),
@@ -410,14 +438,12 @@ def config_problems(config: TrainConfig) -> list[str]:
     return problems
 
 
-# Settings of how a prompt method runs or starts, not of the adapter it trains (not in the method config).
-RUNTIME_FIELDS = ("share_prompt", "init_from", "init_from_resize")
-
-
 def method_settings(config: TrainConfig) -> dict[str, Any]:
-    """The settings given for the prompt method config (`adept_cli.prompt.config`), which holds the
-    defaults of those left unset."""
-    names = [name for name, methods in METHOD_FIELDS.items() if config.method in methods and name not in RUNTIME_FIELDS]
+    """The settings given for the prompt method config (its file in `adept_cli.prompt.methods`), which
+    holds the defaults of those left unset."""
+    names = [
+        name for name, methods in method_fields().items() if config.method in methods and name not in RUNTIME_FIELDS
+    ]
     return {name: getattr(config, name) for name in names if getattr(config, name) is not None}
 
 

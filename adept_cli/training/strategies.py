@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from ..errors import AdeptError
 from ..files import write_json_atomic
 from ..hf import auto_model_class, hub_name, is_seq2seq, load_model
-from ..prompt.config import method_config
 from ..prompt.io import (
     ADAPTER_WEIGHTS,
     EVALUATION_FILE,
@@ -24,15 +23,16 @@ from ..prompt.io import (
     read_weights,
     write_adapter,
 )
-from ..prompt.model import PromptTunedModel
+from ..prompt.methods import get_method, method_config, method_names
+from ..prompt.model import DEFAULT_ADAPTER, PromptTunedModel
 from .config import TrainConfig, method_settings
 
 # LoRA's defaults: the paper's decoder-only baseline rank, PEFT's usual alpha and dropout.
 LORA_DEFAULTS = {"lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05}
 
 
-def dept_positions(config: TrainConfig, source_length: int, seq2seq: bool) -> int:
-    """DePT's s: every content position that can carry an offset. Causal inputs hold source + target."""
+def content_positions_of_inputs(config: TrainConfig, source_length: int, seq2seq: bool) -> int:
+    """Every content position an input can have (DePT's s): the source, and the target for causal inputs."""
     return source_length if seq2seq else source_length + config.max_target_length
 
 
@@ -40,9 +40,8 @@ def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: i
     """The base model made trainable by `config.method` (the base stays frozen for adapters); without
     `init_prompt` the prompt keeps its random start (the memory plan traces a base with no weights)."""
     if config.uses_prompt:
-        settings = method_settings(config)
-        if config.method == "dept":
-            settings["max_length"] = dept_positions(config, source_length, is_seq2seq(base))
+        positions = content_positions_of_inputs(config, source_length, is_seq2seq(base))
+        settings = get_method(config.method).settings_for_inputs(method_settings(config), positions)
         return PromptTunedModel(
             base,
             method_config(config.method, **settings),
@@ -76,12 +75,10 @@ def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: i
 def parameter_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:
     """Two learning rates for prompt methods (soft prompt; offset network), one otherwise."""
     if isinstance(model, PromptTunedModel):
-        prompt = [model.adapter.prompt]
-        offsets = [p for name, p in model.adapter.named_parameters() if name != "prompt"]
-        groups = [{"params": prompt, "lr": config.lr_prompt, "name": "prompt"}]
-        if offsets:
-            groups.append({"params": offsets, "lr": config.lr_offsets, "name": "offsets"})
-        return [g for g in groups if g["params"] and g["params"][0].numel()]
+        rates = {"prompt": config.lr_prompt, "offsets": config.lr_offsets}
+        tensors = model.adapter.method.parameter_groups(model.adapter)
+        groups = [{"params": tensors[name], "lr": rates[name], "name": name} for name in rates if tensors.get(name)]
+        return [g for g in groups if g["params"][0].numel()]
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "name": "weights"}]
 
 
@@ -90,8 +87,15 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {name: p.detach().to("cpu").clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
+# Checkpoints written before one adapter model held every adapter name the prompt adapter's tensors
+# `...embed_tokens.adapter.prompt`; they are `...embed_tokens.adapters.default.prompt` now.
+LEGACY_ADAPTER_PATH = (".adapter.", f".adapters.{DEFAULT_ADAPTER}.")
+
+
 def load_trainable_state(model: Any, state: dict[str, torch.Tensor], where: str) -> None:
     parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    old, new = LEGACY_ADAPTER_PATH
+    state = {key.replace(old, new, 1) if key not in parameters else key: value for key, value in state.items()}
     missing = sorted(set(parameters) - set(state))
     unexpected = sorted(set(state) - set(parameters))
     if missing or unexpected:
@@ -142,7 +146,7 @@ def load_trained(
 ) -> Any:
     """A fresh model with the trained weights of `directory`, for evaluation or export; `quantization`
     loads the base as a quantized run trained it."""
-    if method in ("adept", "dept", "pt"):
+    if method in method_names():
         base = load_model(model_name, dtype, quantization, device)
         return load_adapter(directory, base=base, base_model_name=model_name)
     try:

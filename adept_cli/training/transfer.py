@@ -15,8 +15,9 @@ import torch
 
 from ..errors import AdeptError
 from ..hf import same_model
-from ..prompt.config import ConfigError, config_from_dict
+from ..prompt.config import ConfigError
 from ..prompt.io import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT, load_adapter_state, read_adapter_config, read_weights
+from ..prompt.methods import config_from_dict
 from ..prompt.model import PromptTunedModel
 from .config import TrainConfig
 from .run_dir import RunDir

@@ -1,0 +1,109 @@
+"""The registry of prompt methods: a fourth method is one class and one registry line. The toy method here
+(a soft prompt scaled by a learned scalar) trains through `adept train`'s loop, saves, reloads and serves
+in a mixed batch beside PT, DePT and ADePT, each row computing what its adapter computes alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+from adept_cli import MixedAdapterModel, load_adapter, save_adapter
+from adept_cli.prompt.config import ConfigError, MethodConfig
+from adept_cli.prompt.methods import PromptMethod, get_method, method_names, register_method, unregister_method
+from adept_cli.serving.engine import Engine, GenerationRow, Sampling
+from adept_cli.training import TrainConfigError, train
+
+from .helpers import INPUTS, MODEL_FACTORIES, STORIES, model_path, perturb, read_jsonl, stories_config, wrap
+
+
+@dataclass
+class ScaledPromptConfig(MethodConfig):
+    """A soft prompt multiplied by one learned scalar."""
+
+    method: ClassVar[str] = "scaled"
+
+
+class Scale(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.value = nn.Parameter(torch.ones(()))
+
+
+class ScaledPrompt(PromptMethod):
+    name = "scaled"
+    title = "scaled PT"
+    config_class = ScaledPromptConfig
+
+    def build_parts(self, config: MethodConfig, dim: int) -> dict[str, Any]:
+        return {"scale": Scale()}
+
+    def prompt_rows(self, adapter: Any) -> torch.Tensor:
+        return adapter.prompt * adapter.scale.value
+
+
+@pytest.fixture
+def scaled():
+    register_method(ScaledPrompt())  # the one registry line
+    yield
+    unregister_method("scaled")
+
+
+def test_the_built_in_methods_are_registered_and_a_registered_one_is_known_everywhere(scaled) -> None:
+    assert method_names() == ("adept", "dept", "pt", "scaled")
+    assert get_method("adept").size_field == "bottleneck" and get_method("dept").offsets_follow == "positions"
+    with pytest.raises(ConfigError, match="built-in"):
+        unregister_method("adept")
+    with pytest.raises(TrainConfigError, match="bottleneck applies to method adept, not scaled"):
+        stories_config(Path("unused"), "method=scaled", "bottleneck=3")
+
+
+def test_a_fourth_method_trains_saves_reloads_and_serves_in_a_mixed_batch(scaled, tmp_path) -> None:
+    results = train(stories_config(tmp_path, "method=scaled", "steps=6", "lr_offsets=0.05", "scoring=rank"))
+    run = tmp_path / "run"
+    assert results["method"] == "scaled" and results["trainable_params"] == 8 * 64 + 1
+    losses = [r["loss"] for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert len(losses) == 2 and all(loss == loss for loss in losses)
+    trained = load_adapter(run / "best")  # the saved adapter reloads as its method's model
+    assert trained.config.method == "scaled" and float(trained.adapter.scale.value) != 1.0
+
+    others = {}
+    for method in ("pt", "dept", "adept"):  # the three real methods, with non-trivial tensors
+        model, tokenizer = wrap(method, "llama", prompt_len=4 + len(others))
+        perturb(model)
+        save_adapter(model, tmp_path / method)
+        others[method] = load_adapter(tmp_path / method)
+    alone = {**others, "scaled": trained}
+    base, tokenizer = MODEL_FACTORIES["llama"]()
+    mixed = MixedAdapterModel(base.eval())
+    for name in alone:
+        mixed.add_adapter(name, tmp_path / name if name != "scaled" else run / "best")
+    names = ["scaled", "pt", "dept", "scaled", "adept"]
+    tokenizer.padding_side = "left"
+    batch = tokenizer([INPUTS[i % len(INPUTS)] for i in range(len(names))], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = mixed(batch["input_ids"], names, batch["attention_mask"]).logits
+        tokens = mixed.generate(batch["input_ids"], names, batch["attention_mask"], max_new_tokens=5, do_sample=False)
+        for row, name in enumerate(names):
+            ids, mask = batch["input_ids"][row : row + 1], batch["attention_mask"][row : row + 1]
+            own = alone[name].eval()(ids, mask).logits
+            real = mask[0].bool()
+            torch.testing.assert_close(logits[row][real], own[0][real], atol=1e-4, rtol=1e-4)
+            single = alone[name].generate(ids[:, real], max_new_tokens=5, do_sample=False)
+            assert tokens[row, -5:].tolist() == single[0, -5:].tolist(), name
+
+    engine = Engine(MODEL_FACTORIES["llama"]()[0].eval(), tokenizer, model_path(STORIES))
+    engine.add("scaled", run / "best")
+    engine.add("adept", tmp_path / "adept")
+    rows = [GenerationRow(name, engine.prompt_ids(name, INPUTS[0], 5), 5) for name in ("scaled", "adept")]
+    served = engine.generate(rows, Sampling(temperature=0.0))
+    for name, answer in zip(("scaled", "adept"), served):
+        ids = torch.tensor([engine.prompt_ids(name, INPUTS[0], 5)])
+        expected = alone[name].generate(ids, max_new_tokens=5, do_sample=False)[0, ids.shape[1] :]
+        end = [i for i, token in enumerate(expected.tolist()) if token == tokenizer.eos_token_id][:1]
+        text = tokenizer.decode(expected[: end[0] if end else None], skip_special_tokens=True)
+        assert answer.text == text, name
