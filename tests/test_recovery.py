@@ -74,6 +74,27 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(finished, tmp_path, d
     assert final["test"] == json.loads((finished / "results.json").read_text())["test"]
 
 
+def test_a_checkpoint_written_before_the_adapter_model_held_several_adapters_resumes(finished, tmp_path) -> None:
+    """Earlier versions named the adapter's tensors `...embed_tokens.adapter.prompt` in checkpoints."""
+    from safetensors.torch import load_file, save_file
+
+    run = _copy(finished, tmp_path)
+    _drop_results(run)
+    shutil.rmtree(RunDir(run).checkpoint(4))  # resume from step 2, in the old names, and train on
+    path = RunDir(run).checkpoint(2) / "trainable.safetensors"
+    tensors = load_file(str(path))
+    assert tensors and all(".adapters.default." in key for key in tensors)
+    save_file({key.replace(".adapters.default.", ".adapter."): value for key, value in tensors.items()}, str(path))
+    result = _resume(run)
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output and "step_00000002" in result.output
+
+    def untimed(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_jsonl(path)]
+
+    assert untimed(run / "metrics.jsonl") == untimed(finished / "metrics.jsonl")  # the same run, bit for bit
+
+
 def test_no_intact_checkpoint_is_one_line_naming_the_files(finished, tmp_path) -> None:
     run = _copy(finished, tmp_path)
     _drop_results(run)
