@@ -19,8 +19,7 @@ import torch
 from .errors import AdeptError
 from .files import atomic_directory
 from .hf import auto_model_class, hub_name, is_seq2seq, keep_generic_4bit_kernel
-from .prompt.io import EVALUATION_FILE, EVALUATION_KEY, save_adapter
-from .prompt.merged import PROMPT_FOLDER as PROMPT_ADAPTER  # the sub-folder holding the PEFT prompt
+from .prompt.io import EVALUATION_FILE, EVALUATION_KEY, MERGED_PROMPT_FOLDER, save_adapter
 from .prompt.model import PromptTunedModel
 
 FORMATS = ("adept", "peft", "merged")
@@ -207,7 +206,9 @@ def export_merged(
     with atomic_directory(output) as scratch:
         base.save_pretrained(scratch, safe_serialization=True)
         tokenizer.save_pretrained(scratch)
-        _peft_prompt_model(base, prompt, base_name or str(output.resolve())).save_pretrained(scratch / PROMPT_ADAPTER)
+        _peft_prompt_model(base, prompt, base_name or str(output.resolve())).save_pretrained(
+            scratch / MERGED_PROMPT_FOLDER
+        )
         if evaluation:  # task and lengths, for `adept serve` and `adept eval --adapter`-style tools
             (scratch / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
         reloaded = _load_merged(scratch, prompt.shape[0])
@@ -222,7 +223,7 @@ def export_merged(
     return {
         "format": "merged",
         "output": str(output),
-        "prompt_adapter": str(output / PROMPT_ADAPTER),
+        "prompt_adapter": str(output / MERGED_PROMPT_FOLDER),
         "max_logit_difference": worst,
         "warnings": warnings,
     }
@@ -256,7 +257,7 @@ def _load_merged(directory: Path, prompt_len: int) -> Any:
     base = loader.from_pretrained(directory)
     # A 4-bit copy computes as adept's runtime does (see hf.keep_generic_4bit_kernel).
     keep_generic_4bit_kernel(base)
-    return PeftModel.from_pretrained(base, directory / PROMPT_ADAPTER).eval()
+    return PeftModel.from_pretrained(base, directory / MERGED_PROMPT_FOLDER).eval()
 
 
 def _encoder_table_is_shared(peft_model: Any) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import AdeptError
 from .files import read_json_object, write_json_atomic
-from .training.run_dir import RunDir, read_metrics
+from .run_dir import RunDir, read_metrics
 
 NOT_METRICS = ("kind", "step", "examples", "task", "invalid")
 

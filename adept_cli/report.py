@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AdeptError
-from .sweep import SWEEP_FILE, chosen_runs, read_results
+from .run_dir import RunDir
+from .sweep import SWEEP_FILE, chosen_runs
 
 
 class ReportError(AdeptError, ValueError):
@@ -26,11 +27,12 @@ def entries(paths: list[str | Path]) -> list[dict[str, Any]]:
             _, seeds = chosen_runs(path)
             if not seeds:
                 raise ReportError(f"{path}: no run of the sweep has finished yet")
-            out += [_entry(read_results(Path(seed["run"])), path) for seed in seeds]
+            out += [_entry(RunDir(Path(seed["run"])).read_results(), path) for seed in seeds]
             continue
-        results = read_results(path)
+        run = RunDir(path)
+        results = run.read_results()
         if results is None:
-            why = "an unfinished run has no results.json yet" if (path / "config.yaml").is_file() else "not a run"
+            why = "an unfinished run has no results.json yet" if run.holds_a_run() else "not a run"
             raise ReportError(f"{path}: {why} (give finished run directories or sweep folders)")
         out.append(_entry(results, path))
     return out

@@ -14,11 +14,9 @@ from .evaluation import EvalResult, evaluate
 from .files import read_json_object, sha256_file
 from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer
 from .prompt.io import ADAPTER_CONFIG, FORMAT, load_adapter, read_adapter_config, read_evaluation_settings
-from .prompt.merged import is_merged_export
-from .prompt.methods import method_names
+from .run_dir import RunDir
 from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data
 from .training.config import TrainConfig, load_run_config, recorded_environment
-from .training.run_dir import RunDir
 from .training.strategies import load_trained
 
 DEFAULT_TARGET_LENGTH = 128
@@ -217,50 +215,3 @@ def loaded_notes(loaded: LoadedModel) -> list[str]:
     if not_shared is not None:
         notes.append(f"the prompt runs in every row: {not_shared}")
     return notes
-
-
-@dataclass(frozen=True)
-class AdapterSource:
-    """Where a prompt adapter's files are and what it was trained with, read without loading a model."""
-
-    directory: Path  # holds adapter_config.json + weights
-    method: str
-    base_model: str | None
-    evaluation: dict[str, Any]  # task, scoring, max_length, max_target_length, split_seed (as recorded)
-
-
-def prompt_adapter_source(path: str | Path) -> AdapterSource:
-    """A run directory (its best adapter), an adept adapter directory or a merged export, checked to be
-    a prompt method (PT / DePT / ADePT): the adapters that can share a batch over one frozen base."""
-    path = Path(path)
-    run = RunDir(path)
-    if run.holds_a_run():
-        config = load_run_config(run.config)
-        if not run.best.is_dir():
-            raise RunError(f"{run.best} not found: the run has not finished an evaluation yet")
-        source = AdapterSource(run.best, config.method, config.model, run_settings(config))
-    elif (path / ADAPTER_CONFIG).is_file():
-        metadata = read_json_object(path / ADAPTER_CONFIG, RunError, "an adapter config")
-        if metadata.get("format") != FORMAT:
-            raise RunError(
-                f"{path} is a PEFT adapter; only adept prompt adapters (PT, DePT, ADePT) share a batch: "
-                "export the run with --format adept"
-            )
-        metadata = read_adapter_config(path)
-        source = AdapterSource(
-            path, metadata["method"], metadata.get("base_model_name_or_path"), read_evaluation_settings(path)
-        )
-    elif is_merged_export(path):
-        # The export holds a whole copy of the base; served over the original base, it is a prompt and a
-        # per-token offset table (see prompt/merged.py). The original base is not recorded: --model names it.
-        source = AdapterSource(path, "merged", None, read_evaluation_settings(path))
-    elif not path.exists():
-        raise RunError(f"{path}: no such run or adapter directory")
-    else:
-        raise RunError(f"{path} is neither a run directory (config.yaml) nor an adapter ({ADAPTER_CONFIG})")
-    if source.method not in (*method_names(), "merged"):
-        raise RunError(
-            f"{path} holds a {source.method} model; only prompt adapters (PT, DePT, ADePT) can be served "
-            "together over one frozen base"
-        )
-    return source

@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import AdeptError
 from .files import read_json_object, write_json_atomic, write_text_atomic
+from .run_dir import RunDir
 
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT_VERSION = 1
@@ -87,10 +88,7 @@ class SweepRun:
         return [f"{key}={value}" for key, value in self.point] + [f"seed={self.seed}"]
 
     def status(self) -> str:
-        """finished (results.json) | started (config.yaml, no results) | new."""
-        if (self.path / "results.json").is_file():
-            return "finished"
-        return "started" if (self.path / "config.yaml").is_file() else "new"
+        return RunDir(self.path).status()
 
 
 @dataclass(frozen=True)
@@ -231,11 +229,6 @@ def write_commands(sweep: Sweep) -> tuple[Path, Path]:
 # -- collecting -------------------------------------------------------------------------------------
 
 
-def read_results(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "results.json"
-    return read_json_object(path, SweepError, "a run's results") if path.is_file() else None
-
-
 def _stats(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"mean": None, "std": None, "n": 0}
@@ -251,7 +244,7 @@ def collect(sweep: Sweep) -> dict[str, Any]:
     for point in sweep.points():
         seeds = []
         for run in (r for r in runs if r.point == point):
-            results = read_results(run.path)
+            results = RunDir(run.path).read_results()
             if results is None:
                 continue
             metric, task, method = results["main_metric"], results["task"], results["method"]

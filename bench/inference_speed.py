@@ -61,13 +61,14 @@ def build(method: str, base, tokenizer, workdir: Path):
     model = PromptTunedModel(base, config, tokenizer, share_prompt="off" if "unshared" in method else "auto")
     if method != "adept-merged120":
         return model
-    from adept_cli.export import PROMPT_ADAPTER, _load_merged, export_merged
+    from adept_cli.export import _load_merged, export_merged
+    from adept_cli.prompt.io import MERGED_PROMPT_FOLDER
 
     with torch.no_grad():  # a trained-looking adapter: non-zero offsets
         for parameter in model.adapter.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.01)
     export_merged(model.eval(), tokenizer, workdir / "merged")
-    assert (workdir / "merged" / PROMPT_ADAPTER).is_dir()
+    assert (workdir / "merged" / MERGED_PROMPT_FOLDER).is_dir()
     return _load_merged(workdir / "merged", 120)
 
 

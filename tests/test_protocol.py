@@ -92,7 +92,7 @@ def test_init_from_settings_are_checked_before_loading(tmp_path) -> None:
         stories_config(tmp_path, "init_from=x", "init_from_resize=stretch")
     with pytest.raises(TrainConfigError, match="init_from applies to method"):
         stories_config(tmp_path, "method=lora", "init_from=x")
-    with pytest.raises(InitError, match="not a run directory"):
+    with pytest.raises(InitError, match="is neither a run directory"):
         started(stories_config(tmp_path, f"init_from={tmp_path}"))
 
 

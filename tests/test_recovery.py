@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from adept_cli import AdapterError, load_adapter
 from adept_cli.cli import app
+from adept_cli.run_dir import RunDir, RunDirError
 from adept_cli.training import train
-from adept_cli.training.run_dir import RunDir, RunDirError
 
 from .helpers import STORIES, model_path, read_jsonl, stories_config
 
@@ -124,7 +124,7 @@ def test_a_busy_run_folder_is_refused_and_a_stale_lock_taken_over(finished, tmp_
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from adept_cli.training.run_dir import RunDir\n"
+            "import sys, time; from pathlib import Path; from adept_cli.run_dir import RunDir\n"
             "with RunDir(Path(sys.argv[1])).lock():\n    print('locked', flush=True); time.sleep(60)",
             str(run),
         ],

@@ -34,7 +34,7 @@ def export_command(
 ) -> None:
     """Export the best adapter of a run. Each export is reloaded and checked against the adept runtime's
     logits before it is kept; a format that would change the model's outputs is refused."""
-    from ..training.run_dir import RunDir
+    from ..run_dir import RunDir
 
     if output is None:
         fail("--output DIR is required")

@@ -139,10 +139,10 @@ def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | Non
     import torch
 
     from ..hf import load_model, load_tokenizer, same_model
-    from ..runs import prompt_adapter_source
+    from ..prompt.io import adapter_source
     from ..serving.engine import Engine
 
-    sources = [(name, path, prompt_adapter_source(path)) for name, path in pairs]
+    sources = [(name, path, adapter_source(path)) for name, path in pairs]
     base_name = model or sources[0][2].base_model
     if not base_name:
         fail(f"{sources[0][1]} names no base model (a merged export does not); pass --model with the original base")

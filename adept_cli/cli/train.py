@@ -46,8 +46,8 @@ def train(
 ) -> None:
     """Train a method on a task; the run directory gets config.yaml, metrics.jsonl, checkpoints/, best/
     and results.json. Without --model the embedded SmolLM2-135M-Instruct is used."""
+    from ..run_dir import RunDir
     from ..training.config import TrainConfig, build_config, field_help
-    from ..training.run_dir import RunDir
 
     if list_settings:
         defaults = TrainConfig().to_dict()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..environment import recorded_versions
 from ..errors import AdeptError
 from ..files import atomic_directory, read_json_object
 from ..hf import is_seq2seq
+from ..run_dir import RunDir
 from .config import ConfigError, MethodConfig
 from .methods import config_from_dict
 from .model import PromptTunedModel, input_embedding
@@ -30,6 +32,7 @@ FORMAT = "adept-adapter"
 FORMAT_VERSION = 1
 EVALUATION_KEY = "evaluation"  # in adapter_config.json
 EVALUATION_FILE = "adept_evaluation.json"  # the same settings beside a PEFT adapter or a full model
+MERGED_PROMPT_FOLDER = "prompt"  # a merged export's PEFT prompt adapter (see merged.py)
 
 
 class AdapterError(AdeptError, RuntimeError):
@@ -182,3 +185,48 @@ def read_evaluation_settings(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(settings, dict):
         raise AdapterError(f"{config_path}: {EVALUATION_KEY!r} must be a JSON object")
     return settings
+
+
+def is_merged_export(directory: str | os.PathLike) -> bool:
+    """A merged export (`adept export --format merged`): a whole model folder with its prompt beside it."""
+    directory = Path(directory)
+    return (directory / "config.json").is_file() and (directory / MERGED_PROMPT_FOLDER / ADAPTER_CONFIG).is_file()
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """Where a prompt adapter's files are and what it was trained with, read without loading a model."""
+
+    directory: Path  # holds adapter_config.json + weights (or a merged export)
+    method: str  # a prompt method, or "merged"
+    base_model: str | None  # None for a merged export, which holds its own copy of the base
+    evaluation: dict[str, Any]  # task, scoring, max_length, max_target_length, split_seed (as recorded)
+
+
+def adapter_source(path: str | os.PathLike) -> AdapterSource:
+    """THE resolver of "a run or an adapter": a run directory (its best adapter), an adept adapter
+    directory, or a merged export; anything else is one AdapterError saying what it is instead."""
+    path = Path(path)
+    run = RunDir(path)
+    directory = run.best if run.holds_a_run() else path
+    if run.holds_a_run() and not directory.is_dir():
+        raise AdapterError(f"{directory} not found: the run has not finished an evaluation yet")
+    config_path = directory / ADAPTER_CONFIG
+    if config_path.is_file():
+        if read_json_object(config_path, AdapterError, "an adapter config").get("format") != FORMAT:
+            raise AdapterError(
+                f"{directory} is a PEFT adapter, not an adept prompt adapter (PT, DePT, ADePT): prompt adapters "
+                "share a batch over one frozen base and start other runs; export the run with --format adept"
+            )
+        metadata = read_adapter_config(directory)
+        base = metadata.get("base_model_name_or_path")
+        return AdapterSource(directory, metadata["method"], base, read_evaluation_settings(directory))
+    if is_merged_export(directory):
+        # The export holds a whole copy of the base; over the original base it is a prompt and a per-token
+        # offset table (see merged.py). The original base is not recorded: the caller names it.
+        return AdapterSource(directory, "merged", None, read_evaluation_settings(directory))
+    if run.holds_a_run():
+        raise AdapterError(f"{run.path} holds no prompt adapter ({directory} is a fully fine-tuned model)")
+    if not path.exists():
+        raise AdapterError(f"{path}: no such run or adapter directory")
+    raise AdapterError(f"{path} is neither a run directory (config.yaml) nor an adapter ({ADAPTER_CONFIG})")

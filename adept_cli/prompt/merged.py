@@ -15,15 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .io import AdapterError, read_weights
-
-PROMPT_FOLDER = "prompt"  # where export_merged writes the PEFT prompt adapter
-PEFT_CONFIG = "adapter_config.json"
-
-
-def is_merged_export(directory: str | Path) -> bool:
-    directory = Path(directory)
-    return (directory / "config.json").is_file() and (directory / PROMPT_FOLDER / PEFT_CONFIG).is_file()
+from .io import MERGED_PROMPT_FOLDER, AdapterError, read_weights
 
 
 class MergedAdapter(nn.Module):
@@ -52,7 +44,7 @@ def read_merged_export(directory: str | Path, embedding: nn.Module, keys: list[s
     """The prompt and the offset table of the merged export in `directory`, over `embedding` (the ORIGINAL
     base's input embedding, whose parameter may be stored under any of `keys`)."""
     directory = Path(directory)
-    prompt = _prompt(directory / PROMPT_FOLDER, embedding.weight.shape[1])
+    prompt = _prompt(directory / MERGED_PROMPT_FOLDER, embedding.weight.shape[1])
     merged = _stored_table(directory, keys)
     if merged.shape != embedding.weight.shape:
         raise AdapterError(

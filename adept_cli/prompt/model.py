@@ -283,7 +283,8 @@ class AdapterModel(nn.Module):
     def add_adapter(self, name: str, adapter: Any) -> None:
         """Add a trained adapter: a `PromptAdapter`, a `PromptTunedModel`'s, a saved adapter directory, or
         a merged export's directory (see `merged.py`; the base must be the one it was exported from)."""
-        from .merged import MergedAdapter, is_merged_export, read_merged_export
+        from .io import is_merged_export
+        from .merged import MergedAdapter, read_merged_export
 
         embedding = self.adapted_embedding
         if name in embedding.adapters:

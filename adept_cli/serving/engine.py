@@ -24,8 +24,9 @@ from ..encoding import Encoder, chat_format, pad_batch
 from ..errors import AdeptError
 from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
 from ..hf import context_limit, is_seq2seq
+from ..prompt.io import adapter_source
 from ..prompt.model import AdapterNotFound, MixedAdapterModel
-from ..runs import DEFAULT_TARGET_LENGTH, prompt_adapter_source
+from ..runs import DEFAULT_TARGET_LENGTH
 from ..tasks.example import Example, RowError
 from ..tasks.spec import Task
 
@@ -222,7 +223,7 @@ class Engine:
         /v1/predict inputs (the recorded one unless `task` is given)."""
         from ..tasks import get_task
 
-        source = prompt_adapter_source(path)
+        source = adapter_source(path)
         several = source.evaluation.get("tasks")
         if task is None and several:
             raise RequestError(

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..files import atomic_directory
-from .run_dir import RunDir, RunDirError
+from ..run_dir import RunDir, RunDirError
 
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"

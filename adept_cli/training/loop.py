@@ -30,11 +30,11 @@ from ..evaluation.execution import sandbox_for
 from ..files import atomic_directory, write_json_atomic, write_text_atomic
 from ..hf import quantization_problem, unwrap
 from ..prompt.model import PromptTunedModel
+from ..run_dir import RunDir, read_metrics
 from .checkpoint import rng_state, set_rng_state, write_checkpoint
 from .config import ENVIRONMENT_KEY, TrainConfig, TrainConfigError
 from .mixture import MixtureOrder, mixture_weights
 from .reporting import RunReporter
-from .run_dir import RunDir, read_metrics
 from .setup import (
     TaskPart,
     TrainableModel,

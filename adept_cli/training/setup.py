@@ -20,12 +20,12 @@ import torch
 from ..encoding import IGNORE_INDEX, Encoder, chat_format, chat_template_text
 from ..files import sha256_file, write_text_atomic
 from ..hf import enable_gradient_checkpointing, is_seq2seq, load_model, load_tokenizer, make_accelerator, unwrap
+from ..run_dir import RunDir, RunDirError
 from ..tasks import TaskData, get_task, load_task_data
 from ..tasks.few_shot import draw_k_shot
 from ..tasks.spec import Task
 from .checkpoint import list_checkpoints, read_checkpoint
 from .config import TrainConfig, TrainConfigError, dump_config, load_run_config
-from .run_dir import RunDir, RunDirError
 from .strategies import build_model, parameter_groups
 from .trackers import make_trackers, require_packages, tracker_names
 from .transfer import initialize_from

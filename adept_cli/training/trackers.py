@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from ..run_dir import TENSORBOARD_DIR, RunDir
 from .config import TrainConfig, TrainConfigError
-from .run_dir import TENSORBOARD_DIR, RunDir
 
 # tracker -> the packages that provide it (any one of them)
 PACKAGES = {

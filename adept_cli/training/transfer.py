@@ -16,36 +16,32 @@ import torch
 from ..errors import AdeptError
 from ..hf import same_model
 from ..prompt.config import ConfigError
-from ..prompt.io import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT, load_adapter_state, read_adapter_config, read_weights
+from ..prompt.io import (
+    ADAPTER_WEIGHTS,
+    FORMAT,
+    AdapterError,
+    adapter_source,
+    load_adapter_state,
+    read_adapter_config,
+    read_weights,
+)
 from ..prompt.methods import config_from_dict
 from ..prompt.model import PromptTunedModel
 from .config import TrainConfig
-from .run_dir import RunDir
 
 INIT_RESIZE = ("truncate", "repeat")
-SIZE_FIELDS = {"adept": ("bottleneck",), "dept": ("rank", "max_length"), "pt": ()}
 
 
 class InitError(AdeptError, ValueError):
     """`init_from` names no adapter, or one that does not fit this run; the message says what differs."""
 
 
-def adapter_directory(source: str | Path) -> Path:
-    """A run directory's best adapter, or an adept adapter directory."""
-    path = Path(source)
-    run = RunDir(path)
-    if run.holds_a_run():
-        if not (run.best / ADAPTER_CONFIG).is_file():
-            raise InitError(f"init_from {path}: the run has no best adapter yet ({run.best})")
-        return run.best
-    if (path / ADAPTER_CONFIG).is_file():
-        return path
-    raise InitError(f"init_from {path}: not a run directory (config.yaml) nor an adapter ({ADAPTER_CONFIG})")
-
-
 def initialize_from(model: PromptTunedModel, config: TrainConfig) -> Path:
     """Copy the source adapter's prompt and offsets into `model`; returns the adapter directory used."""
-    directory = adapter_directory(config.init_from)
+    try:
+        directory = adapter_source(config.init_from).directory
+    except AdapterError as error:
+        raise InitError(f"init_from: {error}") from None
     where = f"init_from {directory}"
     metadata = read_adapter_config(directory)
     if metadata.get("format") != FORMAT:
@@ -63,7 +59,7 @@ def initialize_from(model: PromptTunedModel, config: TrainConfig) -> Path:
         raise InitError(f"{where}: bad method_config: {error}") from None
     differ = [
         f"{name} {getattr(source, name)} (this run: {getattr(model.config, name)})"
-        for name in SIZE_FIELDS[config.method]
+        for name in model.adapter.method.shape_fields
         if getattr(source, name) != getattr(model.config, name)
     ]
     if differ:

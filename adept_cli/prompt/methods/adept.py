@@ -39,6 +39,7 @@ class Adept(PromptMethod):
     title = "ADePT"
     config_class = AdeptConfig
     size_field = "bottleneck"
+    shape_fields = ("bottleneck",)
     settings = ("bottleneck", "dropout")
     offsets_follow = "tokens"
     exports = ("adept", "merged")

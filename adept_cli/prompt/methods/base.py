@@ -27,6 +27,9 @@ class PromptMethod:
     # What an offset depends on: "tokens" (the same for a token wherever it stands), "positions" (moves
     # with the input), or None (no offsets). The shift probe, offset statistics and exports read it.
     offsets_follow: ClassVar[str | None] = None
+    # The config fields besides prompt_len that decide the adapter's tensor shapes (an adapter can start
+    # another only when they agree: `init_from`).
+    shape_fields: ClassVar[tuple[str, ...]] = ()
     # The method's own training settings beyond the prompt's (fields of its config that `adept train`
     # takes as key=value; each must also be a TrainConfig field).
     settings: ClassVar[tuple[str, ...]] = ()

@@ -43,6 +43,7 @@ class Dept(PromptMethod):
     title = "DePT"
     config_class = DeptConfig
     size_field = "rank"
+    shape_fields = ("rank", "max_length")
     settings = ("rank",)
     offsets_follow = "positions"
 

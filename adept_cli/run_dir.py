@@ -7,7 +7,7 @@
 <run>/predictions.jsonl    test predictions (save_predictions=true)
 <run>/k_shot.json          the drawn training examples (k_shot=K)
 <run>/best/                the best adapter so far (PEFT adapter / full model for lora / full)
-<run>/checkpoints/step_N/  resumable checkpoints (see checkpoint.py)
+<run>/checkpoints/step_N/  resumable checkpoints (see training/checkpoint.py)
 <run>/tensorboard/         tracker logs (tensorboard=true)
 <run>/.lock                held while a process trains in the run
 ```
@@ -27,8 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import AdeptError
+from .errors import AdeptError
+from .files import read_json_object
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -82,6 +84,18 @@ class RunDir:
 
     def holds_a_run(self) -> bool:
         return self.config.is_file()
+
+    def status(self) -> str:
+        """finished (results.json) | started (config.yaml, no results) | new."""
+        if self.results.is_file():
+            return "finished"
+        return "started" if self.holds_a_run() else "new"
+
+    def read_results(self) -> dict[str, Any] | None:
+        """results.json of a finished run (None before it finishes); a damaged file is one error."""
+        if not self.results.is_file():
+            return None
+        return read_json_object(self.results, RunDirError, "a run's results")
 
     def remove_leftovers(self) -> list[Path]:
         """Scratch folders of interrupted atomic writes and retired copies: never part of a run."""
