@@ -1,5 +1,8 @@
 """adept: ADePT, DePT and prompt tuning for any Hugging Face seq2seq or causal language model.
 
+The method core is `prompt/` (the registry of methods in `prompt/methods/`, the adapter model in
+`prompt/model.py`); around it: `tasks/` and `encoding` (data to batches), `training/`, `evaluation/`,
+`serving/`, `export`, `analysis`, and `cli/` (one module per subcommand). DEVELOPERS.md draws the map.
 The public names below load lazily so that `adept --help` and `adept budget` start without torch.
 """
 
@@ -12,7 +15,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+local"
 
 _EXPORTS = {
-    "AdapterError": "prompt.io",
+    "AdapterError": "prompt.adapter_files",
     "load_adapter": "prompt.io",
     "save_adapter": "prompt.io",
     "PromptTunedModel": "prompt.model",

@@ -19,7 +19,8 @@ import torch
 from .errors import AdeptError
 from .files import atomic_directory
 from .hf import auto_model_class, hub_name, is_seq2seq, keep_generic_4bit_kernel
-from .prompt.io import EVALUATION_FILE, EVALUATION_KEY, MERGED_PROMPT_FOLDER, save_adapter
+from .prompt.adapter_files import EVALUATION_FILE, EVALUATION_KEY, MERGED_PROMPT_FOLDER
+from .prompt.io import save_adapter
 from .prompt.model import PromptTunedModel
 
 FORMATS = ("adept", "peft", "merged")

@@ -204,6 +204,12 @@ def given_cache(kwargs: dict[str, Any]) -> Any:
     return next((kwargs[name] for name in CACHE_NAMES if kwargs.get(name) is not None), None)
 
 
+def input_embedding(base: Any) -> Any:
+    """The embedding prompt adapters attach to: the encoder's for seq2seq models."""
+    owner = base.get_encoder() if is_seq2seq(base) else base
+    return owner.get_input_embeddings()
+
+
 def auto_model_class(config: Any) -> Any:
     """The transformers auto class that loads a model with this config."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM

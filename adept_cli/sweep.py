@@ -124,7 +124,7 @@ class Sweep:
 
     def configs(self) -> list[Any]:
         """Every run's validated config (a bad setting fails the sweep before any run starts)."""
-        from .training.config import TrainConfigError, build_config
+        from .training import TrainConfigError, build_config
 
         configs, problems = [], []
         for run in self.runs():
@@ -184,7 +184,7 @@ def run_local(sweep: Sweep, on_run: Callable[[SweepRun, str], None] | None = Non
     """Every run in this process, one after another; finished runs skipped, started ones resumed. The runs
     read the base model once (each trains its own copy)."""
     from .hf import reuse_loaded_models
-    from .training.loop import train
+    from .training import train
 
     with reuse_loaded_models():
         for run, config in zip(sweep.runs(), sweep.configs()):

@@ -62,7 +62,7 @@ def build(method: str, base, tokenizer, workdir: Path):
     if method != "adept-merged120":
         return model
     from adept_cli.export import _load_merged, export_merged
-    from adept_cli.prompt.io import MERGED_PROMPT_FOLDER
+    from adept_cli.prompt.adapter_files import MERGED_PROMPT_FOLDER
 
     with torch.no_grad():  # a trained-looking adapter: non-zero offsets
         for parameter in model.adapter.parameters():

@@ -26,8 +26,8 @@ LLAMA3_8B = {
 
 
 def main() -> None:
-    from adept_cli.planning import measure_peak, plan_memory
     from adept_cli.training import build_config
+    from adept_cli.training.plan import measure_peak, plan_memory
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from adept_cli import AdapterError, __version__, load_adapter, save_adapter
-from adept_cli.prompt.io import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from adept_cli.prompt.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 from .helpers import INPUTS, METHODS, MODEL_FACTORIES, generation_batch, perturb, wrap
 

@@ -16,8 +16,8 @@ from adept_cli.analysis import applied_offsets, offset_statistics
 from adept_cli.cli import app
 from adept_cli.encoding import Encoder
 from adept_cli.export import export
-from adept_cli.runs import load_from_run
 from adept_cli.tasks import get_task, load_task_data
+from adept_cli.trained import load_from_run
 from adept_cli.training import build_config, train
 
 from .helpers import (

@@ -82,8 +82,8 @@ def test_eval_can_wrap_a_base_model_in_a_template(tmp_path) -> None:
     plain = runner.invoke(app, [*args, "--json"])
     wrapped = runner.invoke(app, [*args, "--chat-template", str(template), "--json"])
     assert plain.exit_code == 0 and wrapped.exit_code == 0, wrapped.output
-    from adept_cli.runs import encoder_for, eval_settings, load_base
     from adept_cli.tasks import get_task
+    from adept_cli.trained import encoder_for, eval_settings, load_base
 
     loaded = load_base(model_path(STORIES))
     settings = eval_settings(loaded, task="rte", chat_template=str(template))

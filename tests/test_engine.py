@@ -10,7 +10,7 @@ import torch
 from adept_cli import save_adapter
 from adept_cli.encoding import Encoder
 from adept_cli.evaluation.evaluate import label_scores
-from adept_cli.prompt.io import EVALUATION_KEY
+from adept_cli.prompt.adapter_files import EVALUATION_KEY
 from adept_cli.serving.engine import Engine, GenerationRow, RowDecoder, Sampling
 from adept_cli.tasks import Example, get_task
 

@@ -17,9 +17,9 @@ pytest.importorskip("lm_eval", reason="lm-evaluation-harness is in the test extr
 from adept_cli.cli import app  # noqa: E402
 from adept_cli.encoding import IGNORE_INDEX, pad_batch  # noqa: E402
 from adept_cli.evaluation.evaluate import sequence_log_prob  # noqa: E402
-from adept_cli.harness import AdeptLM, HarnessError, cut_at  # noqa: E402
-from adept_cli.runs import load_base, load_from_run  # noqa: E402
+from adept_cli.integrations.lm_eval import AdeptLM, HarnessError, cut_at  # noqa: E402
 from adept_cli.tasks import get_task  # noqa: E402
+from adept_cli.trained import load_base, load_from_run  # noqa: E402
 from adept_cli.training import train  # noqa: E402
 
 from .helpers import STORIES, model_path, read_jsonl, stories_config  # noqa: E402
@@ -99,7 +99,7 @@ def continuation_log_prob(model, tokenizer, context: str, continuation: str, max
 def test_lm_eval_scores_the_run_as_adept_does(scored) -> None:
     tmp, rows = scored
     from adept_cli.evaluation.evaluate import max_new_tokens
-    from adept_cli.runs import eval_settings, prepare_split
+    from adept_cli.trained import eval_settings, prepare_split
 
     loaded = load_from_run(tmp / "run")
     _, _, encoder = prepare_split(loaded, eval_settings(loaded, limit=ROWS), "test")

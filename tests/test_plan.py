@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from adept_cli.cli import app
 from adept_cli.hf import load_model
-from adept_cli.planning import PlanError, measure_peak, plan_memory
 from adept_cli.training import build_config
+from adept_cli.training.plan import PlanError, measure_peak, plan_memory
 
 from .helpers import STORIES, model_path
 

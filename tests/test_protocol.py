@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adept_cli import save_adapter
-from adept_cli.runs import load_from_run
+from adept_cli.trained import load_from_run
 from adept_cli.training import train
 from adept_cli.training.config import TrainConfigError
 from adept_cli.training.setup import setup_data, setup_model

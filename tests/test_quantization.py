@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adept_cli import hf, load_adapter
-from adept_cli.runs import load_from_adapter, load_from_run
+from adept_cli.trained import load_from_adapter, load_from_run
 from adept_cli.training import train
 from adept_cli.training.config import TrainConfigError
 

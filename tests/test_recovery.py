@@ -146,7 +146,7 @@ def test_a_busy_run_folder_is_refused_and_a_stale_lock_taken_over(finished, tmp_
 
 
 def test_the_lock_is_held_while_training(tmp_path, monkeypatch) -> None:
-    from adept_cli.training import reporting
+    from adept_cli.training import progress as reporting
 
     seen = []
     original = reporting.RunReporter.advance

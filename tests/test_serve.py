@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 from adept_cli import save_adapter
 from adept_cli.cli import app
-from adept_cli.prompt.io import EVALUATION_KEY, load_adapter
+from adept_cli.prompt.adapter_files import EVALUATION_KEY
+from adept_cli.prompt.io import load_adapter
 
 from .helpers import STORIES, data_dir, model_path, perturb, read_jsonl, stories, wrap
 

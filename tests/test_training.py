@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from adept_cli.cli import app
 from adept_cli.training import build_config, train
 from adept_cli.training.config import TrainConfigError
-from adept_cli.training.reporting import RunReporter
+from adept_cli.training.progress import RunReporter
 
 from .helpers import REPO, SMOKE, STORIES, T5_TOKENIZER, model_path, read_jsonl, stories_config
 

@@ -7,7 +7,7 @@ import os
 import typer
 
 from .. import __version__
-from . import analysis, budget, env, eval, export, harness, plan, plot, predict, report, serve, sweep, tasks, train
+from . import analysis, budget, env, eval, export, lm_eval, plan, plot, predict, report, serve, sweep, tasks, train
 
 app = typer.Typer(
     name="adept",
@@ -54,10 +54,10 @@ app.command("export", epilog=export.EXAMPLES)(export.export_command)
 app.command("env", epilog=env.EXAMPLES)(env.env_command)
 app.command(  # every argument, --help included, goes to lm-eval's own parser
     "lm-eval",
-    epilog=harness.EXAMPLES,
+    epilog=lm_eval.EXAMPLES,
     add_help_option=False,
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)(harness.lm_eval_command)
+)(lm_eval.lm_eval_command)
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ def _load(run: Path, split: str, limit: int | None):
     from dataclasses import replace
 
     from ..prompt.methods import method_names
-    from ..runs import eval_settings, load_from_run, prepare_split
+    from ..trained import eval_settings, load_from_run, prepare_split
 
     loaded = load_from_run(run)
     if loaded.method not in method_names():

@@ -95,7 +95,7 @@ def eval_command(
     from ..evaluation import write_predictions
     from ..evaluation.execution import sandbox_for
     from ..hf import make_accelerator
-    from ..runs import (
+    from ..trained import (
         eval_settings,
         evaluate_loaded,
         load_base,

@@ -47,9 +47,9 @@ def export_command(
         fail(f"--run {run} is not a run directory (no config.yaml)")
     from ..export import FORMATS, export
     from ..export import push_to_hub as push
-    from ..prompt.io import read_evaluation_settings
+    from ..prompt.adapter_files import read_evaluation_settings
     from ..prompt.model import PromptTunedModel
-    from ..runs import load_from_run
+    from ..trained import load_from_run
 
     if format not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")

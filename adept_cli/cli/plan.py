@@ -41,8 +41,8 @@ def plan_command(
 ) -> None:
     """Estimate training memory per device (frozen weights, activations, trainable state) and tokens per
     step from the model's config alone: the base is traced with fake tensors, no weights are read."""
-    from ..planning import format_bytes, measure_peak, plan_memory
     from ..training import build_config
+    from ..training.plan import format_bytes, measure_peak, plan_memory
 
     require_at_least(1, batch_size=batch_size, max_length=max_length, target_length=target_length, processes=processes)
     options = {

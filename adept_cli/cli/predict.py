@@ -46,7 +46,7 @@ def predict_command(
     classification task the label and a probability per label word (rank scoring), otherwise the
     generated text. A row that cannot be formatted fails the run (default) or, with --on-error skip, is
     reported with its line and written as {"index", "error"}."""
-    from ..serving.predict import ON_ERROR
+    from ..predicting import ON_ERROR
 
     require_at_least(1, batch_size=batch_size)
     if on_error not in ON_ERROR:
@@ -64,9 +64,9 @@ def predict_command(
 
         get_task(task)  # an unknown task or a bad task file answers before any model loads
 
-    from ..runs import encoder_for, eval_settings, load_from_adapter, load_from_run
-    from ..serving.predict import Predictor, predict, read_rows
+    from ..predicting import Predictor, predict, read_rows
     from ..tasks import get_task
+    from ..trained import encoder_for, eval_settings, load_from_adapter, load_from_run
 
     loaded = load_from_run(run) if run is not None else load_from_adapter(adapter, model)
     settings = eval_settings(loaded, task=task)

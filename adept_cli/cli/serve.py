@@ -30,7 +30,7 @@ EXAMPLES = examples(
 
 
 def _parse_adapters(values: list[str]) -> list[tuple[str, Path]]:
-    from ..serving.app import ADAPTER_NAME
+    from ..serving.protocol import ADAPTER_NAME
 
     pairs: list[tuple[str, Path]] = []
     for value in values:
@@ -139,7 +139,7 @@ def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | Non
     import torch
 
     from ..hf import load_model, load_tokenizer, same_model
-    from ..prompt.io import adapter_source
+    from ..prompt.adapter_files import adapter_source
     from ..serving.engine import Engine
 
     sources = [(name, path, adapter_source(path)) for name, path in pairs]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .io import MERGED_PROMPT_FOLDER, AdapterError, read_weights
+from .adapter_files import MERGED_PROMPT_FOLDER, AdapterError, read_weights
 
 
 class MergedAdapter(nn.Module):

@@ -37,11 +37,13 @@ from torch import nn
 
 from ..encoding import IGNORE_INDEX
 from ..errors import AdeptError
-from ..hf import cache_argument, checkpoints_activations, given_cache, is_seq2seq
+from ..hf import cache_argument, checkpoints_activations, given_cache, input_embedding, is_seq2seq
+from .adapter import PromptAdapter
+from .adapter_files import is_merged_export, load_adapter_state, read_adapter_for
 from .budget import solve
 from .config import SHARE_PROMPT, ConfigError, MethodConfig
+from .merged import MergedAdapter, read_merged_export
 from .methods import get_method
-from .modules import PromptAdapter
 from .sharing import PromptCache, content_positions, sharing_problem
 
 # Vocabulary-sampled prompt init draws from the first ids of the vocabulary, which SentencePiece and
@@ -180,12 +182,6 @@ def forget_content_positions(embedding: AdapterEmbedding):
     return hook
 
 
-def input_embedding(base: nn.Module) -> nn.Module:
-    """The embedding the adapters attach to: the encoder's for seq2seq models."""
-    owner = base.get_encoder() if is_seq2seq(base) else base
-    return owner.get_input_embeddings()
-
-
 def resolve_sizes(config: MethodConfig, dim: int) -> MethodConfig:
     """Fill an unset size (ADePT's bottleneck, DePT's rank) with the largest that fits the budget."""
     field = get_method(config.method).size_field
@@ -283,8 +279,6 @@ class AdapterModel(nn.Module):
     def add_adapter(self, name: str, adapter: Any) -> None:
         """Add a trained adapter: a `PromptAdapter`, a `PromptTunedModel`'s, a saved adapter directory, or
         a merged export's directory (see `merged.py`; the base must be the one it was exported from)."""
-        from .io import is_merged_export
-        from .merged import MergedAdapter, read_merged_export
 
         embedding = self.adapted_embedding
         if name in embedding.adapters:
@@ -294,8 +288,6 @@ class AdapterModel(nn.Module):
         if not isinstance(adapter, (PromptAdapter, MergedAdapter)) and is_merged_export(adapter):
             adapter = read_merged_export(adapter, embedding.embedding, self._table_keys)
         elif not isinstance(adapter, (PromptAdapter, MergedAdapter)):
-            from .io import load_adapter_state, read_adapter_for
-
             config, state = read_adapter_for(adapter, self.base, self.base_model_name)
             loaded = PromptAdapter(resolve_sizes(config, self.dim), self.dim)
             load_adapter_state(loaded, state, adapter)

@@ -24,11 +24,11 @@ from ..encoding import Encoder, chat_format, pad_batch
 from ..errors import AdeptError
 from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
 from ..hf import context_limit, is_seq2seq
-from ..prompt.io import adapter_source
+from ..prompt.adapter_files import adapter_source
 from ..prompt.model import AdapterNotFound, MixedAdapterModel
-from ..runs import DEFAULT_TARGET_LENGTH
 from ..tasks.example import Example, RowError
 from ..tasks.spec import Task
+from ..trained import DEFAULT_TARGET_LENGTH
 
 # Inputs without a task (completions, plain text) are cut to this many tokens only when the model itself
 # states no limit (relative-position models such as T5).

@@ -1,4 +1,5 @@
-"""Training through Accelerate: config, run directory, setup, the loop, checkpoints, reporting.
+"""Training through Accelerate: config, setup, the loop, checkpoints, progress, the trainable model per
+method (`trainable`), starting from another adapter (`transfer`) and the memory plan (`plan`).
 
 `TrainConfig` and `build_config` import without torch (so `adept train --list-settings` and bad
 settings answer at once); `train` loads the loop, and torch with it, when first used.

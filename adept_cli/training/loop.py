@@ -34,7 +34,7 @@ from ..run_dir import RunDir, read_metrics
 from .checkpoint import rng_state, set_rng_state, write_checkpoint
 from .config import ENVIRONMENT_KEY, TrainConfig, TrainConfigError
 from .mixture import MixtureOrder, mixture_weights
-from .reporting import RunReporter
+from .progress import RunReporter
 from .setup import (
     TaskPart,
     TrainableModel,
@@ -48,8 +48,8 @@ from .setup import (
     setup_optimizer,
     write_run_start,
 )
-from .strategies import load_trainable_state, restore_trained, save_trained, trainable_state
 from .trackers import close_trackers, tracker_names
+from .trainable import load_trainable_state, restore_trained, save_trained, trainable_state
 
 
 class BatchOrder:

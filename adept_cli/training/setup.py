@@ -26,8 +26,8 @@ from ..tasks.few_shot import draw_k_shot
 from ..tasks.spec import Task
 from .checkpoint import list_checkpoints, read_checkpoint
 from .config import TrainConfig, TrainConfigError, dump_config, load_run_config
-from .strategies import build_model, parameter_groups
 from .trackers import make_trackers, require_packages, tracker_names
+from .trainable import build_model, parameter_groups
 from .transfer import initialize_from
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

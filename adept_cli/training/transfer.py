@@ -15,8 +15,7 @@ import torch
 
 from ..errors import AdeptError
 from ..hf import same_model
-from ..prompt.config import ConfigError
-from ..prompt.io import (
+from ..prompt.adapter_files import (
     ADAPTER_WEIGHTS,
     FORMAT,
     AdapterError,
@@ -25,6 +24,7 @@ from ..prompt.io import (
     read_adapter_config,
     read_weights,
 )
+from ..prompt.config import ConfigError
 from ..prompt.methods import config_from_dict
 from ..prompt.model import PromptTunedModel
 from .config import TrainConfig

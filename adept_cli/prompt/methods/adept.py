@@ -51,7 +51,7 @@ class Adept(PromptMethod):
         return (budget - prompt_len * dim - dim) // (2 * dim + 1)
 
     def build_parts(self, config: AdeptConfig, dim: int) -> dict[str, Any]:
-        from ..modules import TokenOffsets
+        from ..offsets import TokenOffsets
 
         return {"token_offsets": TokenOffsets(dim, config.bottleneck, config.dropout)}
 

@@ -57,7 +57,7 @@ class Dept(PromptMethod):
         return {**settings, "max_length": positions}
 
     def build_parts(self, config: DeptConfig, dim: int) -> dict[str, Any]:
-        from ..modules import PositionOffsets
+        from ..offsets import PositionOffsets
 
         return {"position_offsets": PositionOffsets(dim, config.rank, config.max_length)}
 

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .errors import AdeptError
-from .hf import auto_model_class, enable_gradient_checkpointing, is_seq2seq, load_config, load_tokenizer
-from .training.config import TrainConfig
-from .training.setup import DTYPES
+from ..errors import AdeptError
+from ..hf import auto_model_class, enable_gradient_checkpointing, is_seq2seq, load_config, load_tokenizer
+from .config import TrainConfig
+from .setup import DTYPES
 
 ADAM_BYTES_PER_PARAMETER = 4 + 4 + 8  # fp32 parameter, its gradient, AdamW's exp_avg and exp_avg_sq
 NF4_BLOCK, DOUBLE_QUANT_BLOCK = 64, 256  # bitsandbytes' 4-bit blocks: one 8-bit absmax per 64 weights,
@@ -67,7 +67,7 @@ def plan_memory(config: TrainConfig, target_tokens: int | None = None, processes
     and checkpointing); `processes` share each step's batch_size."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from .training.strategies import build_model
+    from .trainable import build_model
 
     if not config.uses_prompt:
         raise PlanError(f"adept plan covers the prompt methods (adept, dept, pt); got method {config.method}")
@@ -211,8 +211,8 @@ def measure_peak(config: TrainConfig, target_tokens: int | None = None, device: 
     """The peak memory of one real training step (forward, backward, optimizer step) of the planned
     shape, after a first step has created the optimizer state: CUDA's allocator statistics on a GPU, the
     profiler's memory timeline on a CPU (which has no allocator statistics)."""
-    from .hf import load_model
-    from .training.strategies import build_model
+    from ..hf import load_model
+    from .trainable import build_model
 
     rows, source, target = _batch_shape(config, target_tokens)
     base = load_model(config.model, DTYPES[config.model_dtype], config.quantization, torch.device(device))

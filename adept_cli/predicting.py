@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..errors import AdeptError
-from ..tasks.example import Example, RowError
-from ..tasks.sources import SUFFIXES, read_file
-from ..tasks.spec import Task
+from .errors import AdeptError
+from .tasks.example import Example, RowError
+from .tasks.sources import SUFFIXES, read_file
+from .tasks.spec import Task
 
 if TYPE_CHECKING:  # the model side imports torch; reading and checking rows does not
-    from ..encoding import Encoder
+    from .encoding import Encoder
 
 ON_ERROR = ("fail", "skip")
 
@@ -53,7 +53,7 @@ def read_rows(source: str) -> Iterator[InputRow]:
         return
     if path.suffix.lower() not in SUFFIXES:
         raise PredictError(f"--input {path}: unsupported file type; use one of {', '.join(SUFFIXES)} or - for stdin")
-    from ..tasks.spec import TaskError
+    from .tasks.spec import TaskError
 
     try:
         records = read_file(path)
@@ -103,7 +103,7 @@ class Predictor:
 
     def answer(self, examples: list[Example]) -> list[dict[str, Any]]:
         """One answer per input, in order."""
-        from ..evaluation.evaluate import generate_outputs, label_scores, max_new_tokens
+        from .evaluation.evaluate import generate_outputs, label_scores, max_new_tokens
 
         indices = list(range(len(examples)))
         if self.task.kind == "classification":

@@ -27,7 +27,7 @@ def lm_eval_command(ctx: typer.Context) -> None:
         from lm_eval.__main__ import cli_evaluate
     except ImportError:
         fail("adept lm-eval needs lm-evaluation-harness: pip install 'adept-cli[lm-eval]'")
-    from .. import harness  # noqa: F401  (registers the adept model type)
+    from ..integrations import lm_eval  # noqa: F401  (registers the adept model type)
 
     args = list(ctx.args)
     evaluates = bool(args) and args[0] not in ("ls", "validate", "-h", "--help")

@@ -2,7 +2,7 @@
 
 Importing this module registers it, so the library API takes it at once:
 
-    import adept_cli.harness, lm_eval
+    import adept_cli.integrations.lm_eval, lm_eval
     lm_eval.simple_evaluate(model="adept", model_args="run=runs/sst2", tasks=["sst2"])
 
 and `adept lm-eval ...` is lm-eval's own command line with it registered (lm-eval 0.4 discovers no model
@@ -31,11 +31,11 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from .encoding import IGNORE_INDEX, Encoder, chat_template_text, pad_batch
-from .errors import AdeptError
-from .evaluation.evaluate import generate_outputs, sequence_scores
-from .hf import context_limit, is_seq2seq
-from .tasks.example import Example
+from ..encoding import IGNORE_INDEX, Encoder, chat_template_text, pad_batch
+from ..errors import AdeptError
+from ..evaluation.evaluate import generate_outputs, sequence_scores
+from ..hf import context_limit, is_seq2seq
+from ..tasks.example import Example
 
 DEFAULT_GENERATION_TOKENS = 256  # lm-eval's own default for max_gen_toks
 
@@ -58,7 +58,7 @@ class AdeptLM(LM):
         **unknown: Any,
     ) -> None:
         super().__init__()
-        from .runs import load_base, load_from_adapter, load_from_run
+        from ..trained import load_base, load_from_adapter, load_from_run
 
         if unknown:
             raise HarnessError(

@@ -13,11 +13,12 @@ from .errors import AdeptError
 from .evaluation import EvalResult, evaluate
 from .files import read_json_object, sha256_file
 from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer
-from .prompt.io import ADAPTER_CONFIG, FORMAT, load_adapter, read_adapter_config, read_evaluation_settings
+from .prompt.adapter_files import ADAPTER_CONFIG, FORMAT, checked_adapter_config, read_evaluation_settings
+from .prompt.io import load_adapter
 from .run_dir import RunDir
 from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data
 from .training.config import TrainConfig, load_run_config, recorded_environment
-from .training.strategies import load_trained
+from .training.trainable import load_trained
 
 DEFAULT_TARGET_LENGTH = 128
 DEFAULT_SCORING = "generate"
@@ -65,7 +66,7 @@ def load_from_adapter(
     metadata = read_json_object(path, RunError, "an adapter config")
     native = metadata.get("format") == FORMAT
     if native:
-        metadata = read_adapter_config(adapter_dir)  # format and version checked before any model loads
+        checked_adapter_config(metadata, path)  # format and version checked before any model loads
     evaluation = read_evaluation_settings(adapter_dir)
     name = model_name or metadata.get("base_model_name_or_path")
     if not name:

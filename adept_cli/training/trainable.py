@@ -14,15 +14,8 @@ from safetensors.torch import load_file
 from ..errors import AdeptError
 from ..files import write_json_atomic
 from ..hf import auto_model_class, hub_name, is_seq2seq, load_model
-from ..prompt.io import (
-    ADAPTER_WEIGHTS,
-    EVALUATION_FILE,
-    EVALUATION_KEY,
-    AdapterError,
-    load_adapter,
-    read_weights,
-    write_adapter,
-)
+from ..prompt.adapter_files import ADAPTER_WEIGHTS, EVALUATION_FILE, EVALUATION_KEY, AdapterError, read_weights
+from ..prompt.io import load_adapter, write_adapter
 from ..prompt.methods import get_method, method_config, method_names
 from ..prompt.model import DEFAULT_ADAPTER, PromptTunedModel
 from .config import TrainConfig, method_settings

@@ -1,0 +1,1 @@
+"""Outside frameworks adept plugs into: lm-evaluation-harness (`lm_eval.py`)."""

@@ -1,0 +1,77 @@
+"""What `GET /metrics` reports: requests by route and status, batches and their sizes, time in the queue."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Metrics:
+    """What /metrics reports."""
+
+    requests: dict[str, int] = field(default_factory=dict)  # "<route> <status>" -> count
+    batches: int = 0
+    rows: int = 0
+    largest_batch: int = 0
+    mixed_batches: int = 0  # batches holding rows of more than one adapter
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # rows per batch -> batches
+    queue_seconds: float = 0.0
+    generated_tokens: int = 0
+    busy_seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_request(self, route: str, status: int) -> None:
+        with self.lock:
+            key = f"{route} {status}"
+            self.requests[key] = self.requests.get(key, 0) + 1
+
+    def count_batch(self, jobs: Sequence[Any], started: float) -> None:
+        """A batch of jobs (each with its `adapter` and the time it was `enqueued`) that started running."""
+        with self.lock:
+            self.batches += 1
+            self.rows += len(jobs)
+            self.largest_batch = max(self.largest_batch, len(jobs))
+            self.mixed_batches += len({job.adapter for job in jobs}) > 1
+            self.batch_sizes[len(jobs)] = self.batch_sizes.get(len(jobs), 0) + 1
+            self.queue_seconds += sum(started - job.enqueued for job in jobs)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "requests": dict(self.requests),
+                "batches": self.batches,
+                "rows": self.rows,
+                "mean_batch_size": self.rows / self.batches if self.batches else 0.0,
+                "largest_batch": self.largest_batch,
+                "mixed_batches": self.mixed_batches,
+                "batch_sizes": {str(size): count for size, count in sorted(self.batch_sizes.items())},
+                "mean_queue_seconds": self.queue_seconds / self.rows if self.rows else 0.0,
+                "generated_tokens": self.generated_tokens,
+                "busy_seconds": self.busy_seconds,
+                "tokens_per_second": self.generated_tokens / self.busy_seconds if self.busy_seconds else 0.0,
+            }
+
+    def prometheus(self) -> str:
+        """The snapshot in Prometheus' text format."""
+        data = self.snapshot()
+        lines = ["# TYPE adept_requests_total counter"]
+        for key, count in sorted(data["requests"].items()):
+            route, status = key.rsplit(" ", 1)
+            lines.append(f'adept_requests_total{{route="{route}",status="{status}"}} {count}')
+        for name, kind in (
+            ("batches", "counter"),
+            ("rows", "counter"),
+            ("mean_batch_size", "gauge"),
+            ("largest_batch", "gauge"),
+            ("mixed_batches", "counter"),
+            ("mean_queue_seconds", "gauge"),
+            ("generated_tokens", "counter"),
+            ("busy_seconds", "counter"),
+            ("tokens_per_second", "gauge"),
+        ):
+            suffix = "_total" if kind == "counter" else ""
+            lines += [f"# TYPE adept_{name}{suffix} {kind}", f"adept_{name}{suffix} {data[name]}"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,84 @@
+"""The HTTP API's shapes: request bodies (pydantic models, unknown fields refused), the error body
+`{"error": {"message", "type", "code"}}`, and the limits every request is held to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .engine import RequestError, Sampling
+
+MAX_ROWS_PER_REQUEST = 1024
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_STOP_CHARS = 256
+ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/predict", "/v1/adapters")
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    prompt: str | list[str]
+    max_tokens: int = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    min_tokens: int = Field(0, ge=0)  # vLLM's extension: no end token before this many
+    n: int = 1
+    stream: bool = False
+    # Accepted for compatibility with OpenAI clients; only their neutral values can be honoured.
+    best_of: int | None = None
+    echo: bool = False
+    logprobs: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    suffix: str | None = None
+    user: str | None = None
+    stream_options: dict[str, Any] | None = None
+
+    def unsupported(self) -> str | None:
+        if self.n != 1 or self.best_of not in (None, 1):
+            return "n and best_of must be 1 (one completion per prompt)"
+        if self.echo or self.logprobs is not None or self.suffix is not None:
+            return "echo, logprobs and suffix are not supported"
+        if self.presence_penalty or self.frequency_penalty or self.logit_bias:
+            return "presence_penalty, frequency_penalty and logit_bias are not supported"
+        return None
+
+    def sampling(self) -> Sampling:
+        if self.min_tokens > self.max_tokens:
+            raise RequestError(f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})", "min_tokens")
+        return Sampling(self.temperature, self.top_p, self.seed, self.min_tokens)
+
+    def stops(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > 4 or not all(0 < len(stop) <= MAX_STOP_CHARS for stop in stops):
+            raise RequestError(f"stop takes at most 4 strings of 1 to {MAX_STOP_CHARS} characters", "invalid_stop")
+        return stops
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    inputs: dict[str, Any] | str | list[dict[str, Any] | str]
+
+
+class AdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=ADAPTER_NAME)
+    path: str
+    task: str | None = None
+
+
+def error_response(status: int, message: str, code: str, kind: str | None = None) -> JSONResponse:
+    kind = kind or {401: "authentication_error", 404: "not_found_error", 500: "server_error"}.get(
+        status, "invalid_request_error"
+    )
+    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status)

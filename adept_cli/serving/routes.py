@@ -1,0 +1,198 @@
+"""The routes of `adept serve`, at module level: each reads the engine, the batcher and the server's
+bookkeeping from `request.app.state` (set by `app.create_app`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from ..predicting import label_answer
+from ..prompt.model import AdapterNotFound
+from .batcher import Batcher, Job
+from .engine import Engine, Generated, GenerationRow, RequestError, Sampling, ServedAdapter
+from .protocol import MAX_ROWS_PER_REQUEST, AdapterRequest, CompletionRequest, PredictRequest
+
+information = APIRouter()
+adapters = APIRouter()
+work = APIRouter()
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def _batcher(request: Request) -> Batcher:
+    return request.app.state.batcher
+
+
+# -- information ------------------------------------------------------------------------------------
+
+
+@information.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    engine = _engine(request)
+    return {"status": "ok", "model": engine.model_name, "adapters": len(engine.adapters)}
+
+
+@information.get("/metrics")
+async def metrics(request: Request, format: str = "prometheus") -> Any:
+    counted = _batcher(request).metrics
+    if format == "json":
+        return counted.snapshot()
+    return PlainTextResponse(counted.prometheus(), media_type="text/plain; version=0.0.4")
+
+
+@information.get("/v1/models")
+async def models(request: Request) -> dict[str, Any]:
+    engine, state = _engine(request), request.app.state
+    data = [_model_card(engine.model_name, state.started, {"method": "base", "task": None, "prompt_len": 0})]
+    for name, served in list(engine.adapters.items()):
+        data.append(_model_card(name, state.created.get(name, state.started), served.describe()))
+    return {"object": "list", "data": data}
+
+
+def _model_card(name: str, created: int, details: dict[str, Any]) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "adept", **details}
+
+
+# -- adapters ----------------------------------------------------------------------------------------
+
+
+@adapters.post("/v1/adapters", status_code=201)
+async def add_adapter(request: Request, body: AdapterRequest) -> dict[str, Any]:
+    engine, created = _engine(request), request.app.state.created
+    if body.name == engine.model_name:
+        raise RequestError(f"{body.name!r} is the base model's name; choose another", "adapter_exists")
+    served: ServedAdapter = await run_in_threadpool(engine.add, body.name, body.path, body.task)
+    created[body.name] = int(time.time())
+    return _model_card(body.name, created[body.name], served.describe())
+
+
+@adapters.delete("/v1/adapters/{name}")
+async def remove_adapter(request: Request, name: str) -> dict[str, Any]:
+    await run_in_threadpool(_engine(request).remove, name)
+    request.app.state.created.pop(name, None)
+    return {"id": name, "object": "model", "deleted": True}
+
+
+# -- work --------------------------------------------------------------------------------------------
+
+
+@work.post("/v1/predict")
+async def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
+    engine, batcher = _engine(request), _batcher(request)
+    adapter = engine.resolve(body.model)
+    if adapter is None:
+        raise RequestError("/v1/predict needs an adapter with a task; the base model has none", "no_task")
+    queries = []
+    for index, row in enumerate(_as_rows(body.inputs, "inputs")):
+        try:
+            queries.append(engine.task_query(adapter, row))
+        except RequestError as error:
+            raise RequestError(f"inputs[{index}]: {error}", error.code) from None
+    if engine.predict_kind(adapter) == "classification":
+        words = list(engine.get(adapter).task.label_words)
+        jobs = [Job(adapter, score=(query, words)) for query in queries]
+        scores = await _results([batcher.submit(job) for job in jobs])
+        predictions = [label_answer(words, row) for row in scores]
+    else:
+        rows = [engine.predict_generation_row(adapter, query) for query in queries]
+        generated = await _results([batcher.submit(Job(adapter, generation=row, sampling=Sampling())) for row in rows])
+        predictions = [{"text": result.text} for result in generated]
+    return {"object": "list", "model": body.model, "predictions": predictions}
+
+
+@work.post("/v1/completions")
+async def completions(request: Request, body: CompletionRequest) -> Any:
+    engine, batcher = _engine(request), _batcher(request)
+    problem = body.unsupported()
+    if problem:
+        raise RequestError(problem, "unsupported_parameter")
+    adapter = engine.resolve(body.model)
+    stops = body.stops()
+    prompts = _as_rows(body.prompt, "prompt")
+    rows = [
+        GenerationRow(adapter, engine.prompt_ids(adapter, p, body.max_tokens), body.max_tokens, stops) for p in prompts
+    ]
+    sampling = body.sampling()
+    reply = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time())}
+    reply["model"] = body.model
+    if body.stream:
+        return StreamingResponse(_stream(batcher, rows, adapter, sampling, reply), media_type="text/event-stream")
+    results: list[Generated] = await _results(
+        [batcher.submit(Job(adapter, generation=row, sampling=sampling)) for row in rows]
+    )
+    choices = [_choice(index, result.text, result.finish_reason) for index, result in enumerate(results)]
+    prompt_tokens = sum(result.prompt_tokens for result in results)
+    completion_tokens = sum(result.completion_tokens for result in results)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    usage["total_tokens"] = prompt_tokens + completion_tokens
+    return {**reply, "choices": choices, "usage": usage}
+
+
+async def _stream(
+    batcher: Batcher, rows: list[GenerationRow], adapter: str | None, sampling: Sampling, reply: dict[str, Any]
+) -> AsyncIterator[str]:
+    loop, events = asyncio.get_running_loop(), asyncio.Queue()
+    gone = threading.Event()  # the client went away: its rows stop at the next step
+    for index, row in enumerate(rows):
+        row.on_text = lambda piece, index=index: _post(loop, events, (index, piece, None))
+        row.cancelled = gone.is_set
+        future = batcher.submit(Job(adapter, generation=row, sampling=sampling))
+        future.add_done_callback(lambda done, index=index: _post(loop, events, (index, None, done)))
+    try:
+        open_rows = len(rows)
+        while open_rows:
+            index, piece, done = await events.get()
+            if done is None:
+                yield _event({**reply, "choices": [_choice(index, piece, None)]})
+                continue
+            open_rows -= 1
+            if done.exception() is not None:
+                error = done.exception()
+                code = "model_not_found" if isinstance(error, AdapterNotFound) else "internal_error"
+                yield _event({"error": {"message": str(error), "type": "server_error", "code": code}})
+            else:
+                yield _event({**reply, "choices": [_choice(index, "", done.result().finish_reason)]})
+        yield "data: [DONE]\n\n"
+    finally:
+        gone.set()
+
+
+def _as_rows(value: Any, field: str) -> list:
+    rows = value if isinstance(value, list) else [value]
+    if not rows:
+        raise RequestError(f"{field} is an empty list", "empty_input")
+    if len(rows) > MAX_ROWS_PER_REQUEST:
+        raise RequestError(f"{field} has {len(rows)} entries; at most {MAX_ROWS_PER_REQUEST} per request", "too_many")
+    return rows
+
+
+def _post(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, item: Any) -> None:
+    """Hand an event from the model thread to a request's coroutine (which may be gone)."""
+    try:
+        loop.call_soon_threadsafe(events.put_nowait, item)
+    except RuntimeError:  # the event loop has closed: nobody is listening any more
+        pass
+
+
+async def _results(futures: list[Future]) -> list[Any]:
+    return list(await asyncio.gather(*(asyncio.wrap_future(future) for future in futures)))
+
+
+def _choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
+    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
