@@ -23,7 +23,7 @@ from .prompt.adapter_files import EVALUATION_FILE, EVALUATION_KEY, MERGED_PROMPT
 from .prompt.io import save_adapter
 from .prompt.model import PromptTunedModel
 
-FORMATS = ("adept", "peft", "merged")
+FORMATS = ("adept", "peft", "merged", "vllm")
 CHECK_TOLERANCE = 1e-4
 CHECK_NEW_TOKENS = 8  # greedy tokens compared per probe row
 PROBE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Is it true? Answer:")
@@ -266,6 +266,98 @@ def _encoder_table_is_shared(peft_model: Any) -> bool:
     return base.get_encoder().get_input_embeddings().weight is base.get_decoder().get_input_embeddings().weight
 
 
+VLLM_MANIFEST = "adept_vllm.json"
+VLLM_FORMAT = "adept-vllm"
+VLLM_FORMAT_VERSION = 1
+VLLM_PROMPT = "prompt.safetensors"
+VLLM_LORA = "lora"
+
+
+def embedding_lora_files(table_name: str, a: torch.Tensor, b: torch.Tensor, base_name: str) -> dict[str, Any]:
+    """A PEFT LoRA on the input embedding (`lora_embedding_A`: r x V, `lora_embedding_B`: d x r, scaling 1)
+    as the files vLLM loads: {"adapter_config.json": text, "adapter_model.safetensors": tensors}."""
+    rank = a.shape[0]
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": rank,
+        "lora_alpha": rank,  # scaling = alpha / r = 1: the product is the offset itself
+        "target_modules": [table_name.rsplit(".", 1)[-1]],
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "base_model_name_or_path": base_name,
+    }
+    prefix = f"base_model.model.{table_name}"
+    tensors = {f"{prefix}.lora_embedding_A": a.float().contiguous(), f"{prefix}.lora_embedding_B": b.float()}
+    tensors = {key: value.contiguous() for key, value in tensors.items()}
+    return {"adapter_config.json": json.dumps(config, indent=2) + "\n", "adapter_model.safetensors": tensors}
+
+
+def export_vllm(
+    model: PromptTunedModel, tokenizer: Any, output: Path, evaluation: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What vLLM needs to serve this adapter exactly (`adept serve --engine vllm`): the soft prompt rows (sent
+    as `prompt_embeds`), and for ADePT a LoRA on the embedding table whose product is f(E) for every token,
+    so that vLLM gives input and generated tokens their offsets. Checked before it is kept."""
+    from safetensors.torch import load_file, save_file
+
+    refusal = model.adapter.method.export_refusal("vllm")
+    if refusal:
+        raise ExportError(refusal)
+    if model.is_seq2seq:
+        raise ExportError("--format vllm is for causal models (vLLM serves a seq2seq prompt's encoder otherwise)")
+    embedding = model.adapted_embedding.embedding
+    if float(getattr(embedding, "embed_scale", 1.0)) != 1.0 or not isinstance(embedding, torch.nn.Embedding):
+        raise ExportError("--format vllm needs a plain nn.Embedding input table (this one scales its output)")
+    table = embedding.weight.detach()
+    table_name = next(name for name, module in model.base.named_modules() if module is model.adapted_embedding)
+    factors = model.adapter.method.token_offset_factors(model.adapter, table)
+    name = hub_name(model.base_model_name)
+    with atomic_directory(output) as scratch:
+        save_file({"prompt": model.adapter.prompt_rows().detach().float().contiguous()}, str(scratch / VLLM_PROMPT))
+        if factors is not None:
+            files = embedding_lora_files(table_name, *factors, name)
+            (scratch / VLLM_LORA).mkdir()
+            (scratch / VLLM_LORA / "adapter_config.json").write_text(files["adapter_config.json"], encoding="utf-8")
+            save_file(files["adapter_model.safetensors"], str(scratch / VLLM_LORA / "adapter_model.safetensors"))
+        manifest = {
+            "format": VLLM_FORMAT,
+            "format_version": VLLM_FORMAT_VERSION,
+            "method": model.config.method,
+            "base_model": name,
+            "prompt_len": model.prompt_len,
+            "dim": model.dim,
+            "lora": VLLM_LORA if factors is not None else None,
+            "lora_rank": factors[0].shape[0] if factors is not None else 0,
+            "evaluation": evaluation or {},
+        }
+        (scratch / VLLM_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        worst = _check_vllm_export(model, tokenizer, scratch, load_file)
+    return {"format": "vllm", "output": str(output), "max_embedding_difference": worst, "base_model": name}
+
+
+def _check_vllm_export(model: PromptTunedModel, tokenizer: Any, directory: Path, load_file: Any) -> float:
+    """The export's files, read back, rebuild adept's input embeddings: the probe rows as vLLM will see them
+    (prompt rows, then each token's embedding plus its LoRA offset) and every token's offset."""
+    table = model.adapted_embedding.embedding.weight.detach().float()
+    prompt = load_file(str(directory / VLLM_PROMPT))["prompt"]
+    offsets = torch.zeros_like(table)
+    if (directory / VLLM_LORA).is_dir():
+        lora = load_file(str(directory / VLLM_LORA / "adapter_model.safetensors"))
+        factor = {key.rsplit(".", 1)[-1]: value for key, value in lora.items()}
+        offsets = factor["lora_embedding_A"].T @ factor["lora_embedding_B"].T
+    with torch.no_grad():
+        found = model.adapter.offsets(torch.arange(len(table)), table, None)
+    worst = float((offsets - (found.float() if found is not None else 0)).abs().max())
+    for text in PROBE_TEXTS:
+        ids = tokenizer(text)["input_ids"]
+        rebuilt = torch.cat([prompt, (table + offsets)[ids]])
+        worst = max(worst, float((rebuilt - prompt_embeddings(model, ids).float()).abs().max()))
+    if worst > CHECK_TOLERANCE * max(1.0, float(table.abs().max())):
+        raise ExportError(f"the vLLM export does not rebuild adept's input embeddings (max difference {worst:.3g})")
+    return worst
+
+
 def push_to_hub(directory: Path, repo: str) -> str:
     try:
         from huggingface_hub import HfApi
@@ -298,6 +390,8 @@ def export(
         return export_adept(model, output, evaluation)
     if format == "peft":
         return export_peft(model, tokenizer, output)
+    if format == "vllm":
+        return export_vllm(model, tokenizer, output, evaluation)
     return export_merged(model, tokenizer, output, base_name=hub_repo, evaluation=evaluation)
 
 

@@ -378,36 +378,123 @@ def load_model(name: str, dtype: Any = None, quantization: str | None = None, de
 
 def _read_model(name: str, dtype: Any, quantization: str | None, device: Any) -> Any:
     source = resolve_model(name)
+    quantized = quantization not in (None, "none")
+    if source.gguf_file and quantized:
+        raise ModelError(
+            f"{name} is a GGUF file, whose blocks adept unpacks to float weights; quantization={quantization} "
+            "takes a transformers checkpoint (safetensors); use quantization=none for this model"
+        )
+    if source.gguf_file:  # its float weights, unpacked once and kept in the cache
+        source = ModelSource(name, str(dense_checkpoint(name)))
     loader = auto_model_class(load_config(name))
     kwargs: dict[str, Any] = {"dtype": dtype} if dtype is not None else {}
-    quantized = quantization not in (None, "none")
     if quantized:
-        if source.gguf_file:
-            raise ModelError(
-                f"{name} is a GGUF file, whose blocks adept unpacks to float weights; quantization={quantization} "
-                "takes a transformers checkpoint (safetensors); use quantization=none for this model"
-            )
         problem = quantization_problem(quantization, getattr(device, "type", str(device or "cpu")))
         if problem:
             raise ModelError(problem)
         kwargs["quantization_config"] = bitsandbytes_config(quantization, dtype)
         kwargs["device_map"] = {"": str(device or "cpu")}
-    if source.gguf_file:
-        kwargs["quantization_config"] = _dense_gguf(source)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # adept reports what it loads; no per-file bars
-    with _quiet_gguf_loading():
-        model = _load("weights", source, loader.from_pretrained, **kwargs)
+    model = _load("weights", source, loader.from_pretrained, **kwargs)
     if quantization == "4bit":
         keep_generic_4bit_kernel(model)
-    if source.gguf_file:
-        # The weights are plain float tensors now; without the quantizer marker the model trains, saves
-        # (full fine-tuning, merged export) and reloads like any dense checkpoint.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
     model.eval()
+    return model
+
+
+def model_folder(name: str) -> Path:
+    """A local folder holding the model's checkpoint, for engines that read files (vLLM): its own folder, the
+    unpacked copy of a GGUF file (`dense_checkpoint`), or a hub model's files downloaded into the hub cache."""
+    source = resolve_model(name)
+    if source.gguf_file:
+        return dense_checkpoint(name)
+    if not source.hub:
+        return Path(source.path)
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+
+    def download(path: str, **kwargs: Any) -> str:
+        return snapshot_download(path, allow_patterns=patterns, **kwargs)
+
+    return Path(_load("checkpoint", source, download))
+
+
+DENSE_MARKER = "adept_dense.json"  # written last into a cache entry: its absence means unfinished
+
+
+def cache_folder() -> Path:
+    """adept's cache: $ADEPT_CACHE, else $XDG_CACHE_HOME/adept, else ~/.cache/adept."""
+    root = os.environ.get("ADEPT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "adept")
+    return Path(root).expanduser()
+
+
+def dense_checkpoint(name: str) -> Path:
+    """A GGUF model's weights de-quantised to float safetensors, with its config and tokenizer: a folder
+    transformers and vLLM load like any checkpoint. Unpacking a GGUF file takes tens of seconds on a CPU,
+    so it is done once and kept in the cache folder, keyed by the file's sha256; an entry that is
+    unfinished or damaged (a kill while writing, a truncated file) is rebuilt."""
+    from .files import atomic_directory, sha256_file
+
+    source = resolve_model(name)
+    if not source.gguf_file:
+        raise ModelError(f"{name} is not a GGUF model: load its checkpoint directly")
+    gguf = Path(source.path) / source.gguf_file
+    digest = sha256_file(gguf)
+    folder = cache_folder() / "dense" / f"{gguf.stem}-{digest[:16]}"
+    if _dense_entry_intact(folder, digest):
+        return folder
+    model = _unpacked_gguf(source, load_config(name))
+    tokenizer = load_tokenizer(name)
+    try:
+        with atomic_directory(folder) as scratch:
+            model.save_pretrained(scratch, safe_serialization=True)
+            tokenizer.save_pretrained(scratch)
+            marker = {"source": str(gguf), "sha256": digest, "files": sorted(p.name for p in scratch.iterdir())}
+            (scratch / DENSE_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise ModelError(
+            f"cannot write the unpacked weights of {gguf.name} to {folder} ({error.strerror or error}); set "
+            "ADEPT_CACHE to a writable folder with room for them"
+        ) from None
+    return folder
+
+
+def _dense_entry_intact(folder: Path, digest: str) -> bool:
+    try:
+        marker = json.loads((folder / DENSE_MARKER).read_text(encoding="utf-8"))
+        files = marker["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if marker.get("sha256") != digest or not all((folder / file).is_file() for file in files):
+        return False
+    try:  # every weight file's header and size are whole (a truncated file fails here)
+        from safetensors import safe_open
+
+        for weights in folder.glob("*.safetensors"):
+            with safe_open(str(weights), "pt") as handle:
+                for key in handle.keys():
+                    handle.get_slice(key)
+        return True
+    except Exception:  # safetensors raises its own error types for a damaged file
+        return False
+
+
+def _unpacked_gguf(source: ModelSource, config: Any) -> Any:
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    with _quiet_gguf_loading():
+        model = _load(
+            "weights", source, auto_model_class(config).from_pretrained, quantization_config=_dense_gguf(source)
+        )
+    # The weights are plain float tensors now; without the quantizer marker the model saves and reloads
+    # like any dense checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     return model
 
 
@@ -454,9 +541,10 @@ def _dense_gguf(source: ModelSource) -> Any:
 FALLBACK_CONTEXT = 512  # positions assumed when neither the config nor the tokenizer states any
 
 
-def context_limit(base: Any, tokenizer: Any) -> int:
+def context_limit(model_or_config: Any, tokenizer: Any) -> int:
     """The most positions the model takes (prompt slots + input + new tokens)."""
-    config = base.config.get_text_config(decoder=True) if hasattr(base.config, "get_text_config") else base.config
+    config = getattr(model_or_config, "config", model_or_config)
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:

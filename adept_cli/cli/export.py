@@ -25,7 +25,7 @@ EXAMPLES = examples(
 @user_errors
 def export_command(
     run: Annotated[Path, typer.Option("--run", help="Run directory (its best adapter is exported).")],
-    format: Annotated[str, typer.Option("--format", "-f", help="adept | peft | merged.")] = "adept",
+    format: Annotated[str, typer.Option("--format", "-f", help="adept | peft | merged | vllm.")] = "adept",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Directory to write.")] = None,
     push_to_hub: Annotated[
         str | None, typer.Option("--push-to-hub", help="Also upload the export to this hub repo (needs a network).")

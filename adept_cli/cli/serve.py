@@ -75,6 +75,18 @@ def serve_command(
         ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+    engine_name: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="builtin (adept's own, this process) | vllm (continuous batching, several GPUs and nodes; "
+            "PT and ADePT; needs vLLM: docs/serving-vllm.md).",
+        ),
+    ] = "builtin",
+    vllm_args: Annotated[
+        str,
+        typer.Option("--vllm-args", help='vLLM\'s own engine flags, e.g. "--tensor-parallel-size 2 --max-loras 16".'),
+    ] = "",
 ) -> None:
     """Serve trained prompt adapters (PT, DePT, ADePT) over one frozen base model. Requests for different
     adapters that arrive together run in ONE forward pass, each row with its own prompt and offsets.
@@ -89,6 +101,10 @@ def serve_command(
         fail(f"--max-wait-ms must be >= 0; got {max_wait_ms}")
     if not 0 <= port <= 65535:
         fail(f"--port must be between 0 and 65535; got {port}")
+    if engine_name not in ("builtin", "vllm"):
+        fail(f"--engine must be builtin or vllm; got {engine_name!r}")
+    if vllm_args and engine_name != "vllm":
+        fail("--vllm-args applies to --engine vllm")
     pairs = _parse_adapters(adapter or [])
     if not pairs and model is None:
         fail("give at least one --adapter NAME=PATH, or --model to serve the base model alone")
@@ -103,12 +119,13 @@ def serve_command(
             f"change the adapters (set --api-key or ${API_KEY_ENV})"
         )
 
-    engine = _load(pairs, tasks, model, device)
+    engine = _load(pairs, tasks, model, device, engine_name, vllm_args)
     from ..serving.app import create_app
     from ..serving.batcher import Batcher
     from ..serving.server import serve
 
-    batcher = Batcher(engine, max_batch_size, max_wait_ms)
+    # vLLM batches requests itself: its engine is its own runner
+    batcher = engine if engine_name == "vllm" else Batcher(engine, max_batch_size, max_wait_ms)
     app = create_app(engine, batcher, api_key)
 
     def ready(url: str) -> None:
@@ -135,7 +152,9 @@ def _parse_tasks(values: list[str], names: list[str]) -> dict[str, str]:
     return tasks
 
 
-def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | None, device: str):
+def _load(
+    pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | None, device: str, engine: str, vllm_args: str
+):
     import torch
 
     from ..hf import load_model, load_tokenizer, same_model
@@ -155,9 +174,15 @@ def _load(pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | Non
     except RuntimeError:
         fail(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     with console.status(f"loading {base_name}"):
-        engine = Engine(load_model(base_name).to(target), load_tokenizer(base_name), base_name)
+        if engine == "vllm":
+            from ..serving.vllm_engine import VllmEngine
+
+            served = VllmEngine(base_name, load_tokenizer(base_name), vllm_args)
+        else:
+            served = Engine(load_model(base_name).to(target), load_tokenizer(base_name), base_name)
         for name, path, _ in sources:
-            engine.add(name, path, tasks.get(name))
-    if engine.model.not_shared_because is not None:
-        console.print(f"the prompt runs in every row: {engine.model.not_shared_because}", highlight=False)
-    return engine
+            served.add(name, path, tasks.get(name))
+    not_shared = getattr(getattr(served, "model", None), "not_shared_because", None)
+    if not_shared is not None:
+        console.print(f"the prompt runs in every row: {not_shared}", highlight=False)
+    return served

@@ -24,7 +24,7 @@ from ..encoding import Encoder, chat_format, pad_batch
 from ..errors import AdeptError
 from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
 from ..hf import context_limit, is_seq2seq
-from ..prompt.adapter_files import adapter_source
+from ..prompt.adapter_files import AdapterSource, adapter_source
 from ..prompt.model import AdapterNotFound, MixedAdapterModel
 from ..tasks.example import Example, RowError
 from ..tasks.spec import Task
@@ -194,27 +194,31 @@ class _RowsDone:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class Engine:
-    """The frozen base and its adapters. Every model call and adapter change holds `lock`, so adapters
-    come and go between batches, never during one. The tokenizer is used from the request handlers and
-    the batching thread; a fast tokenizer is not thread-safe, so every use holds `text_lock`."""
+class AdapterServer:
+    """What every engine shares: the adapters by name, the task that formats each one's /v1/predict rows,
+    and turning requests into token ids. A subclass runs the model (`Engine`: adept's own, in this
+    process; `serving.vllm_engine.VllmEngine`: vLLM) and loads or drops an adapter's weights
+    (`_load`, `_unload`). Adapter changes hold `lock`; the tokenizer, which a fast tokenizer does not
+    allow from two threads at once, is used under `text_lock`."""
 
-    def __init__(self, base: Any, tokenizer: Any, model_name: str):
-        self.model = MixedAdapterModel(base.eval(), model_name)
+    def __init__(self, tokenizer: Any, model_name: str, config: Any):
         self.tokenizer = tokenizer
         self.model_name = model_name
-        self.is_seq2seq = is_seq2seq(base)
-        self.context = context_limit(base, tokenizer)
+        self.is_seq2seq = is_seq2seq(config)
+        self.context = context_limit(config, tokenizer)
         self.adapters: dict[str, ServedAdapter] = {}
         self.lock = threading.RLock()
         self.text_lock = threading.Lock()
         self.base_encoder = Encoder(tokenizer, self.is_seq2seq, self.context, DEFAULT_TARGET_LENGTH)
-        self.device = next(base.parameters()).device
-        # A CPU's time is proportional to the padded tokens, whatever the batch: length-sorted chunks pad
-        # less. An accelerator gains from width: one forward pass.
-        self.score_chunk: int | None = SCORE_CHUNK_ON_CPU if self.device.type == "cpu" else None
         end = tokenizer.eos_token_id
         self.end_ids = {end} if end is not None else set()
+
+    def _load(self, name: str, source: AdapterSource) -> int:
+        """Make the adapter's weights available under `name`; returns its prompt length."""
+        raise NotImplementedError
+
+    def _unload(self, name: str) -> None:
+        raise NotImplementedError
 
     # -- adapters ----------------------------------------------------------------------------------
 
@@ -240,8 +244,7 @@ class Engine:
         with self.lock:
             if name in self.adapters:
                 raise RequestError(f"an adapter named {name!r} is already loaded; remove it first", "adapter_exists")
-            self.model.add_adapter(name, source.directory)
-            prompt_len = self.model.adapted_embedding.adapters[name].prompt_len
+            prompt_len = self._load(name, source)
             served = ServedAdapter(name, source.method, str(path), prompt_len, chosen, encoder)
             self.adapters[name] = served
         return served
@@ -249,7 +252,7 @@ class Engine:
     def remove(self, name: str) -> None:
         with self.lock:
             self.get(name)
-            self.model.remove_adapter(name)
+            self._unload(name)
             del self.adapters[name]
 
     def get(self, name: str) -> ServedAdapter:
@@ -304,6 +307,47 @@ class Engine:
         except RowError as error:
             raise RequestError(str(error), "bad_input") from None
 
+    def decode(self, tokens: list[int]) -> str:
+        with self.text_lock:
+            return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _encoder(self, adapter: str | None) -> Encoder:
+        return self.base_encoder if adapter is None else self.get(adapter).encoder
+
+    # -- the predict route --------------------------------------------------------------------------
+
+    def predict_kind(self, adapter: str) -> str:
+        task = self.get(adapter).task
+        return "classification" if task is not None and task.kind == "classification" else "generation"
+
+    def predict_generation_row(self, adapter: str, query: Example) -> GenerationRow:
+        """Greedy generation as `adept predict` runs it: the task's input length and answer length."""
+        served = self.get(adapter)
+        with self.text_lock:
+            ids, new_tokens = served.encoder.prompt_ids(query), max_new_tokens(served.task, served.encoder)
+        return GenerationRow(adapter, ids, new_tokens)
+
+
+class Engine(AdapterServer):
+    """adept's own engine: the frozen base and its adapters in one `MixedAdapterModel`; rows of different
+    adapters share one forward pass (see the module docstring). Every model call holds `lock`, so
+    adapters come and go between batches, never during one."""
+
+    def __init__(self, base: Any, tokenizer: Any, model_name: str):
+        super().__init__(tokenizer, model_name, base)
+        self.model = MixedAdapterModel(base.eval(), model_name)
+        self.device = next(base.parameters()).device
+        # A CPU's time is proportional to the padded tokens, whatever the batch: length-sorted chunks pad
+        # less. An accelerator gains from width: one forward pass.
+        self.score_chunk: int | None = SCORE_CHUNK_ON_CPU if self.device.type == "cpu" else None
+
+    def _load(self, name: str, source: AdapterSource) -> int:
+        self.model.add_adapter(name, source.directory)
+        return self.model.adapted_embedding.adapters[name].prompt_len
+
+    def _unload(self, name: str) -> None:
+        self.model.remove_adapter(name)
+
     # -- work --------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -338,7 +382,7 @@ class Engine:
     @torch.no_grad()
     def generate(self, rows: Sequence[GenerationRow], sampling: Sampling) -> list[Generated]:
         """Every row in one `generate` call; a seeded sampling is reproducible (run it alone)."""
-        decoders = [RowDecoder(self._decode, row, self.end_ids) for row in rows]
+        decoders = [RowDecoder(self.decode, row, self.end_ids) for row in rows]
         batch = pad_batch([{"input_ids": row.input_ids} for row in rows], self.tokenizer.pad_token_id)
         kwargs = dict(
             max_new_tokens=max(row.max_tokens for row in rows),
@@ -359,23 +403,3 @@ class Engine:
                 **kwargs,
             )
         return [decoder.close() for decoder in decoders]
-
-    def _decode(self, tokens: list[int]) -> str:
-        with self.text_lock:
-            return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-    def _encoder(self, adapter: str | None) -> Encoder:
-        return self.base_encoder if adapter is None else self.get(adapter).encoder
-
-    # -- the predict route --------------------------------------------------------------------------
-
-    def predict_kind(self, adapter: str) -> str:
-        task = self.get(adapter).task
-        return "classification" if task is not None and task.kind == "classification" else "generation"
-
-    def predict_generation_row(self, adapter: str, query: Example) -> GenerationRow:
-        """Greedy generation as `adept predict` runs it: the task's input length and answer length."""
-        served = self.get(adapter)
-        with self.text_lock:
-            ids, new_tokens = served.encoder.prompt_ids(query), max_new_tokens(served.task, served.encoder)
-        return GenerationRow(adapter, ids, new_tokens)

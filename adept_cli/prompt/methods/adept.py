@@ -42,7 +42,7 @@ class Adept(PromptMethod):
     shape_fields = ("bottleneck",)
     settings = ("bottleneck", "dropout")
     offsets_follow = "tokens"
-    exports = ("adept", "merged")
+    exports = ("adept", "merged", "vllm")
 
     def count(self, dim: int, prompt_len: int, size: int | None, max_length: int) -> int:
         return prompt_len * dim + 2 * dim * size + size + dim
@@ -57,6 +57,16 @@ class Adept(PromptMethod):
 
     def offsets(self, adapter: Any, ids: Any, embeds: Any, positions: Any) -> Any:
         return adapter.token_offsets(embeds.to(adapter.prompt.dtype)).to(embeds.dtype)
+
+    def token_offset_factors(self, adapter: Any, table: Any) -> tuple[Any, Any]:
+        # f(E[id]) = ReLU(E[id] W_down + b1) W_up + b2 = [ReLU(E[id] W_down + b1), 1] [W_up; b2]: rank r + 1.
+        import torch
+
+        f = adapter.token_offsets
+        hidden = torch.relu(table.to(f.down.dtype) @ f.down + f.down_bias)
+        a = torch.cat([hidden, torch.ones_like(hidden[:, :1])], dim=1).T
+        b = torch.cat([f.up, f.up_bias.unsqueeze(0)], dim=0).T
+        return a.contiguous(), b.contiguous()
 
 
 METHOD = Adept()

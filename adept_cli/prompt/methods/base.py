@@ -75,6 +75,12 @@ class PromptMethod:
         of methods whose offsets follow positions)."""
         raise NotImplementedError(f"method {self.name} has no position offsets to roll")
 
+    def token_offset_factors(self, adapter: Any, table: Any) -> tuple[Any, Any] | None:
+        """Where every vocabulary token's offset is a product of two factors, (A, B) with offset(id) =
+        A[:, id] @ B.T over the (V x d) input embedding `table`: a LoRA on the embedding table computes it
+        (`--format vllm`). None for methods without token offsets."""
+        return None
+
     def parameter_groups(self, adapter: Any) -> dict[str, list[Any]]:
         """Trainable tensors by learning-rate group: "prompt" (lr_prompt) and "offsets" (lr_offsets)."""
         others = [parameter for name, parameter in adapter.named_parameters() if name != "prompt"]
@@ -100,4 +106,10 @@ class PromptMethod:
             )
         if format == "merged" and self.offsets_follow is None:
             return f"--format merged folds offsets into the embedding table; {self.name} has none to merge. Use {other}"
+        if format == "vllm":
+            return (
+                f"--format vllm gives generated tokens their offsets through a LoRA on the embedding table, the "
+                f"same for a token wherever it stands; {self.name}'s offsets depend on the position, so generated "
+                f"tokens would lose theirs. Serve it with adept's own engine: use {other}"
+            )
         return f"a {self.name} adapter cannot be exported as {format}. Use {other}"

@@ -28,7 +28,7 @@ class PromptTuning(PromptMethod):
     name = "pt"
     title = "PT"
     config_class = PromptTuningConfig
-    exports = ("adept", "peft")
+    exports = ("adept", "peft", "vllm")
 
 
 METHOD = PromptTuning()

