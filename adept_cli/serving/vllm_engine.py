@@ -77,7 +77,7 @@ class VllmEngine(AdapterServer):
         self.loras: dict[str, Any] = {}
         self._lora_ids = iter(range(2, 1 << 30))
         self.zero_lora = vllm.lora.request.LoRARequest(ZERO_LORA, 1, str(self._write_lora(ZERO_LORA, None)))
-        self.args = _engine_args(self.folder, vllm_args)
+        self.args = _engine_args(self.folder, vllm_args, self.table_name)
         self.metrics = Metrics()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="adept-vllm", daemon=True)
@@ -298,9 +298,11 @@ def _input_table(folder: Path, config: Any) -> tuple[str, torch.Tensor]:
     raise ModelError(f"{folder}: no {name}.weight in its safetensors files")
 
 
-def _engine_args(folder: Path, vllm_args: str) -> Any:
+def _engine_args(folder: Path, vllm_args: str, table_name: str) -> Any:
     """vLLM's engine settings: what the user passed in vLLM's own flags (`--vllm-args "..."`), with what
-    adept's rows need set: prompt embeddings, LoRA, and raw log-probabilities for label scores."""
+    adept's rows need set: prompt embeddings, LoRA on the input embedding only (adept's LoRAs touch nothing
+    else; without the restriction vLLM wraps every linear layer, which every row then pays for), and raw
+    log-probabilities for label scores."""
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
@@ -313,6 +315,8 @@ def _engine_args(folder: Path, vllm_args: str) -> Any:
     args.enable_prompt_embeds = True
     args.enable_lora = True
     args.max_logprobs = max(args.max_logprobs, 1)
+    if "--lora-target-modules" not in vllm_args:
+        args.lora_target_modules = [table_name.rsplit(".", 1)[-1]]
     if "--max-lora-rank" not in vllm_args:
         args.max_lora_rank = 64
     if "--max-loras" not in vllm_args:
