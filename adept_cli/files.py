@@ -72,6 +72,8 @@ def read_json_object(path: str | os.PathLike, error: type[Exception], what: str)
         raise error(f"cannot read {what} {path}: {problem.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as problem:
         raise error(f"{path} is not valid JSON ({problem})") from None
+    except RecursionError:
+        raise error(f"{path} is nested too deeply to be {what}") from None
     if not isinstance(data, dict):
         raise error(f"{path} is not {what} (a JSON object)")
     return data

@@ -345,6 +345,22 @@ def test_a_malformed_or_hostile_record_is_a_failure_not_a_crash(record) -> None:
     assert result.status == "failed" and result.detail.startswith("test 1 (add(1, 2)): "), result
 
 
+@pytest.mark.parametrize(
+    "returned",
+    ["10 ** 5000", "-(10 ** 5000)", "[1, 10 ** 5000]", "Fraction(1 << 2_000_000, 3)", "(1 << (1 << 22))"],
+    ids=["big-int", "big-negative", "big-int-inside", "huge-fraction", "huge-int"],
+)
+def test_a_huge_wrong_value_fails_that_program_quickly(returned) -> None:
+    """Once a lost evaluation: repr() of an int over 4,300 digits raised outside the grader's guard, and a
+    Fraction of 2-Mbit parts tied up the parent for a minute."""
+    begin = time.monotonic()
+    program = f"from fractions import Fraction\ndef add(a, b):\n    return {returned}\n"
+    results = check_solutions([(program, TESTS, ""), (RIGHT, TESTS, "")])
+    assert results[0].status == "failed" and results[1].passed, results
+    assert len(results[0].detail) <= 300
+    assert time.monotonic() - begin < 20
+
+
 def test_a_wrong_value_is_named_with_what_the_program_returned() -> None:
     result = check_solution(WRONG, TESTS)
     assert result.detail == "AssertionError: add(1, 2) == 3 (got -1)"
@@ -389,6 +405,24 @@ def test_mbpp_reference_solutions_pass() -> None:
     results = check_solutions(items, workers=2)
     failed = {row["task_id"]: result.detail for row, result in zip(rows, results) if not result.passed}
     assert not failed
+
+
+def test_the_program_cannot_make_a_user_namespace(each_sandbox) -> None:
+    """In a user namespace of its own the program would hold every capability again: it could mount a
+    tmpfs and fill this machine's memory (seen: 1.5 GB). Neither the system call nor a tool may make one."""
+    attack = """
+import ctypes, os, subprocess
+libc = ctypes.CDLL(None, use_errno=True)
+direct = libc.unshare(0x10000000 | 0x00020000)  # CLONE_NEWUSER | CLONE_NEWNS
+forked = os.fork()
+if forked == 0:
+    os._exit(0 if libc.unshare(0x10000000) == 0 else 1)
+child = os.waitstatus_to_exitcode(os.waitpid(forked, 0)[1])
+tool = subprocess.run(["unshare", "-Urm", "true"], capture_output=True).returncode
+"""
+    checks = ["assert direct == -1", "assert child == 1", "assert tool != 0"]
+    result = check_solution(RIGHT + attack, [*TESTS, *checks])
+    assert result.passed, result.detail
 
 
 def test_the_program_cannot_fill_this_machines_disk(each_sandbox) -> None:

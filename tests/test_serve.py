@@ -138,7 +138,8 @@ class Server:
 @pytest.fixture(scope="module")
 def server(adapters):
     args = [arg for name, path in adapters.items() for arg in ("--adapter", f"{name}={path}")]
-    started = Server(*args, "--max-wait-ms", "30", "--max-batch-size", "64", "--api-key", KEY)
+    folder = next(iter(adapters.values())).parent  # every adapter of the tests lies here
+    started = Server(*args, "--adapter-dir", str(folder), "--max-wait-ms", "30", "--max-batch-size", "64", "--api-key", KEY)
     yield started
     assert started.stop() == 0, "".join(started.output)
 
@@ -249,8 +250,10 @@ BAD = [
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "max_tokens": 10**9}}, 400, "at most 512"),
     ("POST", "/v1/completions", {"json": ["a", "list"]}, 422, "body"),
     ("POST", "/v1/adapters", {"json": {"name": "../x", "path": "/tmp"}}, 422, "name"),
-    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "/nonexistent/dir"}}, 400, "no such run or adapter"),
-    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "/etc"}}, 400, "neither a run directory"),
+    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "/nonexistent/dir"}}, 403, "not a run or adapter directory under"),
+    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "/etc"}}, 403, "not a run or adapter directory under"),
+    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "../../../etc"}}, 403, "not a run or adapter directory under"),
+    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "rte-adept", "task": "/tmp/t.yaml"}}, 403, "built-in task"),
     ("DELETE", "/v1/adapters/nope", {}, 404, "no adapter named 'nope'"),
     ("GET", "/v1/nowhere", {}, 404, "Not Found"),
     ("POST", "/v1/predict", {"content": b"x" * (9 * 1024 * 1024)}, 413, "over"),
@@ -353,3 +356,61 @@ def test_a_taken_port_is_one_line(adapters) -> None:
         port = str(taken.getsockname()[1])
         result = runner.invoke(app, ["serve", "--adapter", f"a={adapters['sst2-pt']}", "--port", port])
     assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output, result.output
+
+
+def test_a_huge_prompt_does_not_hold_up_health_checks(server) -> None:
+    """Tokenizing runs outside the event loop: /health answers while a 7 MB prompt is being tokenized."""
+    done: dict[str, float] = {}
+
+    def send() -> None:
+        start = time.perf_counter()
+        call(server, "POST", "/v1/completions", json={"model": "sst2-pt", "prompt": "word " * 1_400_000})
+        done["seconds"] = time.perf_counter() - start
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.5)  # the body is in; tokenizing has begun
+    waits = []
+    while sender.is_alive() and len(waits) < 5:
+        start = time.perf_counter()
+        assert httpx.get(server.url + "/health", timeout=30).status_code == 200
+        waits.append(time.perf_counter() - start)
+    sender.join()
+    assert waits, f"the huge prompt was answered within 0.5 s ({done}); the check needs a slower one"
+    assert max(waits) < 1.0, (waits, done)
+
+
+def test_connections_that_never_finish_a_request_are_dropped_and_shutdown_is_bounded(adapters) -> None:
+    """Idle, slow-header and half-sent-body connections are closed after --request-timeout; SIGTERM with
+    such a client connected still ends the server promptly, with status 0."""
+    import socket
+    from urllib.parse import urlparse
+
+    started = Server("--adapter", f"pt={adapters['sst2-pt']}", "--request-timeout", "1", "--shutdown-timeout", "5")
+    address = urlparse(started.url)
+    sends = [b"", b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n",  # idle; headers never finished
+             b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"model\""]  # fmt: skip
+    clients = []
+    for data in sends:
+        client = socket.create_connection((address.hostname, address.port), timeout=10)
+        client.sendall(data)
+        clients.append(client)
+
+    def closed_by_the_server(client: socket.socket) -> bool:
+        try:
+            return client.recv(1024) == b""  # an orderly close
+        except ConnectionResetError:
+            return True
+        except TimeoutError:  # still open after 10 s
+            return False
+
+    begin = time.monotonic()
+    assert [closed_by_the_server(client) for client in clients] == [True, True, True]
+    assert time.monotonic() - begin < 8
+    late = socket.create_connection((address.hostname, address.port), timeout=10)
+    late.sendall(sends[2])  # a half-sent body held open across SIGTERM
+    begin = time.monotonic()
+    assert started.stop() == 0, "".join(started.output)
+    assert time.monotonic() - begin < 15
+    for client in (*clients, late):
+        client.close()

@@ -74,6 +74,22 @@ def serve_command(
             "--api-key", envvar=API_KEY_ENV, help=f"Require this key on every route but /health (or ${API_KEY_ENV})."
         ),
     ] = None,
+    adapter_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--adapter-dir",
+            help="A folder whose runs and adapters POST /v1/adapters may load; repeat for more. Without one, "
+            "adding adapters over HTTP is off.",
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float,
+        typer.Option("--request-timeout", help="Seconds a client has to send a whole request before it is dropped."),
+    ] = 30.0,
+    shutdown_timeout: Annotated[
+        float,
+        typer.Option("--shutdown-timeout", help="On SIGTERM, seconds to finish the requests in flight before exit."),
+    ] = 60.0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
     engine_name: Annotated[
         str,
@@ -99,6 +115,8 @@ def serve_command(
     require_at_least(1, max_batch_size=max_batch_size)
     if max_wait_ms < 0:
         fail(f"--max-wait-ms must be >= 0; got {max_wait_ms}")
+    if not request_timeout > 0 or not shutdown_timeout >= 0:
+        fail(f"--request-timeout must be > 0 and --shutdown-timeout >= 0; got {request_timeout}, {shutdown_timeout}")
     if not 0 <= port <= 65535:
         fail(f"--port must be between 0 and 65535; got {port}")
     if engine_name not in ("builtin", "vllm"):
@@ -109,6 +127,9 @@ def serve_command(
     if not pairs and model is None:
         fail("give at least one --adapter NAME=PATH, or --model to serve the base model alone")
     tasks = _parse_tasks(task or [], [name for name, _ in pairs])
+    for folder in adapter_dir or []:
+        if not folder.is_dir():
+            fail(f"--adapter-dir {folder}: not a directory")
 
     from ..serving.server import LOCAL_HOSTS, bind
 
@@ -126,14 +147,14 @@ def serve_command(
 
     # vLLM batches requests itself: its engine is its own runner
     batcher = engine if engine_name == "vllm" else Batcher(engine, max_batch_size, max_wait_ms)
-    app = create_app(engine, batcher, api_key)
+    app = create_app(engine, batcher, api_key, [str(folder) for folder in adapter_dir or []])
 
     def ready(url: str) -> None:
         names = ", ".join(engine.adapters) or "none"
         line = f"adept serve: listening on {url} (base {engine.model_name}; adapters: {names})"
         console.print(line, highlight=False, soft_wrap=True)
 
-    serve(app, sock, ready)
+    serve(app, sock, ready, request_timeout=request_timeout, shutdown_timeout=shutdown_timeout)
     console.print("adept serve: stopped", highlight=False)
 
 

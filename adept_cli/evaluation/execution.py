@@ -49,6 +49,11 @@ DEFAULT_MEMORY_MB = 1024
 MAX_FILE_MB = 16  # any file the program writes, its captured stdout / stderr included
 MAX_OPEN_FILES = 64
 MAX_PROCESSES = 64
+# Values rebuilt from a program's records are bounded, so that rebuilding and comparing them stays cheap:
+# an int of at most 2^20 bits (comparing is linear), a fraction's parts of at most 2^16 bits (building one
+# takes a gcd, quadratic in the size: 8-Mbit parts took a minute).
+MAX_INT_BITS = 1 << 20
+MAX_FRACTION_BITS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -175,11 +180,11 @@ def _rebuild(node: Any) -> Any:
         if tag == "bool" and isinstance(fields[0], bool):
             return fields[0]
         if tag == "int":
-            return int(fields[0], 16)
+            return _bounded_int(fields[0], MAX_INT_BITS)
         if tag == "float":
             return float.fromhex(fields[0])
         if tag == "fraction":
-            return Fraction(int(fields[0], 16), int(fields[1], 16))
+            return Fraction(_bounded_int(fields[0], MAX_FRACTION_BITS), _bounded_int(fields[1], MAX_FRACTION_BITS))
         if tag == "complex":
             return complex(float.fromhex(fields[0]), float.fromhex(fields[1]))
         if tag == "decimal":
@@ -201,6 +206,26 @@ def _rebuild(node: Any) -> Any:
             f"returned a value of type {str(fields[0])[:60]}, which is compared only as plain data ({_PLAIN})"
         )
     raise _Unreadable(f"unknown tag {tag[:20]!r}")
+
+
+def _bounded_int(text: Any, bits: int) -> int:
+    """An int from its record (hex), refused beyond `bits` before it is built."""
+    if not isinstance(text, str):
+        raise _Unreadable(f"not a number: {str(text)[:40]}")
+    if len(text.lstrip("-").removeprefix("0x")) > bits // 4 + 1:
+        raise _Unreadable(f"an integer of more than {bits:,} bits, which is not compared")
+    return int(text, 16)
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """`repr(value)` cut to `limit` characters; a value Python will not print (an int over 4,300 digits)
+    or whose repr fails is named by its type and size."""
+    try:
+        text = repr(value)
+    except Exception:
+        size = f" of {value.bit_length():,} bits" if isinstance(value, int) else ""
+        return f"<{type(value).__name__}{size}>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _limits(timeout: float, memory_mb: int) -> list[tuple[str, int]]:
@@ -246,9 +271,8 @@ def _verdict(tests: list[_ValueTest | str], records: dict[int, str]) -> Executio
             reason = str(error) if isinstance(error, _Unreadable) else f"{type(error).__name__}: {error}"
             return ExecutionResult("failed", f"test {index + 1} ({test.expression}): {reason}"[:300])
         if not equal:
-            got = repr(value)
-            got = got if len(got) <= 200 else got[:200] + "..."
-            return ExecutionResult("failed", f"AssertionError: {test.expression} == {test.expected!r} (got {got})")
+            detail = f"AssertionError: {test.expression} == {_shown(test.expected)} (got {_shown(value)})"
+            return ExecutionResult("failed", detail[:300])
     return ExecutionResult("passed")
 
 
@@ -321,7 +345,11 @@ def check_solution(
     test; passed only if every test passed (see the module docstring)."""
     sandbox = sandbox_for(allow_unsafe_exec)
     with scratch_folder() as scratch:
-        return _run(sandbox, scratch, "\n".join([code, setup]), tests, timeout, memory_mb)
+        try:
+            return _run(sandbox, scratch, "\n".join([code, setup]), tests, timeout, memory_mb)
+        except (ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as error:
+            # judging this program's output went wrong: that fails this program, never the evaluation
+            return ExecutionResult("failed", f"its results could not be judged ({type(error).__name__}: {error})"[:300])
 
 
 def check_solutions(

@@ -8,12 +8,14 @@ request and error shapes in `protocol.py`.
   server-sent events.
 - `POST /v1/predict`: `inputs` (one row of task fields, a string, or a list of them) answered as
   `adept predict` answers them: the label and a probability per label word, or the generated text.
-- `POST /v1/adapters` (`name`, `path`, optional `task`) and `DELETE /v1/adapters/NAME` while serving.
+- `POST /v1/adapters` (`name`, `path`, optional `task`: a built-in task) and `DELETE /v1/adapters/NAME`
+  while serving; a path must lie inside a folder the server was started with (`--adapter-dir`).
 - `GET /health` and `GET /metrics` (Prometheus text; `?format=json` for JSON).
 
 Every error is `{"error": {"message", "type", "code"}}`: 400 for a request that cannot be answered as
 asked (malformed JSON, a prompt longer than the model takes), 401 without the API key, 404 for an
-unknown adapter, 409 for a name already in use, 413 for a body over the limit, 422 for fields of the
+unknown adapter, 403 for an adapter path outside the allowed folders, 409 for a name already in use, 411
+for a body without Content-Length, 413 for a body over the limit, 422 for fields of the
 wrong shape. An error ends its request only; the server goes on.
 """
 
@@ -34,6 +36,7 @@ from starlette.exceptions import HTTPException
 from ..errors import AdeptError
 from ..prompt.model import AdapterNotFound
 from . import routes
+from .adapter_folders import AdapterFolders
 from .batcher import Batcher
 from .engine import Engine, RequestError
 from .protocol import MAX_BODY_BYTES, error_response
@@ -41,8 +44,12 @@ from .protocol import MAX_BODY_BYTES, error_response
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/predict", "/v1/adapters")
 
 
-def create_app(engine: Engine, batcher: Batcher, api_key: str | None = None) -> FastAPI:
+def create_app(
+    engine: Engine, batcher: Batcher, api_key: str | None = None, adapter_dirs: list[str] | None = None
+) -> FastAPI:
+    """`adapter_dirs`: the folders POST /v1/adapters may load from (none: adding over HTTP is off)."""
     metrics = batcher.metrics
+    folders = AdapterFolders(adapter_dirs or [])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +60,7 @@ def create_app(engine: Engine, batcher: Batcher, api_key: str | None = None) -> 
             await run_in_threadpool(batcher.stop)
 
     app = FastAPI(title="adept", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine, app.state.batcher = engine, batcher
+    app.state.engine, app.state.batcher, app.state.adapter_folders = engine, batcher, folders
     app.state.started, app.state.created = int(time.time()), {}  # when each model was added, for /v1/models
     for router in (routes.information, routes.adapters, routes.work):
         app.include_router(router)
@@ -82,11 +89,15 @@ def create_app(engine: Engine, batcher: Batcher, api_key: str | None = None) -> 
 
     @app.exception_handler(RequestError)
     async def bad_request(request: Request, error: RequestError) -> JSONResponse:
-        return error_response(409 if error.code == "adapter_exists" else 400, str(error), error.code)
+        return error_response(error.status, str(error), error.code)
 
     @app.exception_handler(AdeptError)
     async def user_error(request: Request, error: AdeptError) -> JSONResponse:
         return error_response(400, str(error), "invalid_request")
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, error: RecursionError) -> JSONResponse:
+        return error_response(400, "the request body is nested too deeply", "nested_too_deeply")
 
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception) -> JSONResponse:
@@ -110,7 +121,13 @@ def create_app(engine: Engine, batcher: Batcher, api_key: str | None = None) -> 
                 return error_response(
                     401, "missing or wrong API key (send Authorization: Bearer KEY)", "invalid_api_key"
                 )
-        length = request.headers.get("content-length", "0")
+        length = request.headers.get("content-length")
+        if length is None and (request.method in ("POST", "PUT", "PATCH") or "transfer-encoding" in request.headers):
+            # a chunked body has no length to check before it is read; every client of this API can send one
+            return error_response(
+                411, "send the body with a Content-Length header (chunked bodies are not accepted)", "length_required"
+            )
+        length = length or "0"
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
             return error_response(413, f"the request body is over {MAX_BODY_BYTES} bytes", "body_too_large")
         return None

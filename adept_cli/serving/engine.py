@@ -38,9 +38,23 @@ SCORE_CHUNK_ON_CPU = 8
 class RequestError(AdeptError, ValueError):
     """A request the server cannot answer as asked (HTTP 400); the message says why."""
 
-    def __init__(self, message: str, code: str = "invalid_request"):
+    def __init__(self, message: str, code: str = "invalid_request", status: int = 400):
         super().__init__(message)
         self.code = code
+        self.status = 409 if code == "adapter_exists" else status
+
+
+class AdapterOutsideFolders(RequestError):
+    """A path that is not an adapter under the folders the server allows (HTTP 403). The message is the
+    same whether or not the path exists, so a client learns nothing about the rest of the machine."""
+
+    def __init__(self, path: str):
+        super().__init__(
+            f"{path!r} is not a run or adapter directory under the folders this server loads adapters from "
+            "(adept serve --adapter-dir)",
+            "adapter_not_allowed",
+            403,
+        )
 
 
 @dataclass
@@ -222,12 +236,18 @@ class AdapterServer:
 
     # -- adapters ----------------------------------------------------------------------------------
 
-    def add(self, name: str, path: str | Path, task: str | None = None) -> ServedAdapter:
+    def add(
+        self, name: str, path: str | Path, task: str | None = None, allowed: Callable[[Path], bool] | None = None
+    ) -> ServedAdapter:
         """Load a run's best adapter or an adapter directory under `name`, with the task that formats its
-        /v1/predict inputs (the recorded one unless `task` is given)."""
-        from ..tasks import get_task
+        /v1/predict inputs (the recorded one unless `task` is given). A task file is read without running
+        its code (serving formats rows, never scores them). `allowed`, where given (adapters added over
+        HTTP), must accept every file the adapter is read from: its directory and a recorded task file."""
+        from ..tasks import get_task, is_task_file
 
         source = adapter_source(path)
+        if allowed is not None and not allowed(source.directory.resolve()):
+            raise AdapterOutsideFolders(str(path))
         several = source.evaluation.get("tasks")
         if task is None and several:
             raise RequestError(
@@ -236,7 +256,14 @@ class AdapterServer:
                 "task_required",
             )
         task_name = task or source.evaluation.get("task")
-        chosen = get_task(task_name) if task_name else None
+        if allowed is not None and task_name and is_task_file(task_name) and not allowed(Path(task_name).resolve()):
+            raise RequestError(
+                f"{path} records the task file {task_name!r}, outside the folders this server loads from; "
+                'name a built-in task with "task"',
+                "task_not_allowed",
+                403,
+            )
+        chosen = get_task(task_name, run_code=False) if task_name else None
         max_length = source.evaluation.get("max_length") or (chosen.max_length if chosen else self.context)
         target_length = source.evaluation.get("max_target_length") or DEFAULT_TARGET_LENGTH
         chat = chat_format(self.tokenizer, source.evaluation.get("chat_template"), self.is_seq2seq)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .engine import RequestError, Sampling
 
@@ -17,8 +17,34 @@ ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/predict", "/v1/adapters")
 
 
-class CompletionRequest(BaseModel):
+class Body(BaseModel):
+    """A request body: unknown fields refused, every string valid Unicode (JSON's \\ud800 escapes can
+    carry lone surrogates, which no tokenizer takes)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_unicode(cls, data: Any) -> Any:
+        pending = [data]
+        while pending:  # a loop, not recursion: bodies may nest deeply
+            value = pending.pop()
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(
+                        "a string holds a lone surrogate (\\ud800-\\udfff without its pair): not valid text"
+                    ) from None
+            elif isinstance(value, dict):
+                pending.extend(value.keys())
+                pending.extend(value.values())
+            elif isinstance(value, list):
+                pending.extend(value)
+        return data
+
+
+class CompletionRequest(Body):
 
     model: str
     prompt: str | list[str]
@@ -26,7 +52,7 @@ class CompletionRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63) + 1, le=2**63 - 1)  # what a torch generator takes
     min_tokens: int = Field(0, ge=0)  # vLLM's extension: no end token before this many
     n: int = 1
     stream: bool = False
@@ -62,19 +88,17 @@ class CompletionRequest(BaseModel):
         return stops
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PredictRequest(Body):
 
     model: str
     inputs: dict[str, Any] | str | list[dict[str, Any] | str]
 
 
-class AdapterRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AdapterRequest(Body):
 
     name: str = Field(pattern=ADAPTER_NAME)
-    path: str
-    task: str | None = None
+    path: str = Field(min_length=1, max_length=4096)
+    task: str | None = Field(default=None, min_length=1, max_length=4096)
 
 
 def error_response(status: int, message: str, code: str, kind: str | None = None) -> JSONResponse:

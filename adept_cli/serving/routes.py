@@ -18,6 +18,8 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from ..predicting import label_answer
 from ..prompt.model import AdapterNotFound
+from ..tasks import is_task_file
+from .adapter_folders import AdapterFolders
 from .batcher import Batcher, Job
 from .engine import Engine, Generated, GenerationRow, RequestError, Sampling, ServedAdapter
 from .protocol import MAX_ROWS_PER_REQUEST, AdapterRequest, CompletionRequest, PredictRequest
@@ -73,7 +75,16 @@ async def add_adapter(request: Request, body: AdapterRequest) -> dict[str, Any]:
     engine, created = _engine(request), request.app.state.created
     if body.name == engine.model_name:
         raise RequestError(f"{body.name!r} is the base model's name; choose another", "adapter_exists")
-    served: ServedAdapter = await run_in_threadpool(engine.add, body.name, body.path, body.task)
+    folders: AdapterFolders = request.app.state.adapter_folders
+    path = await run_in_threadpool(folders.resolve, body.path)
+    if body.task is not None and is_task_file(body.task):
+        raise RequestError(
+            f'"task" names a built-in task over HTTP; got {body.task!r}. A task file is given at start '
+            "(adept serve --task NAME=FILE) or recorded by the adapter",
+            "task_not_allowed",
+            403,
+        )
+    served: ServedAdapter = await run_in_threadpool(engine.add, body.name, path, body.task, folders.allows)
     created[body.name] = int(time.time())
     return _model_card(body.name, created[body.name], served.describe())
 
@@ -94,19 +105,14 @@ async def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
     adapter = engine.resolve(body.model)
     if adapter is None:
         raise RequestError("/v1/predict needs an adapter with a task; the base model has none", "no_task")
-    queries = []
-    for index, row in enumerate(_as_rows(body.inputs, "inputs")):
-        try:
-            queries.append(engine.task_query(adapter, row))
-        except RequestError as error:
-            raise RequestError(f"inputs[{index}]: {error}", error.code) from None
+    queries = await run_in_threadpool(_task_queries, engine, adapter, _as_rows(body.inputs, "inputs"))
     if engine.predict_kind(adapter) == "classification":
         words = list(engine.get(adapter).task.label_words)
         jobs = [Job(adapter, score=(query, words)) for query in queries]
         scores = await _results([batcher.submit(job) for job in jobs])
         predictions = [label_answer(words, row) for row in scores]
     else:
-        rows = [engine.predict_generation_row(adapter, query) for query in queries]
+        rows = await run_in_threadpool(lambda: [engine.predict_generation_row(adapter, q) for q in queries])
         generated = await _results([batcher.submit(Job(adapter, generation=row, sampling=Sampling())) for row in rows])
         predictions = [{"text": result.text} for result in generated]
     return {"object": "list", "model": body.model, "predictions": predictions}
@@ -121,9 +127,11 @@ async def completions(request: Request, body: CompletionRequest) -> Any:
     adapter = engine.resolve(body.model)
     stops = body.stops()
     prompts = _as_rows(body.prompt, "prompt")
-    rows = [
-        GenerationRow(adapter, engine.prompt_ids(adapter, p, body.max_tokens), body.max_tokens, stops) for p in prompts
-    ]
+    # tokenizing runs in a worker thread: a long prompt must not hold up the event loop (and /health)
+    rows = await run_in_threadpool(
+        lambda: [GenerationRow(adapter, engine.prompt_ids(adapter, p, body.max_tokens), body.max_tokens, stops)
+                 for p in prompts]
+    )  # fmt: skip
     sampling = body.sampling()
     reply = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time())}
     reply["model"] = body.model
@@ -167,6 +175,16 @@ async def _stream(
         yield "data: [DONE]\n\n"
     finally:
         gone.set()
+
+
+def _task_queries(engine: Engine, adapter: str, rows: list) -> list:
+    queries = []
+    for index, row in enumerate(rows):
+        try:
+            queries.append(engine.task_query(adapter, row))
+        except RequestError as error:
+            raise RequestError(f"inputs[{index}]: {error}", error.code) from None
+    return queries
 
 
 def _as_rows(value: Any, field: str) -> list:

@@ -1,6 +1,11 @@
 """Run the HTTP API with uvicorn on a socket bound here, so the real address (`--port 0` picks a free
 port) is known and printed before the first request, and SIGTERM / Ctrl-C drain in-flight requests and
-end the process with status 0."""
+end the process with status 0.
+
+Every connection is held to a deadline: a client has `request_timeout` seconds from connecting (or from
+its last answer) to send a whole request, headers and body, or the connection is closed; so idle, slow-
+header and half-sent-body connections cannot pile up or keep a shutdown waiting. The shutdown itself
+waits at most `shutdown_timeout` seconds for requests in flight."""
 
 from __future__ import annotations
 
@@ -39,11 +44,67 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def serve(app: Any, sock: socket.socket, on_ready: Callable[[str], None], log_level: str = "warning") -> None:
-    """Serve `app` on `sock` until SIGTERM or SIGINT, then drain and return."""
+def _deadline_protocol(request_timeout: float) -> type:
+    """uvicorn's h11 protocol with a deadline on reading each request (uvicorn has none before the first
+    request of a connection, and none on a body)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineH11Protocol(H11Protocol):
+        deadline: Any = None
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE and self.conn.their_state is not h11.SEND_BODY:
+                self._disarm()  # the whole request is in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # the next request on this connection gets its own deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.deadline = self.loop.call_later(request_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _expire(self) -> None:
+            self.deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()  # a request waiting for the rest of its body sees a disconnect
+
+    return DeadlineH11Protocol
+
+
+def serve(
+    app: Any,
+    sock: socket.socket,
+    on_ready: Callable[[str], None],
+    log_level: str = "warning",
+    request_timeout: float = 30.0,
+    shutdown_timeout: float = 60.0,
+) -> None:
+    """Serve `app` on `sock` until SIGTERM or SIGINT, then drain (at most `shutdown_timeout` s) and return."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=None, access_log=False)
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        http=_deadline_protocol(request_timeout),
+        timeout_graceful_shutdown=shutdown_timeout,
+        access_log=False,
+    )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down; with these handlers in place
     # that re-raise is a no-op, so a drained server exits 0 instead of dying by the signal.

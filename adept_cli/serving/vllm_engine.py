@@ -163,8 +163,12 @@ class VllmEngine(AdapterServer):
 
     def stop(self) -> None:
         llm, self.llm = self.llm, None
-        if llm is not None:
-            llm.shutdown()
+        if llm is not None:  # in the loop's thread, where its output task runs: it ends quietly there
+
+            async def shutdown() -> None:
+                llm.shutdown()
+
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=120)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
 
@@ -324,6 +328,10 @@ def _engine_args(folder: Path, vllm_args: str, table_name: str) -> Any:
     if not torch.cuda.is_available():
         if "--dtype" not in vllm_args:
             args.dtype = "float32"  # adept's own engine computes in float32 on a CPU
+        if "--block-size" not in vllm_args:
+            # vLLM's CPU default (128 tokens) is longer than most soft prompts, so its prefix cache would
+            # never hold a prompt's rows; 32 is the smallest its CPU attention takes
+            args.block_size = 32
         if "--kv-cache-memory-bytes" not in vllm_args and "--gpu-memory-utilization" not in vllm_args:
             args.kv_cache_memory_bytes = CPU_KV_CACHE_BYTES
     return args

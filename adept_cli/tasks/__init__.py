@@ -10,13 +10,19 @@ from .registry import TASKS, get_builtin_task
 from .spec import Task, TaskError
 
 
-def get_task(name: str) -> Task:
-    """A built-in task by name (`rte`, `sst2`, ...), or a task YAML file by path."""
-    if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+def get_task(name: str, run_code: bool = True) -> Task:
+    """A built-in task by name (`rte`, `sst2`, ...), or a task YAML file by path. `run_code=False` reads a
+    task file without importing the metric functions it names (serving formats rows, never scores them)."""
+    if is_task_file(name):
         from .custom import load_task_file
 
-        return load_task_file(name)
+        return load_task_file(name, run_code=run_code)
     return get_builtin_task(name)
+
+
+def is_task_file(name: str) -> bool:
+    """Whether `name` names a task file (get_task's rule) rather than a built-in task."""
+    return name.endswith((".yaml", ".yml")) or Path(name).is_file()
 
 
 __all__ = [
@@ -28,5 +34,6 @@ __all__ = [
     "TaskData",
     "TaskError",
     "get_task",
+    "is_task_file",
     "load_task_data",
 ]

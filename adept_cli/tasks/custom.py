@@ -57,7 +57,8 @@ METRICS_BY_KIND = {
 SPLIT_FILES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
 
-def load_task_file(path: str | Path) -> Task:
+def load_task_file(path: str | Path, run_code: bool = True) -> Task:
+    """A task from its YAML file; `run_code=False` keeps the metric names but imports no module."""
     path = Path(path)
     where = str(path)
     spec = read_yaml(path, TaskError, "task file")
@@ -76,7 +77,7 @@ def load_task_file(path: str | Path) -> Task:
     else:
         kind, label_words, label_values = _target(spec, problems)
     metrics = _metrics(spec, kind, problems)
-    functions = _metric_functions(metrics, path.parent, problems)
+    functions = _metric_functions(metrics, path.parent, problems) if run_code else ()
     data_files = _data_files(spec, path.parent, problems)
     split = spec.get("split", "none")
     if split not in ("none", "halve", "holdout"):
