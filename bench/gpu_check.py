@@ -36,8 +36,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -301,7 +302,10 @@ def measure_training(shape: str, args: argparse.Namespace) -> dict[str, Any]:
                 synchronize(args.device)
                 if index >= sizes.warmup:
                     times.append(time.perf_counter() - start)
-        tokens = sum(len(f["input_ids"]) + (len(f["labels"]) if seq2seq else 0) for f in features[sizes.warmup * sizes.train_batch :])  # noqa: E501
+        tokens = sum(
+            len(f["input_ids"]) + (len(f["labels"]) if seq2seq else 0)
+            for f in features[sizes.warmup * sizes.train_batch :]
+        )  # noqa: E501
         row.update(steps_per_s=len(times) / sum(times), tokens_per_s=tokens / sum(times), last_loss=loss,
                    median_step_s=statistics.median(times))  # fmt: skip
         out[arm] = row
@@ -332,7 +336,10 @@ def measure_generation(shape: str, args: argparse.Namespace) -> dict[str, Any]:
             synchronize(args.device)
             times[arm].append(time.perf_counter() - start)
     new = sizes.gen_batch * sizes.new_tokens
-    out = {arm: {"new_tokens_per_s": new / statistics.median(t), "median_s": statistics.median(t)} for arm, t in times.items()}  # noqa: E501
+    out = {
+        arm: {"new_tokens_per_s": new / statistics.median(t), "median_s": statistics.median(t)}
+        for arm, t in times.items()
+    }  # noqa: E501
     out["adept-120_time_over_base"] = out["base"]["new_tokens_per_s"] / out["adept-120"]["new_tokens_per_s"]
     return out
 
@@ -386,8 +393,8 @@ def measure_plan(shape: str, args: argparse.Namespace) -> dict[str, Any]:
         base.save_pretrained(folder)
         build_tokenizer(base.config.vocab_size).save_pretrained(folder)
         del base
-        config = TrainConfig(model=folder, method="adept", prompt_len=60, batch_size=sizes.train_batch,
-                             max_length=sizes.source, max_target_length=sizes.target, model_dtype="bfloat16")  # fmt: skip
+        shape = dict(batch_size=sizes.train_batch, max_length=sizes.source, max_target_length=sizes.target)
+        config = TrainConfig(model=folder, method="adept", prompt_len=60, model_dtype="bfloat16", **shape)
         plan = plan_memory(config)
         measured = measure_peak(config, device=args.device)
     return {"estimate_mb": plan.total_bytes / 2**20, "measured_mb": measured / 2**20,

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import sys
+import tempfile
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any

@@ -21,7 +21,15 @@ def test_the_gpu_check_runs_on_a_cpu_at_tiny_sizes(tmp_path: Path) -> None:
     report = json.loads(output.read_text())
     assert report["failed"] == [] and report["device"] == "cpu" and report["tiny"] is True
     results = report["results"]
-    stages = ("shared_logits", "cached_generation", "training_step", "train_speed", "generation_speed", "serving", "plan")
+    stages = (
+        "shared_logits",
+        "cached_generation",
+        "training_step",
+        "train_speed",
+        "generation_speed",
+        "serving",
+        "plan",
+    )
     assert all(stage in results for stage in stages)
     assert results["shared_logits"]["smollm2-135m"]["passed"] is True
     assert all(results["cached_generation"][shape]["passed"] for shape in ("smollm2-135m", "t5-base", "llama-1b"))

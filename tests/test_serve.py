@@ -139,7 +139,9 @@ class Server:
 def server(adapters):
     args = [arg for name, path in adapters.items() for arg in ("--adapter", f"{name}={path}")]
     folder = next(iter(adapters.values())).parent  # every adapter of the tests lies here
-    started = Server(*args, "--adapter-dir", str(folder), "--max-wait-ms", "30", "--max-batch-size", "64", "--api-key", KEY)
+    started = Server(
+        *args, "--adapter-dir", str(folder), "--max-wait-ms", "30", "--max-batch-size", "64", "--api-key", KEY
+    )
     yield started
     assert started.stop() == 0, "".join(started.output)
 
@@ -250,9 +252,21 @@ BAD = [
     ("POST", "/v1/completions", {"json": {"model": "sst2-pt", "prompt": "a", "max_tokens": 10**9}}, 400, "at most 512"),
     ("POST", "/v1/completions", {"json": ["a", "list"]}, 422, "body"),
     ("POST", "/v1/adapters", {"json": {"name": "../x", "path": "/tmp"}}, 422, "name"),
-    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "/nonexistent/dir"}}, 403, "not a run or adapter directory under"),
+    (
+        "POST",
+        "/v1/adapters",
+        {"json": {"name": "x", "path": "/nonexistent/dir"}},
+        403,
+        "not a run or adapter directory under",
+    ),
     ("POST", "/v1/adapters", {"json": {"name": "x", "path": "/etc"}}, 403, "not a run or adapter directory under"),
-    ("POST", "/v1/adapters", {"json": {"name": "x", "path": "../../../etc"}}, 403, "not a run or adapter directory under"),
+    (
+        "POST",
+        "/v1/adapters",
+        {"json": {"name": "x", "path": "../../../etc"}},
+        403,
+        "not a run or adapter directory under",
+    ),
     ("POST", "/v1/adapters", {"json": {"name": "x", "path": "rte-adept", "task": "/tmp/t.yaml"}}, 403, "built-in task"),
     ("DELETE", "/v1/adapters/nope", {}, 404, "no adapter named 'nope'"),
     ("GET", "/v1/nowhere", {}, 404, "Not Found"),

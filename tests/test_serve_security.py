@@ -25,7 +25,9 @@ MARK = "ran.txt"
 def hostile_task(folder: Path) -> Path:
     """A task file whose metric is a function in module.py beside it; importing module.py leaves a mark."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "module.py").write_text(f"open({str(folder / MARK)!r}, 'w').write('ran')\ndef score(p, r):\n    return 1.0\n")
+    (folder / "module.py").write_text(
+        f"open({str(folder / MARK)!r}, 'w').write('ran')\ndef score(p, r):\n    return 1.0\n"
+    )
     (folder / "data").mkdir(exist_ok=True)
     (folder / "data" / "train.jsonl").write_text('{"text": "a", "out": "b"}\n')
     task = folder / "task.yaml"

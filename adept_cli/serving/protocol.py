@@ -45,7 +45,6 @@ class Body(BaseModel):
 
 
 class CompletionRequest(Body):
-
     model: str
     prompt: str | list[str]
     max_tokens: int = Field(16, ge=1)
@@ -89,13 +88,11 @@ class CompletionRequest(Body):
 
 
 class PredictRequest(Body):
-
     model: str
     inputs: dict[str, Any] | str | list[dict[str, Any] | str]
 
 
 class AdapterRequest(Body):
-
     name: str = Field(pattern=ADAPTER_NAME)
     path: str = Field(min_length=1, max_length=4096)
     task: str | None = Field(default=None, min_length=1, max_length=4096)
