@@ -59,15 +59,18 @@ def model_for(name: str) -> tuple[Any, Any]:
     return load_benchmark_model(name)
 
 
-def save_adapters(base: Any, tokenizer: Any, folder: Path) -> list[Path]:
-    """Four adapters with trained-looking (non-zero) offsets."""
+def save_adapters(
+    base: Any, tokenizer: Any, folder: Path, adapters: tuple = ADAPTERS, base_name: str | None = None
+) -> list[Path]:
+    """One adapter per (method, seed) of `adapters`, with trained-looking (non-zero) offsets, recording
+    SST-2 as its task; folder/a0, a1, ..."""
     from adept_cli import AdeptConfig, DeptConfig, PromptTunedModel, PromptTuningConfig, save_adapter
 
     paths = []
-    for index, (method, seed) in enumerate(ADAPTERS):
+    for index, (method, seed) in enumerate(adapters):
         config = {"adept": AdeptConfig, "dept": DeptConfig, "pt": PromptTuningConfig}[method](prompt_len=PROMPT_LEN)
         torch.manual_seed(seed)
-        model = PromptTunedModel(base, config, tokenizer)
+        model = PromptTunedModel(base, config, tokenizer, base_model_name=base_name)
         with torch.no_grad():
             for parameter in model.adapter.parameters():
                 parameter.add_(torch.randn_like(parameter) * 0.01)

@@ -32,33 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import sst2_examples, write_results  # noqa: E402
-from serve import run_load  # noqa: E402
+from serve import PROMPT_LEN, run_load, save_adapters  # noqa: E402
 
 MODEL = "smollm2-135m"
 ADAPTERS = (("pt", 1), ("adept", 2), ("pt", 3), ("adept", 4))  # (method, seed)
-PROMPT_LEN = 60
 WORDS = ("negative", "positive")
 SERVERS = ("builtin", "vllm-mixed", "vllm-base")
-
-
-def save_adapters(folder: Path) -> list[Path]:
-    """Four adapters with trained-looking (non-zero) offsets, recording SST-2 as their task."""
-    from adept_cli import AdeptConfig, PromptTunedModel, PromptTuningConfig, save_adapter
-    from adept_cli.hf import load_model, load_tokenizer
-
-    base, tokenizer = load_model(MODEL), load_tokenizer(MODEL)
-    paths = []
-    for index, (method, seed) in enumerate(ADAPTERS):
-        config = {"adept": AdeptConfig, "pt": PromptTuningConfig}[method](prompt_len=PROMPT_LEN)
-        torch.manual_seed(seed)
-        model = PromptTunedModel(base, config, tokenizer, base_model_name=MODEL)
-        with torch.no_grad():
-            for parameter in model.adapter.parameters():
-                parameter.add_(torch.randn_like(parameter) * 0.01)
-        evaluation = {"evaluation": {"task": "sst2", "max_length": 128, "max_target_length": 8}}
-        paths.append(save_adapter(model, folder / f"a{index}", extra=evaluation))
-        model.unwrap()
-    return paths
 
 
 def requests_of(sentences: list[str], count: int) -> list[tuple[str, str, int]]:
@@ -98,9 +77,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     warm_up = requests_of(sentences, args.clients)
     runs: dict[str, list[dict[str, Any]]] = {server: [] for server in args.servers}
     with tempfile.TemporaryDirectory() as folder:
-        paths = save_adapters(Path(folder))
-        tokenizer = load_tokenizer(MODEL)
-        builtin = Engine(load_model(MODEL), tokenizer, MODEL)
+        base, tokenizer = load_model(MODEL), load_tokenizer(MODEL)
+        paths = save_adapters(base, tokenizer, Path(folder), ADAPTERS, MODEL)
+        builtin = Engine(base, tokenizer, MODEL)
         vllm = VllmEngine(MODEL, tokenizer, args.vllm_args)
         for index, path in enumerate(paths):
             builtin.add(f"a{index}", path)
