@@ -522,3 +522,49 @@ os.system("mount -o remount,rw,bind / 2>/dev/null; unshare -Urm sh -c 'mount -o 
         assert not target.exists()
     finally:
         target.unlink(missing_ok=True)
+
+
+ROOT_WITHOUT_SYS_ADMIN_CHECK = """
+import json, sys, types
+sys.path.insert(0, {repo!r})
+import adept_cli
+package = types.ModuleType("adept_cli.evaluation")  # its __init__ would import torch, not needed here
+package.__path__ = [{repo!r} + "/adept_cli/evaluation"]
+sys.modules["adept_cli.evaluation"] = package
+from adept_cli.evaluation import execution, sandbox
+
+chosen = sandbox.detect_sandbox()
+attack = execution.check_solution({attack!r}, {tests!r})
+print(json.dumps([None if chosen is None else [chosen.kind, chosen.as_nobody, chosen.nobody_first],
+                  attack.status, attack.detail]))
+"""
+
+
+def test_root_without_cap_sys_admin_runs_the_sandbox_as_nobody() -> None:
+    """A default container: root, but no CAP_SYS_ADMIN to make namespaces. adept becomes nobody first and
+    makes them as a user does; the program is nobody on the machine, holds no capabilities and cannot make a
+    user namespace."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (to play root without CAP_SYS_ADMIN)")
+    python = shutil.which("python3", path="/usr/bin:/bin")  # one that nobody can run, as the sandbox needs
+    if python is None or shutil.which("setpriv") is None:
+        pytest.skip("needs a system python3 and setpriv")
+    repo = str(Path(__file__).resolve().parents[1])
+    attack = (
+        CAPABILITIES
+        + """
+import ctypes, os
+nested = ctypes.CDLL(None, use_errno=True).unshare(0x10000000 | 0x00020000)
+uid_map = open("/proc/self/uid_map").read().split()
+outside = int(uid_map[1]) + os.geteuid() - int(uid_map[0])
+"""
+    )
+    tests = [*TESTS, "assert capabilities == 0", "assert nested == -1", f"assert outside == {sandboxes.NOBODY}"]
+    script = ROOT_WITHOUT_SYS_ADMIN_CHECK.format(repo=repo, attack=RIGHT + attack, tests=tests)
+    without = [shutil.which("setpriv"), "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
+    done = subprocess.run([*without, python, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    chosen, status, detail = json.loads(done.stdout.strip().splitlines()[-1])
+    assert chosen is not None and chosen[1:] == [True, True], chosen
+    assert status == "passed", detail

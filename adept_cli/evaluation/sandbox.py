@@ -70,6 +70,12 @@ def visible_paths() -> tuple[tuple[str, str, str], ...]:
     return tuple(view)
 
 
+def _become(user: int | None) -> list[str]:
+    """setpriv: drop every capability (and, given a user, become that user and group)."""
+    who = ["--reuid", str(user), "--regid", str(user), "--clear-groups"] if user is not None else []
+    return [shutil.which("setpriv") or "setpriv", *who, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+
+
 def _is_root() -> bool:
     return getattr(os, "geteuid", lambda: -1)() == 0  # Windows has no user ids (nor a sandbox)
 
@@ -93,10 +99,14 @@ def _folders_above(paths: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class Sandbox:
     """How programs are isolated: `kind` is bubblewrap, unshare or none (unsafe, allowed explicitly);
-    `as_nobody` when adept runs as root and the program must not."""
+    `as_nobody` when adept runs as root and the program must not. Under root the namespaces are made as
+    root and the program then becomes nobody; or, with `nobody_first` (where root may not make them: a
+    container without CAP_SYS_ADMIN), adept becomes nobody first and makes them as any user does, in a
+    user namespace that maps the program to nobody here."""
 
     kind: Literal["bubblewrap", "unshare", "none"]
     as_nobody: bool = False
+    nobody_first: bool = False
 
     def describe(self) -> str:
         if self.kind == "none":
@@ -114,20 +124,32 @@ class Sandbox:
         if self.kind == "none":
             return [sys.executable, "-I", "-B", "program.py"]
         program = [*self._drop(), sys.executable, "-I", "-B", f"{INSIDE}/program.py"]
-        if self.kind == "bubblewrap":
-            return self._bubblewrap(scratch, program)
-        return self._unshare(scratch, program)
+        sandboxed = self._bubblewrap(scratch, program) if self.kind == "bubblewrap" else self._unshare(scratch, program)
+        return [*_become(NOBODY), *sandboxed] if self._in_user_namespace and self.as_nobody else sandboxed
+
+    @property
+    def _in_user_namespace(self) -> bool:
+        """Whether the sandbox is a user namespace (always, but for root making it as root)."""
+        return self.nobody_first or not self.as_nobody
 
     def _drop(self) -> list[str]:
         """The program must end with no capabilities (else it could remount its view writable) and, under
-        root, as nobody. bwrap run by a user drops every capability itself; otherwise setpriv does."""
-        if not (self.as_nobody or self.kind == "unshare"):
+        root making the namespaces, as nobody. bwrap run by a user drops every capability itself;
+        otherwise setpriv does."""
+        if self.kind == "bubblewrap" and self._in_user_namespace:
             return []
-        who = ["--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"] if self.as_nobody else []
-        return [shutil.which("setpriv") or "setpriv", *who, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+        return _become(NOBODY) if not self._in_user_namespace else _become(None)
+
+    def prepare(self, scratch: Path) -> None:
+        """unshare's setup mounts its root over scratch/.root: made here, nobody's when nobody makes it."""
+        if self.kind == "unshare":
+            (scratch / ".root").mkdir(exist_ok=True)
+            if self.as_nobody and self.nobody_first:
+                os.chown(scratch / ".root", NOBODY, NOBODY)
 
     def _bubblewrap(self, scratch: Path, program: list[str]) -> list[str]:
         # Run by root, bwrap makes no user namespace (it would map the program to root); setpriv drops.
+        # Run by a user (or by nobody, for root), it makes one and maps the program to that user.
         namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         layout: list[str] = []
         for folder in _folders_above([path for _, _, path in visible_paths()]):
@@ -137,7 +159,7 @@ class Sandbox:
         work = f"{INSIDE}/work"
         return [
             "bwrap",
-            *(namespaces if self.as_nobody else ["--unshare-all"]),
+            *(["--unshare-all", "--unshare-user"] if self._in_user_namespace else namespaces),
             "--die-with-parent",
             "--new-session",
             *layout,
@@ -159,7 +181,7 @@ class Sandbox:
             layout += step
         return [
             "unshare",
-            *([] if self.as_nobody else ["--user", "--map-root-user"]),
+            *(["--user", "--map-root-user"] if self._in_user_namespace else []),
             "--mount",
             "--propagation", "private",
             "--net",
@@ -184,7 +206,6 @@ PATH="/usr/sbin:/sbin:/usr/bin:/bin:$PATH"
 umask 022
 scratch=$1; work_mb=$2; devices=$3; shift 3
 root="$scratch/.root"
-mkdir -p "$root"
 mount -t tmpfs -o mode=755 adept-sandbox "$root"
 while [ "$1" != -- ]; do
   case $1 in
@@ -222,12 +243,15 @@ def detect_sandbox() -> Sandbox | None:
     if not sys.platform.startswith("linux"):
         return None
     as_nobody = _is_root()
-    for kind, tool in (("bubblewrap", "bwrap"), ("unshare", "unshare")):
-        if shutil.which(tool) is None:
-            continue
-        sandbox = Sandbox(kind, as_nobody)
-        if probe(sandbox):
-            return sandbox
+    # Under root: first the namespaces made as root; then (no CAP_SYS_ADMIN, as in a default container)
+    # made by nobody, which works where nobody can read this Python installation.
+    for nobody_first in (False, True) if as_nobody else (False,):
+        for kind, tool in (("bubblewrap", "bwrap"), ("unshare", "unshare")):
+            if shutil.which(tool) is None:
+                continue
+            sandbox = Sandbox(kind, as_nobody, nobody_first)
+            if probe(sandbox):
+                return sandbox
     return None
 
 
@@ -253,7 +277,13 @@ if os.path.exists({hidden!r}):
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
 if int(status["CapEff"], 16) or int(status["CapPrm"], 16):
     raise SystemExit(6)
-if {as_nobody!r} and (os.geteuid() != {nobody} or os.getegid() != {nobody} or os.getgroups() not in ([], [{nobody}])):
+def outside(kind):  # this process's id on the machine, mapped out of its user namespace
+    own = os.geteuid() if kind == "uid" else os.getegid()
+    for line in open("/proc/self/%s_map" % kind):
+        inside, there, count = map(int, line.split())
+        if inside <= own < inside + count:
+            return there + own - inside
+if {as_nobody!r} and (outside("uid") != {nobody} or outside("gid") != {nobody}):
     raise SystemExit(7)
 import ctypes
 if ctypes.CDLL(None, use_errno=True).unshare(0x10000000 | 0x00020000) == 0:  # CLONE_NEWUSER | CLONE_NEWNS
@@ -376,6 +406,7 @@ def run_program(sandbox: Sandbox, scratch: Path, program: str, stdin: bytes, tim
     """Run `program` as scratch/program.py in `sandbox`, feeding it `stdin`; its output goes to
     scratch/.stdout and scratch/.stderr. The exit status, or None when it ran past `timeout` seconds (then
     it and everything it started are killed)."""
+    sandbox.prepare(scratch)
     path = scratch / "program.py"
     path.write_text(program if sandbox.kind == "none" else NO_USER_NAMESPACES + program, encoding="utf-8")
     path.chmod(0o644)  # readable by nobody whatever the umask
