@@ -568,3 +568,28 @@ outside = int(uid_map[1]) + os.geteuid() - int(uid_map[0])
     chosen, status, detail = json.loads(done.stdout.strip().splitlines()[-1])
     assert chosen is not None and chosen[1:] == [True, True], chosen
     assert status == "passed", detail
+
+
+def test_memory_is_bounded_for_the_program_as_a_whole() -> None:
+    """Four processes of 400 MB each stay under the 1 GiB bound of each process, not under 1 GiB in all:
+    where a cgroup can be made, the program as a whole is held to memory_mb (seen without it: 4 x 900 MB)."""
+    from adept_cli.evaluation import memory_group
+
+    if not memory_group.available():
+        pytest.skip("no cgroup can be made here: the memory bound is per process (docs/tasks.md)")
+    hog = """
+import os, time
+children = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        block = b"x" * (400 * 2**20)
+        time.sleep(2)
+        os._exit(0)
+    children.append(pid)
+codes = sorted(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children)
+"""
+    alone = check_solution(RIGHT + hog.replace("range(4)", "range(1)"), [*TESTS, "assert codes == [0]"], memory_mb=1024)
+    assert alone.passed, alone.detail  # one such process fits
+    together = check_solution(RIGHT + hog, [*TESTS, "assert codes == [0, 0, 0, 0]"], memory_mb=1024)
+    assert together.status == "failed", together

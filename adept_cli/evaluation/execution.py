@@ -282,7 +282,7 @@ def _run_harnessed(
     """`lines` between the harness's prologue and epilogue, run with a fresh nonce: (exit status, nonce)."""
     nonce = secrets.token_hex(16)
     program = "\n".join([_PROLOGUE.format(limits=_limits(timeout, memory_mb)), *lines, _EPILOGUE])
-    return run_program(sandbox, scratch, program, (nonce + "\n").encode(), timeout), nonce
+    return run_program(sandbox, scratch, program, (nonce + "\n").encode(), timeout, memory_mb), nonce
 
 
 def _reference_values(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import AdeptError
+from . import memory_group
 
 NOBODY = 65534
 INSIDE = "/sandbox"  # where the program finds its folder (read-only) and, below it, its writable space
@@ -112,10 +113,11 @@ class Sandbox:
         if self.kind == "none":
             return "NOT isolated (allow_unsafe_exec): generated code can read and change this machine"
         who = ", as nobody" if self.as_nobody else ""
+        memory = "for the whole program, in a cgroup" if memory_group.available() else "per process: no cgroup here"
         return (
             f"{self.kind} sandbox{who}: no network, sees only the Python installation (read-only) and a private "
-            f"{WORK_MB} MiB working folder, own PID namespace, no capabilities, empty environment, limits on CPU, "
-            "memory, file size, open files and processes"
+            f"{WORK_MB} MiB working folder, own PID namespace, no capabilities, no user namespaces, empty "
+            f"environment, limits on CPU, memory ({memory}), file size, open files and processes"
         )
 
     def command(self, scratch: Path) -> list[str]:
@@ -402,17 +404,22 @@ def sandbox_for(allow_unsafe_exec: bool) -> Sandbox:
     return Sandbox("none")
 
 
-def run_program(sandbox: Sandbox, scratch: Path, program: str, stdin: bytes, timeout: float) -> int | None:
+def run_program(
+    sandbox: Sandbox, scratch: Path, program: str, stdin: bytes, timeout: float, memory_mb: int | None = None
+) -> int | None:
     """Run `program` as scratch/program.py in `sandbox`, feeding it `stdin`; its output goes to
     scratch/.stdout and scratch/.stderr. The exit status, or None when it ran past `timeout` seconds (then
-    it and everything it started are killed)."""
+    it and everything it started are killed). `memory_mb` bounds the program and all it starts together,
+    in a cgroup, where one can be made here."""
     sandbox.prepare(scratch)
     path = scratch / "program.py"
     path.write_text(program if sandbox.kind == "none" else NO_USER_NAMESPACES + program, encoding="utf-8")
     path.chmod(0o644)  # readable by nobody whatever the umask
+    group = memory_group.make(memory_mb * 2**20) if memory_mb and sandbox.kind != "none" else None
+    command = sandbox.command(scratch)
     with open(scratch / ".stdout", "wb") as stdout, open(scratch / ".stderr", "wb") as stderr:
         process = subprocess.Popen(
-            sandbox.command(scratch),
+            group.wrap(command) if group is not None else command,
             cwd=scratch,
             stdin=subprocess.PIPE,
             stdout=stdout,
@@ -431,6 +438,8 @@ def run_program(sandbox: Sandbox, scratch: Path, program: str, stdin: bytes, tim
             return None
         finally:
             _kill_group(process)
+            if group is not None:
+                group.close()
 
 
 def _kill_group(process: subprocess.Popen) -> None:
