@@ -281,10 +281,10 @@ seen = sorted(path for path in {hidden!r} if os.path.exists(path))
         # a wrong solution whose failures are turned into a clean exit
         "import atexit, os\natexit.register(lambda: os._exit(0))\ndef add(a, b):\n    return a - b\n",
         # the harness's secret, dug out of its objects: the end mark without any test's value
-        "import os\nnonce = _adept_finished.__closure__[0].cell_contents\n"
+        "import os\nnonce = next(c.cell_contents for c in _adept_tests.__closure__ if isinstance(c.cell_contents, str))\n"
         "os.write(1, ('\\n%s end\\n' % nonce).encode())\nos._exit(0)\n",
         # the same secret used to report a value before the real one
-        "nonce = _adept_finished.__closure__[0].cell_contents\nimport os\n"
+        "nonce = next(c.cell_contents for c in _adept_tests.__closure__ if isinstance(c.cell_contents, str))\nimport os\n"
         'os.write(1, (\'\\n%s 1 ["int", "0x0"]\\n\' % nonce).encode())\n' + WRONG,
     ],
     ids=["eq-always-true", "int-subclass", "atexit-exit-0", "stolen-nonce-end", "stolen-nonce-record"],
@@ -338,7 +338,7 @@ def test_value_tests_judge_as_python_does(returned, literal) -> None:
 def test_a_malformed_or_hostile_record_is_a_failure_not_a_crash(record) -> None:
     """Records are the program's output: one that cannot be rebuilt or compared fails that program only."""
     forgery = (
-        "import os\nnonce = _adept_finished.__closure__[0].cell_contents\n"
+        "import os\nnonce = next(c.cell_contents for c in _adept_tests.__closure__ if isinstance(c.cell_contents, str))\n"
         f"os.write(1, ('\\n%s 0 {record}\\n%s end\\n' % (nonce, nonce)).encode())\nos._exit(0)\n"
     )
     result = check_solution(forgery, ["assert add(1, 2) == 3"])
@@ -366,6 +366,37 @@ def test_a_wrong_value_is_named_with_what_the_program_returned() -> None:
     assert result.detail == "AssertionError: add(1, 2) == 3 (got -1)"
     result = check_solution("class Box:\n    pass\ndef add(a, b):\n    return Box()\n", TESTS)
     assert result.status == "failed" and "type Box" in result.detail and "plain data" in result.detail
+
+
+STATEMENT_TESTS = ["assert add(1, 2) == add(2, 1)", "assert add(1, 2) > 0", "assert not add(0, 0)",
+                   "assert isinstance(add(1, 2), int)"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        # the tests run early, then a clean exit before anything is judged
+        WRONG + "import os\n_adept_tests(globals())\nos._exit(0)\n",
+        # failures turned into a clean exit by an exception hook
+        "import os, sys\nsys.excepthook = lambda *args: os._exit(0)\n" + WRONG,
+        # records written through the harness's own function, then a clean exit
+        WRONG + "import os\nfor i in range(8):\n    _adept_report(i, [3, 3])\nos._exit(0)\n",
+        # the same records, the program going on to its real tests
+        WRONG + "for i in range(8):\n    _adept_report(i, [True])\n",
+    ],
+    ids=["tests-early-then-exit", "excepthook-exit-0", "reported-then-exit", "reported-twice"],
+)
+def test_forged_results_fail_statement_tests(forgery) -> None:
+    """Comparisons and conditions are judged here from the operands the harness reports after running each
+    test; the program never sees the tests, and cannot end them early, skip one or report one twice."""
+    assert check_solution(RIGHT, STATEMENT_TESTS).passed
+    result = check_solution(forgery, STATEMENT_TESTS)
+    assert result.status == "failed", result
+
+
+def test_a_failed_comparison_names_both_operands() -> None:
+    result = check_solution(WRONG, ["assert add(1, 2) == add(2, 1)"])
+    assert result.detail == "AssertionError: assert add(1, 2) == add(2, 1) (left -1, right 1)", result
 
 
 def test_statement_tests_run_in_the_program_beside_value_tests() -> None:

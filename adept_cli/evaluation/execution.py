@@ -9,18 +9,23 @@ expected value itself. An object whose `__eq__` always says True, a patched `mat
 `AssertionError`, output that says "passed", an early `exit(0)`: none of them can produce a value the
 program did not compute, so each is a failure.
 
-Statement tests (anything else, and a comparison whose right side needs the solution) run inside the
-program; they pass only if the harness reaches the line after the last test and prints a random nonce the
-parent chose for this run. The nonce reaches the program on stdin, which the harness reads and closes
-before the generated code runs, and is never written into the program file, so code that exits early
-fails. Code that deliberately digs the nonce out of the harness's own objects could fake statement tests
-(never value tests); the sandbox contains it like any other program.
+Every other test is judged the same way, from values: the tests are not in the program file (they
+reach the harness on stdin, which it reads and closes before the generated code runs), and after the
+generated code the harness runs each test and writes its operands as plain data, which adept compares
+itself: `assert A <op> B` (==, !=, <, <=, >, >=, in, not in) reports A and B; any other `assert E`
+reports E, which must be true (`assert not E`: false). Only a test that is not an assert (a bare call
+such as `check(candidate)`) runs as a statement, passing when it runs without error. The run ends with a
+mark carrying a random nonce the parent chose; a program that ends early, skips a test or reports a test
+twice fails. Code that deliberately digs the nonce out of the harness's own objects could forge records
+for the tests whose expected value it can guess (never a value test's literal, which it never sees); the
+sandbox contains it like any other program.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import operator
 import os
 import secrets
 import sys
@@ -66,6 +71,47 @@ class ExecutionResult:
         return self.status == "passed"
 
 
+COMPARISONS: dict[type, tuple[str, Any]] = {
+    ast.Eq: ("==", operator.eq),
+    ast.NotEq: ("!=", operator.ne),
+    ast.Lt: ("<", operator.lt),
+    ast.LtE: ("<=", operator.le),
+    ast.Gt: (">", operator.gt),
+    ast.GtE: (">=", operator.ge),
+    ast.In: ("in", lambda left, right: left in right),
+    ast.NotIn: ("not in", lambda left, right: left not in right),
+}
+
+
+@dataclass(frozen=True)
+class _Check:
+    """A test the program runs and reports as values, judged here: `compare` (two operands and an
+    operator from COMPARISONS), `truth` (one operand that must be true, or false when `negated`), or
+    `statement` (not an assert: it passes when it runs)."""
+
+    source: str
+    kind: Literal["compare", "truth", "statement"]
+    parts: tuple[str, ...]
+    operator: str = ""
+    negated: bool = False
+
+
+def _check(test: str) -> _Check:
+    try:
+        tree = ast.parse(test)
+    except SyntaxError:
+        return _Check(test, "statement", (test,))  # fails inside the program, with Python's own message
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+        return _Check(test, "statement", (test,))
+    condition = tree.body[0].test
+    if isinstance(condition, ast.Compare) and len(condition.ops) == 1 and type(condition.ops[0]) in COMPARISONS:
+        sign = COMPARISONS[type(condition.ops[0])][0]
+        return _Check(test, "compare", (ast.unparse(condition.left), ast.unparse(condition.comparators[0])), sign)
+    if isinstance(condition, ast.UnaryOp) and isinstance(condition.op, ast.Not):
+        return _Check(test, "truth", (ast.unparse(condition.operand),), negated=True)
+    return _Check(test, "truth", (ast.unparse(condition),))
+
+
 @dataclass(frozen=True)
 class _ValueTest:
     source: str  # the test as written
@@ -101,9 +147,9 @@ def _modules_named(expression: str) -> list[str]:
     return sorted(names & sys.stdlib_module_names)
 
 
-# The harness's first lines: limits, the nonce from stdin (stdin is closed before any generated code
-# runs), and the two functions the tests call: `report` writes a value test's result as plain data,
-# `finished` marks the end of the tests.
+# The harness's first lines: limits, then the nonce and the tests from stdin (closed before any generated
+# code runs), and two functions: `report` writes a result as plain data; `tests`, called after the
+# generated code, runs every test, reports its operands and ends with the mark.
 _PROLOGUE = """\
 def _adept_harness():
     import json, numbers, os, resource, sys
@@ -111,6 +157,7 @@ def _adept_harness():
     for limit, value in {limits!r}:
         resource.setrlimit(getattr(resource, limit), (value, value))
     nonce = sys.stdin.readline().strip()
+    plan = json.loads(sys.stdin.readline())
     os.close(0)
     sys.stdin = None
     write = os.write
@@ -152,16 +199,23 @@ def _adept_harness():
             record = json.dumps(["unsupported", "a structure nested too deeply"])
         write(1, ("\\n%s %d %s\\n" % (nonce, index, record)).encode())
 
-    def finished():
+    def tests(scope):
+        for index, statement, parts in plan:
+            where = "<test %d>" % (index + 1)
+            if statement:
+                exec(compile(parts[0], where, "exec"), scope)
+                report(index, [])
+            else:
+                report(index, [eval(compile(part, where, "eval"), scope) for part in parts])
         write(1, ("\\n%s end\\n" % nonce).encode())
 
-    return report, finished
+    return report, tests
 
 
-_adept_report, _adept_finished = _adept_harness()
+_adept_report, _adept_tests = _adept_harness()
 del _adept_harness
 """
-_EPILOGUE = "\n_adept_finished()\n"
+_EPILOGUE = "\n_adept_tests(globals())\n"
 _PLAIN = "None, bool, numbers, str, bytes, list, tuple, dict, set"
 
 
@@ -258,31 +312,66 @@ def _records(stdout: Path, nonce: str) -> tuple[dict[int, str], bool, int | None
     return records, ended, twice
 
 
-def _verdict(tests: list[_ValueTest | str], records: dict[int, str]) -> ExecutionResult:
+def _verdict(tests: list[_ValueTest | _Check], records: dict[int, str]) -> ExecutionResult:
     for index, test in enumerate(tests):
-        if isinstance(test, str):
-            continue
+        what = test.expression if isinstance(test, _ValueTest) else test.source
         if index not in records:
-            return ExecutionResult("failed", f"test {index + 1} reported no value: {test.expression}")
+            return ExecutionResult("failed", f"test {index + 1} reported no value: {what}"[:300])
         try:
-            value = _rebuild(json.loads(records[index]))
-            equal = value == test.expected
+            values = _rebuild(json.loads(records[index]))
+            if not isinstance(values, list) or len(values) != _operand_count(test):
+                raise _Unreadable("a record of the wrong shape")
+            failure = _failure(test, values) if values else None  # a statement reports none: it ran
         except Exception as error:  # the record is the program's output: anything wrong in it is its failure
             reason = str(error) if isinstance(error, _Unreadable) else f"{type(error).__name__}: {error}"
-            return ExecutionResult("failed", f"test {index + 1} ({test.expression}): {reason}"[:300])
-        if not equal:
-            detail = f"AssertionError: {test.expression} == {_shown(test.expected)} (got {_shown(value)})"
-            return ExecutionResult("failed", detail[:300])
+            return ExecutionResult("failed", f"test {index + 1} ({what}): {reason}"[:300])
+        if failure is not None:
+            return ExecutionResult("failed", failure[:300])
     return ExecutionResult("passed")
 
 
+def _operand_count(test: _ValueTest | _Check) -> int:
+    if isinstance(test, _ValueTest):
+        return 1
+    return 0 if test.kind == "statement" else len(test.parts)
+
+
+def _failure(test: _ValueTest | _Check, values: list) -> str | None:
+    """Why the reported values fail `test`, or None when they pass."""
+    if isinstance(test, _ValueTest):
+        if values[0] == test.expected:
+            return None
+        return f"AssertionError: {test.expression} == {_shown(test.expected)} (got {_shown(values[0])})"
+    if test.kind == "compare":
+        compare = next(function for sign, function in COMPARISONS.values() if sign == test.operator)
+        if compare(values[0], values[1]):
+            return None
+        return f"AssertionError: {test.source} (left {_shown(values[0])}, right {_shown(values[1])})"
+    if test.kind == "truth" and bool(values[0]) != test.negated:
+        return None
+    return f"AssertionError: {test.source} (got {_shown(values[0])})"
+
+
 def _run_harnessed(
-    sandbox: Sandbox, scratch: Path, lines: list[str], timeout: float, memory_mb: int
+    sandbox: Sandbox,
+    scratch: Path,
+    lines: list[str],
+    timeout: float,
+    memory_mb: int,
+    tests: Sequence[_ValueTest | _Check] = (),
 ) -> tuple[int | None, str]:
-    """`lines` between the harness's prologue and epilogue, run with a fresh nonce: (exit status, nonce)."""
+    """`lines` between the harness's prologue and epilogue, with `tests` (sent on stdin, never written into
+    the program) run after them, under a fresh nonce: (exit status, nonce)."""
     nonce = secrets.token_hex(16)
+    plan = [
+        [i, False, [test.expression]]
+        if isinstance(test, _ValueTest)
+        else [i, test.kind == "statement", list(test.parts)]
+        for i, test in enumerate(tests)
+    ]
     program = "\n".join([_PROLOGUE.format(limits=_limits(timeout, memory_mb)), *lines, _EPILOGUE])
-    return run_program(sandbox, scratch, program, (nonce + "\n").encode(), timeout, memory_mb), nonce
+    stdin = f"{nonce}\n{json.dumps(plan)}\n".encode()
+    return run_program(sandbox, scratch, program, stdin, timeout, memory_mb), nonce
 
 
 def _reference_values(
@@ -316,10 +405,8 @@ def _run(
 ) -> ExecutionResult:
     """`body` then `tests` as one program in `scratch`, scored as the module docstring says."""
     split = _reference_values(sandbox, scratch, [_split(test) for test in tests], timeout, memory_mb)
-    lines = [
-        test if isinstance(test, str) else f"_adept_report({i}, ({test.expression}))" for i, test in enumerate(split)
-    ]
-    code, nonce = _run_harnessed(sandbox, scratch, [body, "", *lines], timeout, memory_mb)
+    judged = [_check(test) if isinstance(test, str) else test for test in split]
+    code, nonce = _run_harnessed(sandbox, scratch, [body, ""], timeout, memory_mb, judged)
     if code is None:
         return ExecutionResult("timeout", f"no result within {timeout:g} s")
     if code != 0:
@@ -330,7 +417,7 @@ def _run(
         return ExecutionResult("failed", "the program ended before its tests finished")
     if twice is not None:
         return ExecutionResult("failed", f"test {twice + 1} was reported twice")
-    return _verdict(split, records)
+    return _verdict(judged, records)
 
 
 def check_solution(
