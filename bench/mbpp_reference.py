@@ -21,7 +21,9 @@ from common import shared_dir, write_results  # noqa: E402
 FORGERIES = {
     "eq-always-true": "class _Anything:\n    def __eq__(self, other):\n        return True\n",
     "early-exit": "import os\nos._exit(0)\n",
-    "stolen-nonce": "import os\nos.write(1, ('\\n%s end\\n' % next(c.cell_contents for c in _adept_tests.__closure__ if isinstance(c.cell_contents, str))).encode())\n"
+    "stolen-nonce": "import os\n"
+    "nonce = next(c.cell_contents for c in _adept_tests.__closure__ if isinstance(c.cell_contents, str))\n"
+    "os.write(1, ('\\n%s end\\n' % nonce).encode())\n"
     "os._exit(0)\n",
 }
 

@@ -22,6 +22,8 @@ from adept_cli.evaluation.execution import ExecutionError, check_solution, check
 from .helpers import data_dir, read_jsonl
 
 TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]
+# the harness's secret dug out of its objects (the run's nonce: the one string its test runner holds)
+STEAL_NONCE = "nonce = next(c.cell_contents for c in _adept_tests.__closure__ if isinstance(c.cell_contents, str))\n"
 RIGHT = "def add(a, b):\n    return a + b\n"
 WRONG = "def add(a, b):\n    return a - b\n"
 
@@ -281,11 +283,9 @@ seen = sorted(path for path in {hidden!r} if os.path.exists(path))
         # a wrong solution whose failures are turned into a clean exit
         "import atexit, os\natexit.register(lambda: os._exit(0))\ndef add(a, b):\n    return a - b\n",
         # the harness's secret, dug out of its objects: the end mark without any test's value
-        "import os\nnonce = next(c.cell_contents for c in _adept_tests.__closure__ if isinstance(c.cell_contents, str))\n"
-        "os.write(1, ('\\n%s end\\n' % nonce).encode())\nos._exit(0)\n",
+        STEAL_NONCE + "import os\nos.write(1, ('\\n%s end\\n' % nonce).encode())\nos._exit(0)\n",
         # the same secret used to report a value before the real one
-        "nonce = next(c.cell_contents for c in _adept_tests.__closure__ if isinstance(c.cell_contents, str))\nimport os\n"
-        'os.write(1, (\'\\n%s 1 ["int", "0x0"]\\n\' % nonce).encode())\n' + WRONG,
+        STEAL_NONCE + 'import os\nos.write(1, (\'\\n%s 1 ["int", "0x0"]\\n\' % nonce).encode())\n' + WRONG,
     ],
     ids=["eq-always-true", "int-subclass", "atexit-exit-0", "stolen-nonce-end", "stolen-nonce-record"],
 )
@@ -338,7 +338,7 @@ def test_value_tests_judge_as_python_does(returned, literal) -> None:
 def test_a_malformed_or_hostile_record_is_a_failure_not_a_crash(record) -> None:
     """Records are the program's output: one that cannot be rebuilt or compared fails that program only."""
     forgery = (
-        "import os\nnonce = next(c.cell_contents for c in _adept_tests.__closure__ if isinstance(c.cell_contents, str))\n"
+        STEAL_NONCE + "import os\n"
         f"os.write(1, ('\\n%s 0 {record}\\n%s end\\n' % (nonce, nonce)).encode())\nos._exit(0)\n"
     )
     result = check_solution(forgery, ["assert add(1, 2) == 3"])
