@@ -1,7 +1,7 @@
 """Predictions on new, unlabelled rows: `adept predict`.
 
 Rows come from a jsonl / json / csv / tsv / parquet file, or from stdin lines (a JSON object, or plain
-text that is the model's input as it is). Each row is formatted with the task's template and answered in
+text: the task's one input field). Each row is formatted with the task's template and answered in
 input order: a classification task gives the most likely label word and a probability per label word
 (rank scoring: the label words' likelihoods, normalised over the labels); other tasks give the greedy
 generation. Rows are read and answered in chunks, so a large file streams.
@@ -36,7 +36,7 @@ class PredictError(AdeptError, ValueError):
 class InputRow:
     where: str  # "file:line" (or "stdin:line") for messages
     fields: dict[str, Any] | None  # a structured row, formatted with the task's template
-    text: str | None = None  # a plain-text row: the model's input as it is
+    text: str | None = None  # a plain-text row: the task's one input field (Task.text_row)
 
 
 def read_rows(source: str) -> Iterator[InputRow]:

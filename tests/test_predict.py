@@ -89,16 +89,28 @@ def test_a_bad_row_fails_the_run_or_is_skipped(run, rows, tmp_path) -> None:
 
 
 def test_stdin_takes_json_objects_and_plain_text(run, rows) -> None:
+    """A plain line is the task's input: one input field filled and formatted with the task's template
+    (once answered as raw model input, which skipped the template and labelled SST-2 lines wrongly). RTE
+    reads two fields, so a plain line there is an error naming them."""
     row = {"premise": rows[0]["premise"], "hypothesis": rows[0]["hypothesis"]}
-    text = "Premise: it rains. Hypothesis: the street is wet. Answer:"
-    stdin = json.dumps(row) + "\n" + text + "\n\n" + json.dumps(text) + "\n"
+    stdin = json.dumps(row) + "\n\n" + json.dumps(row) + "\n"
     result = runner.invoke(app, ["predict", "--run", str(run), "--input", "-"], input=stdin)
     assert result.exit_code == 0, result.output
     answers = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert [a["index"] for a in answers] == [0, 1, 2]
-    # a plain line and the same text as a JSON string are the same input
-    assert {**answers[1], "index": 0} == {**answers[2], "index": 0}
+    assert [a["index"] for a in answers] == [0, 1] and {**answers[1], "index": 0} == answers[0]
     assert all(a["label"] in ("yes", "no") for a in answers)
+    plain = runner.invoke(app, ["predict", "--run", str(run), "--input", "-"], input="it rains\n")
+    assert plain.exit_code == 2 and "stdin:1" in plain.output and "premise, hypothesis" in plain.output
+
+
+@pytest.mark.parametrize("task", ["sst2", "cola"])
+def test_a_plain_text_is_the_tasks_one_input_field(task) -> None:
+    from adept_cli.tasks import get_task
+
+    chosen = get_task(task)
+    text = "a gripping, beautiful film"
+    assert chosen.query(text).source == chosen.query({"sentence": text}).source != text
+    assert chosen.query(json.loads(json.dumps(text))).source == chosen.query(text).source
 
 
 @pytest.mark.parametrize(

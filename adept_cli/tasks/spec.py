@@ -155,10 +155,22 @@ class Task:
 
     def query(self, row: dict[str, Any] | str) -> Example:
         """An unlabelled input as the model reads it (`adept predict`, `/v1/predict`): a row formatted by
-        the template, or a string taken as it is (instruction tasks: a string is the user's message)."""
+        the template; a string is the task's one input field (instruction tasks: the user's message)."""
         if self.data_format is not None:
             return query_example(row, self.data_format)
-        return Example(row if isinstance(row, str) else self.prepared(row)[1], "")
+        return Example(self.prepared(self.text_row(row) if isinstance(row, str) else row)[1], "")
+
+    def text_row(self, text: str) -> dict[str, Any]:
+        """The row a plain text stands for: the task's one input field holding it."""
+        answers = {self.label_field, self.target_field, self.tests_field, self.setup_field}
+        declared = [name for name, _ in self.fields if name not in answers]
+        inputs = declared or sorted({field for _, field, _, _ in string.Formatter().parse(self.template) if field})
+        if len(inputs) != 1:
+            raise RowError(
+                f"a plain text is the input of a task with one input field; {self.name} reads "
+                f"{', '.join(inputs) or 'none'}: give a JSON object with those fields"
+            )
+        return {inputs[0]: text}
 
     def class_index(self, value: Any) -> int:
         if value is _MISSING:
