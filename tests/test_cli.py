@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from adept_cli.cli import app
@@ -155,3 +157,43 @@ def test_gguf_loading_draws_no_progress_bar() -> None:
         items = [1, 2, 3]
         assert gguf_utils.tqdm(items, desc="Converting and de-quantizing GGUF tensors...") is items
     assert gguf_utils.tqdm is original
+
+
+def _broken_lines(text: str) -> list[str]:
+    """Lines a wrapper would never leave so short: the next line's first word (same text column) fits at
+    the end of this one. Hard line breaks kept from a docstring show up this way."""
+    prose = text.split(" Examples:")[0]  # the examples are commands, one per line
+    lines = [line.rstrip() for line in prose.splitlines()]
+    broken = []
+    for line, following in zip(lines, lines[1:]):
+        inner, after = (line[1:-1], following[1:-1]) if line.startswith("│") and following.startswith("│") else (
+            line, following)  # fmt: skip
+        column = len(after) - len(after.lstrip())
+        words = after.split()
+        if not words or column == 0 or words[0].startswith(("-", "*", "[", "$")) or len(inner) <= column:
+            continue
+        if inner[column - 1] != " " or inner[column] == " ":  # not the same text column
+            continue
+        if line.startswith("│") and column <= 1:  # a table's next row (names start at its left edge)
+            continue
+        width = len(inner) if line.startswith("│") else int(os.environ.get("COLUMNS", "80"))
+        used = len(inner.rstrip())
+        if used + 1 + len(words[0]) < width - 1:
+            broken.append(f"{line.strip()!r} / {following.strip()!r}")
+    return broken
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_help_is_wrapped_not_broken_mid_sentence(columns) -> None:
+    """Every command's help at 80 and 120 columns: no description broken mid-sentence, no <bool> on flags."""
+    from adept_cli.cli import app as root
+
+    names = [command.name for command in root.registered_commands if command.name != "lm-eval"]
+    for name in [None, *names]:
+        result = subprocess.run(
+            [sys.executable, "-m", "adept_cli", *([name] if name else []), "--help"],
+            capture_output=True, text=True, env={**os.environ, "COLUMNS": columns, "TERM": "dumb"}, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "<bool>" not in result.stdout, name
+        assert _broken_lines(result.stdout) == [], (name, columns)

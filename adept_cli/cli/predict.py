@@ -41,8 +41,8 @@ def predict_command(
     on_error: Annotated[str, typer.Option("--on-error", help="A row that cannot be formatted: fail | skip.")] = "fail",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch.")] = 32,
 ) -> None:
-    """Answer new rows with a trained adapter: each row is formatted with the task's template (plain-text
-    stdin lines go in as they are) and answered in input order, one JSON line per row: for a
+    """Answer new rows with a trained adapter: each row is formatted with the task's template (a plain-text
+    stdin line is the task's one input field) and answered in input order, one JSON line per row: for a
     classification task the label and a probability per label word (rank scoring), otherwise the
     generated text. A row that cannot be formatted fails the run (default) or, with --on-error skip, is
     reported with its line and written as {"index", "error"}."""
