@@ -80,16 +80,45 @@ def read_json_object(path: str | os.PathLike, error: type[Exception], what: str)
 
 
 def read_yaml(path: str | os.PathLike, error: type[Exception], what: str) -> Any:
-    """Parsed YAML; an unreadable or malformed file raises `error` naming the file."""
+    """Parsed YAML; an unreadable, non-UTF-8 or malformed file, or a mapping that gives a key twice (the
+    last would silently win), raises `error` naming the file (and the line)."""
     import yaml
 
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_keys_loader())
     except OSError as problem:
         raise error(f"cannot read {what} {path}: {problem.strerror}") from None
+    except UnicodeDecodeError as problem:
+        raise error(f"{path} is not UTF-8 text (byte {problem.start}); save the {what} as UTF-8") from None
+    except _DuplicateKey as problem:
+        raise error(f"{path}:{problem.line}: {problem.key!r} is given twice; keep one") from None
     except yaml.YAMLError as problem:
         raise error(f"{path}: not valid YAML ({problem})") from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int):
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+def _unique_keys_loader() -> Any:
+    """yaml's safe loader, refusing a mapping that gives one key twice."""
+    import yaml
+
+    class UniqueKeysLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) or key is None:
+                    if key in seen:
+                        raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeysLoader
 
 
 def _fsync_tree(directory: Path) -> None:

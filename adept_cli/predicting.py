@@ -64,11 +64,22 @@ def read_rows(source: str) -> Iterator[InputRow]:
 
 
 def _lines(handle: TextIO, name: str, plain_text: bool) -> Iterator[InputRow]:
+    try:
+        yield from _decoded_lines(handle, name, plain_text)
+    except UnicodeDecodeError as error:
+        raise PredictError(f"{name} is not UTF-8 text (byte {error.start}); give UTF-8 rows") from None
+
+
+def _decoded_lines(handle: TextIO, name: str, plain_text: bool) -> Iterator[InputRow]:
     for number, line in enumerate(handle, start=1):
         line = line.rstrip("\n")
         if not line.strip():
             continue
         where = f"{name}:{number}"
+        try:  # stdin may decode undecodable bytes as lone surrogates instead of failing
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PredictError(f"{where}: not UTF-8 text; give UTF-8 rows") from None
         try:
             value = json.loads(line)
         except json.JSONDecodeError as error:

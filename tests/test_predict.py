@@ -103,6 +103,19 @@ def test_stdin_takes_json_objects_and_plain_text(run, rows) -> None:
     assert plain.exit_code == 2 and "stdin:1" in plain.output and "premise, hypothesis" in plain.output
 
 
+def test_input_that_is_not_utf8_is_one_line_naming_where(run, tmp_path) -> None:
+    stdin = runner.invoke(app, ["predict", "--run", str(run), "--input", "-"], input=b"fine\n\xff\xfe\n")
+    assert stdin.exit_code == 2 and "stdin" in stdin.output and "not UTF-8 text" in stdin.output
+    bad = tmp_path / "rows.jsonl"
+    bad.write_bytes(b'{"premise": "a", "hypothesis": "b"}\n\xff\n')
+    result = runner.invoke(app, ["predict", "--run", str(run), "--input", str(bad)])
+    assert result.exit_code == 2 and f"{bad} is not UTF-8 text" in result.output
+    junk = tmp_path / "rows.parquet"
+    junk.write_bytes(b"PAR1 not really")
+    result = runner.invoke(app, ["predict", "--run", str(run), "--input", str(junk)])
+    assert result.exit_code == 2 and "not a readable parquet file" in result.output
+
+
 @pytest.mark.parametrize("task", ["sst2", "cola"])
 def test_a_plain_text_is_the_tasks_one_input_field(task) -> None:
     from adept_cli.tasks import get_task

@@ -212,6 +212,37 @@ def test_every_problem_is_reported_at_once(tmp_path) -> None:
         assert problem in message
 
 
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"steps: 10\nlr_prompt: 0.1\nsteps: 20\n", ":3: 'steps' is given twice"),
+        (b"", "is empty"),
+        (b"steps: 10\n\xff\xfe\n", "is not UTF-8 text"),
+        (b"\x00\x01\x02binary", "not valid YAML"),
+        (b"lr_prompt: .nan\n", "lr_prompt must be a finite number; got nan"),
+        (b"lr_offsets: .inf\n", "lr_offsets must be a finite number; got inf"),
+        (b"adam_betas: [0.9, .nan]\n", "adam_betas must be a finite number"),
+        (b"seed: -1\n", "seed must be between 0 and 2**32 - 1; got -1"),
+    ],
+    ids=["duplicate-key", "empty", "not-utf8", "binary", "nan", "inf", "nan-in-list", "negative-seed"],
+)
+def test_a_recipe_that_would_train_wrongly_is_refused_naming_the_file(tmp_path, content, words) -> None:
+    """Each once trained with the last duplicate, the defaults, NaN, or ended in a traceback."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes(content)
+    result = runner.invoke(app, ["train", "--recipe", str(recipe), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_warmup_longer_than_the_run_is_said(tmp_path) -> None:
+    from adept_cli.training.config import config_warnings
+
+    assert config_warnings(build_config(None, {}, ["steps=50"]))[0].startswith("warmup_steps (500) is more than steps")
+    assert config_warnings(build_config(None, {}, ["steps=50", "warmup_steps=5"])) == []
+
+
 def test_values_are_coerced_to_their_types() -> None:
     config = build_config(
         None, {}, ["lr_prompt=1e-4", "adam_betas=[0.9, 0.99]", "max_grad_norm=null", "tensorboard=yes"]

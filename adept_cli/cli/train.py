@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, examples, fail, print_json, user_errors, writable_problem
+from .common import console, examples, fail, print_json, user_errors, warn, writable_problem
 
 EXAMPLES = examples(
     (
@@ -47,7 +47,7 @@ def train(
     """Train a method on a task; the run directory gets config.yaml, metrics.jsonl, checkpoints/, best/
     and results.json. Without --model the embedded SmolLM2-135M-Instruct is used."""
     from ..run_dir import RunDir
-    from ..training.config import TrainConfig, build_config, field_help
+    from ..training.config import TrainConfig, build_config, config_warnings, field_help
 
     if list_settings:
         defaults = TrainConfig().to_dict()
@@ -66,6 +66,8 @@ def train(
             "start one by giving its settings (--recipe, --task, key=value)"
         )
     _check_before_loading(config)
+    for message in config_warnings(config):
+        warn(message)
     from ..training.loop import train as run_training
 
     try:

@@ -85,6 +85,15 @@ def read_local_split(folder: Path, split: str, why: str) -> list[Record]:
 
 
 def read_file(path: Path) -> list[Record]:
+    """The rows of a data file; one that is not UTF-8 text, or not a readable parquet file, is a TaskError
+    naming it."""
+    try:
+        return _read_by_suffix(path)
+    except UnicodeDecodeError as error:
+        raise TaskError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+
+
+def _read_by_suffix(path: Path) -> list[Record]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _read_jsonl(path)
@@ -95,7 +104,11 @@ def read_file(path: Path) -> list[Record]:
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return [Record(row, f"{path} row {i + 1}") for i, row in enumerate(pq.read_table(path).to_pylist())]
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+            raise TaskError(f"{path}: not a readable parquet file ({error})") from None
+        return [Record(row, f"{path} row {i + 1}") for i, row in enumerate(rows)]
     raise TaskError(f"{path}: unsupported file type; use one of {', '.join(SUFFIXES)}")
 
 

@@ -9,6 +9,7 @@ checks live in `adept_cli.prompt.config` alone; this module imports neither torc
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -270,8 +271,10 @@ def _type_name(kind: Any) -> str:
 def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
     """A recipe, or a run's config.yaml (checked for its format version and upgraded if older)."""
     data = read_yaml(path, TrainConfigError, "recipe")
-    if data is None:
-        return {}
+    if data is None:  # an empty file would silently mean "the defaults"
+        raise TrainConfigError(
+            f"{path} is empty: a recipe (or a run's config.yaml) holds settings, one key: value a line"
+        )
     if not isinstance(data, dict):
         raise TrainConfigError(f"{path}: a recipe is a mapping of settings, got {type(data).__name__}")
     if "format_version" in data:
@@ -398,6 +401,14 @@ def config_problems(config: TrainConfig) -> list[str]:
     ):
         positive(name)
     positive("warmup_steps", 0)
+    for name in ("seed", "split_seed"):
+        if not 0 <= getattr(config, name) < 2**32:
+            problems.append(f"{name} must be between 0 and 2**32 - 1; got {getattr(config, name)}")
+    for setting in fields(config):  # nan / inf pass every comparison below, then poison training
+        value = getattr(config, setting.name)
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(number, float) and not math.isfinite(number) for number in numbers):
+            problems.append(f"{setting.name} must be a finite number; got {value}")
     for name in ("lr_prompt", "lr_offsets", "lr", "adam_eps"):
         if getattr(config, name) <= 0:
             problems.append(f"{name} must be > 0; got {getattr(config, name)}")
@@ -436,6 +447,17 @@ def config_problems(config: TrainConfig) -> list[str]:
     if config.batch_size % config.grad_accum:
         problems.append(f"batch_size {config.batch_size} is not divisible by grad_accum {config.grad_accum}")
     return problems
+
+
+def config_warnings(config: TrainConfig) -> list[str]:
+    """Settings a user could mean but probably does not; said, not refused."""
+    warnings = []
+    if config.epochs is None and config.warmup_steps > config.steps:
+        warnings.append(
+            f"warmup_steps ({config.warmup_steps}) is more than steps ({config.steps}): the learning rate never "
+            "reaches its peak; set warmup_steps lower (e.g. steps / 10)"
+        )
+    return warnings
 
 
 def method_settings(config: TrainConfig) -> dict[str, Any]:
