@@ -188,6 +188,16 @@ def test_accumulation_1x8_equals_4x2(tmp_path) -> None:
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 
 
+def test_train_ends_by_saying_where_the_run_is(tmp_path) -> None:
+    out = tmp_path / "a-run-folder-with-a-rather-long-name-to-tempt-wrapping"
+    args = ["train", "--recipe", str(SMOKE), "--model", model_path(STORIES), "-o", str(out)]
+    result = runner.invoke(app, args, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[-1] == f"run folder: {out}"
+    assert lines[-2].startswith("best step ") and "test: " in lines[-2]  # the result on one line, piped or not
+
+
 def test_unknown_override_key_fails_with_a_suggestion(tmp_path) -> None:
     result = runner.invoke(app, ["train", "stpes=5", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2

@@ -70,7 +70,9 @@ class RunReporter:
             f"best step {results['best_step']} (validation {results['main_metric']} "
             f"{results['validation'][results['main_metric']]:.2f}); test: {test}",
             highlight=False,
+            soft_wrap=True,  # one line, also when piped (a terminal wraps it itself)
         )
+        self.console.print(f"run folder: {self.path.parent}", highlight=False, soft_wrap=True)
 
     def note(self, text: str) -> None:
         if self.main:
