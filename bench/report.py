@@ -340,6 +340,118 @@ def shared_prompt_section(train: dict[str, Any] | None, inference: dict[str, Any
     return lines
 
 
+def shared_prompt_ratio_section(data: dict[str, Any]) -> list[str]:
+    """bench/shared_prompt_ratio.py: the shared prompt's ratios on the versions installed when it ran."""
+    ratios, targets, versions = data["ratios"], data["targets"], data["machine"]["versions"]
+    lines = [
+        f"### On transformers {versions['transformers']}",
+        "",
+        f"`bench/results/shared_prompt_ratio.json`: ADePT with l = 60 against l = 0 and against l = 60 with the "
+        f"prompt in every row, side by side in one process ({data['model']}, batch {data['batch_size']}; "
+        f"{data['steps']} training steps, {data['generation']['batches']} generation batches of "
+        f"{data['generation']['new_tokens']} greedy tokens, {data['generation']['repeats']} repeats).",
+        "",
+    ]
+    lines += provenance(data)
+    lines += [
+        "",
+        "| | shared prompt | prompt in every row | target |",
+        "| --- | ---: | ---: | ---: |",
+        f"| training step, ADePT-60 / ADePT-0 | **{ratios['train']:.2f}x** | {ratios['train_unshared']:.2f}x "
+        f"| <= {targets['train']}x |",
+        f"| generation, ADePT-60 / ADePT-0 | **{ratios['generate']:.2f}x** | {ratios['generate_unshared']:.2f}x "
+        f"| <= {targets['generate']}x |",
+        "",
+        "Without the shared prompt (transformers 5.24 before adept passed the cache under its new name, `cache`)",
+        "these were 2.36x and 2.33x. The same ratios for the oldest, locked and newest versions the pyproject",
+        "admits are in [compatibility.md](compatibility.md).",
+        "",
+    ]
+    return lines
+
+
+def serve_vllm_section(data: dict[str, Any]) -> list[str]:
+    """bench/serve_vllm.py: adapters mixed on vLLM against vLLM's bare base and adept's own engine."""
+    settings, results = data["settings"], data["results"]
+    versions = ", ".join(f"{k} {v}" for k, v in settings["versions"].items())
+    lines = ["## Serving on vLLM: mixed adapters against the bare base, and against adept's own engine", ""]
+    lines += [
+        f"- Command: `{data['command']}` at commit `{data['commit']}` (in .venv-vllm: `bash .ci/vllm-env`)",
+        f"- Machine: {data['machine']['cpu']}, {data['machine']['cpu_cores']} cores; Python "
+        f"{data['machine']['python']}. Versions: {versions}",
+        f"- Model {settings['model']}; {len(settings['adapters'])} adapters ({', '.join(settings['adapters'])}); "
+        f"{settings['clients']} closed-loop clients, client c's t-th request naming adapter (c + t) mod "
+        f"{len(settings['adapters'])}; {settings['requests']} requests per pass, half label scores (SST-2, two "
+        "label words), half greedy completions of exactly 1 to 64 tokens (1 + 23k mod 64: continuous batching "
+        f"matters); medians of {settings['rounds']} rounds, the servers taking turns in one process.",
+        "",
+        "| server | requests / s | p50 latency (ms) | p95 latency (ms) | new tokens / s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in results.items():
+        if isinstance(row, dict):
+            lines.append(
+                f"| {settings['servers'][name]} | {row['requests_per_s']:.2f} | {row['p50_ms']:.0f} | "
+                f"{row['p95_ms']:.0f} | {row['generated_tokens_per_s']:.1f} |"
+            )
+    ratio = results.get("vllm_mixed_over_base_throughput")
+    lines.append("")
+    if ratio is not None:
+        lines.append(
+            "- Mixed adapters on vLLM within 10% of vLLM's bare base: " + verdict(ratio >= 0.9, f"{ratio:.2f}x")
+        )
+    if "builtin" in results and "vllm-mixed" in results:
+        speedup = results["vllm-mixed"]["requests_per_s"] / results["builtin"]["requests_per_s"]
+        lines.append(
+            f"- vLLM serves this load at {speedup:.1f}x the built-in engine's throughput: continuous batching "
+            "(rows of 1 and 64 tokens leave the batch when they end), and the built-in engine batching only "
+            "requests with the same sampling settings (each `min_tokens` its own batch). vLLM's CPU worker runs "
+            "on one core (it reserves the other); the built-in engine uses both."
+        )
+    lines += [
+        "- adept's defaults for vLLM that made the difference: LoRA on the input embedding only (vLLM otherwise "
+        "wraps every linear layer, and every row pays for it: 0.51x the base in a 32-request trial), and on a "
+        "CPU blocks of 32 tokens (the CPU default of 128 is longer than the soft prompt, so the prefix cache "
+        "never held the prompt's rows: 0.79x in that trial).",
+        "",
+    ]
+    return lines
+
+
+def gpu_section(data: dict[str, Any] | None) -> list[str]:
+    """bench/gpu_check.py on a GPU, or what it will measure there."""
+    lines = ["## GPU", ""]
+    if data is None or data.get("tiny"):
+        return lines + [
+            "Not measured yet: no session has had a GPU. `bench/gpu_check.py` is the prepared check for the first",
+            "one (one command, planned under 8 minutes on one H200, one JSON: `bench/results/gpu_check.json`).",
+            "With random weights from configs written in the script (a SmolLM2-135M-shaped decoder, a",
+            "T5-base-shaped encoder-decoder, a 1B-parameter Llama-shaped decoder) and bf16 autocast, it checks the",
+            "shared against the unshared prompt's logits (within 2% of the largest logit), cached against uncached",
+            "greedy generation token for token, and one finite training step per method; it measures training",
+            "(ADePT-60, PT-100, LoRA-16, PEFT PromptTuning-100 at batch 32: steps/s, tokens/s, CUDA's peak memory),",
+            "generation (ADePT-120 against the bare base and PEFT PromptTuning-200), `adept serve`'s engine with 8",
+            "adapters in batches of 64, and `adept plan`'s estimate against the measured peak. A failing stage is",
+            "recorded with its error and the others still run; the exit status is 1 when anything failed.",
+            "",
+            "```bash",
+            "python bench/gpu_check.py                       # on the GPU machine",
+            "python bench/gpu_check.py --device cpu --tiny   # the dry run (tests/test_gpu_check.py runs it)",
+            "```",
+            "",
+            "It needs neither datasets nor gguf (no data, no GGUF file), nor an installed adept (it imports the",
+            "checkout's).",
+            "",
+        ]
+    lines += provenance(data) + [f"- Device: {data['device']}", ""]
+    failed = data.get("failed") or []
+    lines.append(f"- Failed checks or stages: {', '.join(failed) if failed else 'none'}")
+    for stage, shapes in data["results"].items():
+        if isinstance(shapes, dict):
+            lines += ["", f"### {stage}", "", "```json", json.dumps(shapes, indent=1)[:4000], "```"]
+    return lines + [""]
+
+
 def main() -> None:
     lines = [
         "# Benchmarks",
@@ -368,6 +480,13 @@ def main() -> None:
     shared = (load("shared_prompt_train"), load("shared_prompt_inference"))
     if any(shared):
         lines += shared_prompt_section(*shared)
+    ratio = load("shared_prompt_ratio")
+    if ratio:
+        lines += shared_prompt_ratio_section(ratio)
+    vllm = load("serve_vllm")
+    if vllm:
+        lines += serve_vllm_section(vllm)
+    lines += gpu_section(load("gpu_check"))
     notes = BENCH / "NOTES.md"
     if notes.is_file():
         lines += [notes.read_text().strip(), ""]
