@@ -1,8 +1,8 @@
 """`adept report`: one table across runs and sweeps, laid out as the paper's Tables 3-4: a row per method,
 a column per task, each cell the mean ± std of the test main metric over the runs given (a sweep
 contributes the runs of its chosen grid point), then the trainable parameters and the mean over tasks.
-A row is a method with its k-shot size and its init_from source, if any; runs of one row on one task are
-pooled (seeds of one setting)."""
+A row is a method with its k-shot size and its init_from source, if any, and its base model when the runs
+given have more than one; runs of one row on one task are pooled (seeds of one setting)."""
 
 from __future__ import annotations
 
@@ -51,11 +51,14 @@ def _entry(results: dict[str, Any], source: Path) -> dict[str, Any]:
         "metric": metric,
         "test": results["test"][metric],
         "params": results.get("trainable_params"),
+        "model": results.get("model"),
         "source": str(source),
     }
 
 
 def build(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    if len({entry["model"] for entry in entries}) > 1:  # never pool runs of different base models
+        entries = [{**entry, "method": f"{entry['method']} on {entry['model']}"} for entry in entries]
     tasks = list(dict.fromkeys(entry["task"] for entry in entries))
     methods = list(dict.fromkeys(entry["method"] for entry in entries))
     cells: dict[str, dict[str, dict[str, Any]]] = {method: {} for method in methods}

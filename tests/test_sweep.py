@@ -220,3 +220,18 @@ def test_shared_loading_keeps_one_base_at_a_time(monkeypatch) -> None:
         assert len(hf._kept_models) == 1
         hf.load_model(model_path(STORIES))
     assert reads == [None, torch.bfloat16, None] and hf._kept_models is None
+
+
+def test_report_never_pools_runs_of_different_base_models() -> None:
+    """Once one cell averaged a 260K-parameter model's run with a 135M one's (parameters 6,381 and 57,068)."""
+    from adept_cli.report import build
+
+    runs = [
+        {"task": "rte", "method": "adept", "metric": "accuracy", "test": 60.0, "params": 6_381, "model": "stories"},
+        {"task": "rte", "method": "adept", "metric": "accuracy", "test": 70.0, "params": 57_068, "model": "smollm2"},
+        {"task": "rte", "method": "adept", "metric": "accuracy", "test": 72.0, "params": 57_068, "model": "smollm2"},
+    ]
+    report = build(runs)
+    assert report["methods"] == ["adept on stories", "adept on smollm2"]
+    assert report["cells"]["adept on smollm2"]["rte"]["n"] == 2 and report["params"]["adept on stories"] == 6_381
+    assert build(runs[1:])["methods"] == ["adept"]  # one base model: the label stays the method
