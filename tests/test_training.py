@@ -246,6 +246,13 @@ def test_a_recipe_that_would_train_wrongly_is_refused_naming_the_file(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+def test_a_max_length_beyond_the_models_positions_is_refused_before_loading(tmp_path) -> None:
+    args = ["train", "--model", model_path(STORIES), "max_length=400", "-o", str(tmp_path / "run")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "= 588 positions" in result.output and "at most 324" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_warmup_longer_than_the_run_is_said(tmp_path) -> None:
     from adept_cli.training.config import config_warnings
 

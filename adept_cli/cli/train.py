@@ -90,3 +90,26 @@ def _check_before_loading(config) -> None:
     resolve_model(config.model)
     for name in config.tasks:
         get_task(name)
+    if config.max_length is not None:
+        _check_positions(config)
+
+
+def _check_positions(config) -> None:
+    """A max_length the base cannot take (prompt slots, input and, on a causal model, the target share its
+    positions) is refused before anything loads; the model's config alone is read."""
+    from ..hf import context_limit, is_seq2seq, load_config
+    from ..prompt.methods import method_config
+    from ..training.config import method_settings
+
+    model_config = load_config(config.model)
+    if is_seq2seq(model_config):  # relative positions (T5) or an encoder of its own length: not shared
+        return
+    prompt = method_config(config.method, **method_settings(config)).prompt_len if config.uses_prompt else 0
+    needed = config.max_length + prompt + config.max_target_length
+    limit = context_limit(model_config, None)
+    if needed > limit:
+        fail(
+            f"max_length {config.max_length} + prompt_len {prompt} + max_target_length {config.max_target_length} "
+            f"= {needed} positions, but {config.model} takes {limit}: set max_length to at most "
+            f"{limit - prompt - config.max_target_length}"
+        )
