@@ -240,3 +240,21 @@ def test_resume_of_a_folder_without_a_run_does_not_start_a_default_run(tmp_path)
     (tmp_path / "run").mkdir()
     result = runner.invoke(app, ["train", "-o", str(tmp_path / "run"), "--resume", "auto"])
     assert result.exit_code == 2 and "holds no run to resume (no config.yaml)" in result.output
+
+
+def test_the_first_loss_logged_after_a_resume_averages_the_same_steps(tmp_path) -> None:
+    """log_every = 3 with checkpoints every 2 steps: resumed at step 4, the line of step 6 still averages
+    steps 4-6 (it once averaged only 5-6: 10.5980 against 10.9795)."""
+    settings = ("steps=6", "eval_every=2", "checkpoint_every=2", "keep_checkpoints=5", "log_every=3")
+    train(stories_config(tmp_path / "whole", *settings))
+    whole = tmp_path / "whole" / "run"
+    run = _copy(whole, tmp_path)
+    _drop_results(run)
+    shutil.rmtree(run / "checkpoints" / "step_00000006")  # killed after the checkpoint of step 4
+    result = _resume(run)
+    assert result.exit_code == 0, result.output
+    assert "at step 4" in result.output
+    losses = [
+        [r["loss"] for r in read_jsonl(folder / "metrics.jsonl") if r["kind"] == "train"] for folder in (whole, run)
+    ]
+    assert len(losses[0]) == 2 and losses[1] == losses[0]

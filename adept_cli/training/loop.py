@@ -134,6 +134,9 @@ class LoopState:
     best_step: int | None = None
     tokens_seen: int = 0
     best_per_task: dict[str, float] | None = None  # a multi-task run: each task's main metric at best_step
+    # the loss and target tokens since the last metrics line, so that the first line after a resume averages
+    # the same steps as the uninterrupted run's (log_every need not divide the checkpoint interval)
+    log_window: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -155,6 +158,7 @@ class Run:
     scheduler: Any
     eval_settings: dict[str, Any]
     state: LoopState = field(default_factory=LoopState)
+    window: dict[str, Any] = field(default_factory=dict)  # what the next metrics line averages (fit sets it)
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -259,7 +263,10 @@ def fit(run: Run) -> None:
     )
     order = batch_order(run)
     checkpoint_every = config.checkpoint_every or config.eval_every
-    window = {"loss": torch.zeros((), device=accelerator.device), "targets": 0, "seen": 0, "start": time.time()}
+    carried = state.log_window or {"loss": 0.0, "targets": 0}  # summed over processes: rank 0 carries it
+    loss = torch.tensor(carried["loss"] if accelerator.is_main_process else 0.0, device=accelerator.device)
+    window = {"loss": loss, "targets": int(carried["targets"]), "seen": 0, "start": time.time()}
+    run.window = window
     interrupt = StopRequest(enabled=world == 1)
     try:
         run.model.train()
@@ -390,6 +397,9 @@ def save_checkpoint(run: Run) -> None:
     from accelerate.utils import gather_object
 
     states = gather_object([rng_state()])
+    if run.window:
+        loss = run.accelerator.reduce(run.window["loss"].clone(), reduction="sum").item()
+        run.state.log_window = {"loss": loss, "targets": run.window["targets"]}
     if run.accelerator.is_main_process:
         write_checkpoint(
             run.dir,
