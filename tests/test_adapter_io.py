@@ -105,5 +105,9 @@ def test_tensor_shape_mismatch_is_refused(tmp_path) -> None:
     tensors = load_file(str(tmp_path / "a" / ADAPTER_WEIGHTS))
     tensors["prompt"] = torch.zeros(2, 64)
     save_file(tensors, str(tmp_path / "a" / ADAPTER_WEIGHTS))
+    with pytest.raises(AdapterError, match="does not match the checksum"):  # changed after it was written
+        load_adapter(tmp_path / "a", base=MODEL_FACTORIES["llama"]()[0])
+    config = tmp_path / "a" / "adapter_config.json"  # as another tool might write it: no checksum
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "weights_sha256"}))
     with pytest.raises(AdapterError, match="prompt has shape"):
         load_adapter(tmp_path / "a", base=MODEL_FACTORIES["llama"]()[0])

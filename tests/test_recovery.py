@@ -68,7 +68,8 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(finished, tmp_path, d
     (newest / damaged).write_bytes(data[: len(data) // 2])  # truncated
     result = _resume(run)
     assert result.exit_code == 0, result.output
-    assert f"{newest / damaged} is damaged" in result.output
+    # named by its checksum (checked before anything is unpickled), or, in a checkpoint without one, as damaged
+    assert f"{newest / damaged} does not match the checksum" in result.output
     assert "resumed from" in result.output and "step_00000002" in result.output
     final = json.loads((run / "results.json").read_text())
     assert final["test"] == json.loads((finished / "results.json").read_text())["test"]
@@ -85,6 +86,7 @@ def test_a_checkpoint_written_before_the_adapter_model_held_several_adapters_res
     tensors = load_file(str(path))
     assert tensors and all(".adapters.default." in key for key in tensors)
     save_file({key.replace(".adapters.default.", ".adapter."): value for key, value in tensors.items()}, str(path))
+    (path.parent / "checksums.json").unlink()  # those versions wrote no checksums either
     result = _resume(run)
     assert result.exit_code == 0, result.output
     assert "resumed from" in result.output and "step_00000002" in result.output
@@ -102,7 +104,8 @@ def test_no_intact_checkpoint_is_one_line_naming_the_files(finished, tmp_path) -
         (RunDir(run).checkpoint(step) / "optimizer.pt").write_bytes(b"not a pickle")
     result = _resume(run)
     assert result.exit_code == 2
-    assert "no intact checkpoint" in result.output and "step_00000002/optimizer.pt is damaged" in result.output
+    assert "no intact checkpoint" in result.output
+    assert "step_00000002/optimizer.pt does not match the checksum" in result.output
     assert "Traceback" not in result.output
 
 
@@ -258,3 +261,24 @@ def test_the_first_loss_logged_after_a_resume_averages_the_same_steps(tmp_path) 
         [r["loss"] for r in read_jsonl(folder / "metrics.jsonl") if r["kind"] == "train"] for folder in (whole, run)
     ]
     assert len(losses[0]) == 2 and losses[1] == losses[0]
+
+
+def test_a_flipped_bit_is_named_and_never_used(finished, tmp_path) -> None:
+    """A bit flipped on disk in a checkpoint: resume names the file and takes the checkpoint before it. In
+    best/: evaluation and serving refuse the adapter, naming the file. (Both were once used without a word.)"""
+    run = _copy(finished, tmp_path)
+    _drop_results(run)
+    last = run / "checkpoints" / "step_00000004" / "trainable.safetensors"
+    data = bytearray(last.read_bytes())
+    data[-3] ^= 0x01  # a value's bit, the file still well-formed
+    last.write_bytes(bytes(data))
+    result = _resume(run)
+    assert result.exit_code == 0, result.output
+    assert "does not match the checksum" in result.output and "step_00000004" in result.output
+    assert "at step 2" in result.output
+    best = run / "best" / "adapter_model.safetensors"
+    data = bytearray(best.read_bytes())
+    data[-3] ^= 0x01
+    best.write_bytes(bytes(data))
+    with pytest.raises(AdapterError, match="does not match the checksum"):
+        load_adapter(run / "best")

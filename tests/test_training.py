@@ -47,6 +47,7 @@ def test_cli_train_writes_the_run_directory_and_eval_reproduces_it(tmp_path) -> 
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert checkpoints == ["step_00000006", "step_00000012"]  # eval_every 6, keep 2
     assert sorted(p.name for p in (out / "checkpoints" / "step_00000012").iterdir()) == [
+        "checksums.json",
         "optimizer.pt",
         "rng_state_0.pt",
         "scheduler.pt",

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import AdeptError
-from ..files import read_json_object
+from ..files import read_json_object, sha256_file
 from ..hf import input_embedding, is_seq2seq
 from ..run_dir import RunDir
 from .config import ConfigError, MethodConfig
@@ -28,6 +28,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FORMAT = "adept-adapter"
 FORMAT_VERSION = 1
 EVALUATION_KEY = "evaluation"  # in adapter_config.json
+WEIGHTS_CHECKSUM = "weights_sha256"  # in adapter_config.json: the sha256 of adapter_model.safetensors
 EVALUATION_FILE = "adept_evaluation.json"  # the same settings beside a PEFT adapter or a full model
 MERGED_PROMPT_FOLDER = "prompt"  # a merged export's PEFT prompt adapter (see merged.py)
 
@@ -102,13 +103,24 @@ def load_adapter_state(adapter: torch.nn.Module, state: dict[str, torch.Tensor],
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; a missing, truncated or corrupt file is one AdapterError."""
+    """The tensors of a safetensors file; a missing, truncated or corrupt file, or one that no longer matches
+    the checksum its adapter_config.json records, is one AdapterError."""
     if not path.is_file():
         raise AdapterError(f"{path} is missing")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as error:  # safetensors raises its own error types for a damaged header or body
         raise AdapterError(f"{path} is damaged or not a safetensors file ({str(error)[:120]})") from None
+    config = path.parent / ADAPTER_CONFIG
+    recorded = None
+    if config.is_file():
+        recorded = read_json_object(config, AdapterError, "an adapter config").get(WEIGHTS_CHECKSUM)
+    if recorded is not None and sha256_file(path) != recorded:
+        raise AdapterError(
+            f"{path} does not match the checksum {config.name} records for it: changed or damaged on disk since "
+            "it was written; retrain, or restore the file"
+        )
+    return tensors
 
 
 def read_evaluation_settings(directory: str | os.PathLike) -> dict[str, Any]:

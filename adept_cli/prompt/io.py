@@ -12,12 +12,13 @@ from safetensors.torch import save_file
 
 from .. import __version__
 from ..environment import recorded_versions
-from ..files import atomic_directory
+from ..files import atomic_directory, sha256_file
 from .adapter_files import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     FORMAT,
     FORMAT_VERSION,
+    WEIGHTS_CHECKSUM,
     AdapterError,
     load_adapter_state,
     read_adapter_config,
@@ -54,7 +55,9 @@ def write_adapter(model: PromptTunedModel, directory: str | os.PathLike, extra: 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(adapter_state_dict(model), str(directory / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-    metadata = {**adapter_metadata(model), **(extra or {})}
+    # the weights' checksum, checked whenever they are read: a bit flipped on disk is named, never used
+    checksum = {WEIGHTS_CHECKSUM: sha256_file(directory / ADAPTER_WEIGHTS)}
+    metadata = {**adapter_metadata(model), **(extra or {}), **checksum}
     (directory / ADAPTER_CONFIG).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
 
 

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..files import atomic_directory
+from ..files import atomic_directory, sha256_file
 from ..run_dir import RunDir, RunDirError
 
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.pt"
 STATE = "trainer_state.json"
+CHECKSUMS = "checksums.json"
 
 
 def rng_state() -> dict[str, Any]:
@@ -61,6 +62,9 @@ def write_checkpoint(
         for rank, state in enumerate(rng_states):
             torch.save(state, scratch / f"rng_state_{rank}.pt")
         (scratch / STATE).write_text(json.dumps(loop_state, indent=2) + "\n", encoding="utf-8")
+        # every file's checksum, checked on resume: a bit flipped on disk is named and the checkpoint skipped
+        sums = {file.name: sha256_file(file) for file in sorted(scratch.iterdir()) if file.is_file()}
+        (scratch / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n", encoding="utf-8")
     for old in list_checkpoints(run)[:-keep]:
         retired = old.with_name(f".{old.name}.old")  # gone from the list at once, deleted after
         old.rename(retired)
@@ -91,6 +95,12 @@ def read_checkpoint(path: Path, rank: int) -> dict[str, Any]:
     def torch_file(file: Path) -> Any:
         return torch.load(file, map_location="cpu", weights_only=False)
 
+    recorded = {}  # checkpoints written before checksums have none: they are read as they are
+    if (path / CHECKSUMS).is_file():
+        recorded = load(CHECKSUMS, lambda f: json.loads(f.read_text(encoding="utf-8")))
+    for name, digest in recorded.items():
+        if (path / name).is_file() and sha256_file(path / name) != digest:
+            raise RunDirError(f"{path / name} does not match the checksum written with it (changed or damaged on disk)")
     rng_file = f"rng_state_{rank}.pt"
     state = {
         "loop": load(STATE, lambda f: json.loads(f.read_text(encoding="utf-8"))),
