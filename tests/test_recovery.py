@@ -18,7 +18,7 @@ from adept_cli.cli import app
 from adept_cli.run_dir import RunDir, RunDirError
 from adept_cli.training import train
 
-from .helpers import STORIES, model_path, read_jsonl, stories_config
+from .helpers import SMOKE, STORIES, model_path, read_jsonl, stories_config
 
 runner = CliRunner()
 SHORT = ("steps=4", "eval_every=2", "checkpoint_every=2", "keep_checkpoints=5", "log_every=1")
@@ -282,3 +282,28 @@ def test_a_flipped_bit_is_named_and_never_used(finished, tmp_path) -> None:
     best.write_bytes(bytes(data))
     with pytest.raises(AdapterError, match="does not match the checksum"):
         load_adapter(run / "best")
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_intact_checkpoint(tmp_path, monkeypatch) -> None:
+    """Once 110 lines of traceback naming no file."""
+    import errno
+
+    from adept_cli.training import checkpoint
+
+    real = checkpoint.save_file
+    writes = []
+
+    def fill_up(tensors, path, *args, **kwargs):
+        writes.append(path)
+        if len(writes) > 1:  # the second checkpoint finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", fill_up)
+    result = runner.invoke(app, ["train", "--recipe", str(SMOKE), "--model", model_path(STORIES), *SHORT,
+                                 "-o", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "Traceback" not in result.output and "No space left on device" in line
+    assert f"cannot write {tmp_path / 'run' / 'checkpoints' / 'step_00000004'}" in line
+    assert f"the last checkpoint, {tmp_path / 'run' / 'checkpoints' / 'step_00000002'}, is intact" in line

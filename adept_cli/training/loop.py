@@ -11,12 +11,15 @@ would, and any split into processes x accumulation steps gives the same update.
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,8 +33,8 @@ from ..evaluation.execution import sandbox_for
 from ..files import atomic_directory, write_json_atomic, write_text_atomic
 from ..hf import quantization_problem, unwrap
 from ..prompt.model import PromptTunedModel
-from ..run_dir import RunDir, read_metrics
-from .checkpoint import rng_state, set_rng_state, write_checkpoint
+from ..run_dir import RunDir, RunDirError, read_metrics
+from .checkpoint import list_checkpoints, rng_state, set_rng_state, write_checkpoint
 from .config import ENVIRONMENT_KEY, TrainConfig, TrainConfigError
 from .mixture import MixtureOrder, mixture_weights
 from .progress import RunReporter
@@ -386,11 +389,28 @@ def validate_and_keep_best(run: Run) -> None:
         if len(run.parts) > 1:
             state.best_per_task = {part.name: result.main for part, result in zip(run.parts, results)}
         if run.accelerator.is_main_process:
-            with atomic_directory(run.dir.best) as scratch:
+            with disk_guard(run, run.dir.best), atomic_directory(run.dir.best) as scratch:
                 save_trained(run.raw, scratch, run.eval_settings)
         run.accelerator.wait_for_everyone()
     log_parts(run, "validation", results, best=improved)
     run.model.train()
+
+
+@contextmanager
+def disk_guard(run: Run, target: Path) -> Iterator[None]:
+    """A full disk (or quota, or a read-only or failing one) while writing `target`: one error naming it and
+    the last intact checkpoint, instead of a traceback from deep inside torch or safetensors."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise
+        done = [path for path in list_checkpoints(run.dir) if path != target]
+        kept = f"the last checkpoint, {done[-1]}, is intact" if done else "no checkpoint has been written yet"
+        raise RunDirError(
+            f"cannot write {target}: {error.strerror}; {kept}. Free space, then continue with "
+            f"adept train -o {run.dir.path} --resume auto"
+        ) from None
 
 
 def save_checkpoint(run: Run) -> None:
@@ -401,16 +421,17 @@ def save_checkpoint(run: Run) -> None:
         loss = run.accelerator.reduce(run.window["loss"].clone(), reduction="sum").item()
         run.state.log_window = {"loss": loss, "targets": run.window["targets"]}
     if run.accelerator.is_main_process:
-        write_checkpoint(
-            run.dir,
-            run.state.step,
-            trainable_state(run.raw),
-            run.optimizer,
-            run.scheduler,
-            states,
-            run.state.to_dict(),
-            run.config.keep_checkpoints,
-        )
+        with disk_guard(run, run.dir.checkpoint(run.state.step)):
+            write_checkpoint(
+                run.dir,
+                run.state.step,
+                trainable_state(run.raw),
+                run.optimizer,
+                run.scheduler,
+                states,
+                run.state.to_dict(),
+                run.config.keep_checkpoints,
+            )
     run.accelerator.wait_for_everyone()
 
 

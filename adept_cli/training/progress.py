@@ -3,6 +3,7 @@ otherwise; TensorBoard through Accelerate's trackers when asked. Only the main p
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..evaluation.metrics import format_metric
+from ..run_dir import RunDirError
 
 
 class RunReporter:
@@ -83,8 +85,16 @@ class RunReporter:
     def _write(self, record: dict[str, Any]) -> None:
         if not self.main:
             return
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+                raise
+            raise RunDirError(
+                f"cannot write {self.path}: {error.strerror}; the checkpoints already written are intact. Free "
+                f"space, then continue with adept train -o {self.path.parent} --resume auto"
+            ) from None
         if self.tracking:
             prefix = "/".join(str(part) for part in (record["kind"], record.get("task")) if part)
             values = {f"{prefix}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
