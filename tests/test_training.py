@@ -199,6 +199,16 @@ def test_train_ends_by_saying_where_the_run_is(tmp_path) -> None:
     assert lines[-2].startswith("best step ") and "test: " in lines[-2]  # the result on one line, piped or not
 
 
+def test_runs_of_two_base_models_get_their_own_default_folders() -> None:
+    """Once `runs/<task>-<method>` for every model: a second model's run collided with the first's."""
+    default = build_config(None, {"task": "rte", "method": "pt"}, [])
+    other = build_config(None, {"task": "rte", "method": "pt", "model": "Qwen/Qwen2.5-0.5B"}, [])
+    local = build_config(None, {"task": "rte", "method": "pt", "model": "../shared/models/stories260K-hf/"}, [])
+    assert default.resolved_output_dir() == Path("runs/rte-pt")
+    assert other.resolved_output_dir() == Path("runs/rte-pt-Qwen2.5-0.5B")
+    assert local.resolved_output_dir() == Path("runs/rte-pt-stories260K-hf")
+
+
 def test_unknown_override_key_fails_with_a_suggestion(tmp_path) -> None:
     result = runner.invoke(app, ["train", "stpes=5", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -73,7 +74,9 @@ class TrainConfig:
     model: str = _f(DEFAULT_MODEL, "hub id, local directory, .gguf file or embedded name of the frozen base model")
     task: str = _f("sst2", "task name or task YAML file; several (a list, or a,b,c): one adapter on a mixture")
     method: str = _f("adept", " | ".join(training_methods()))
-    output_dir: str | None = _f(None, "run directory (default: runs/<task>-<method>)")
+    output_dir: str | None = _f(
+        None, "run directory (default: runs/<task>-<method>, -<model> added for a base other than the default)"
+    )
     data_dir: str | None = _f(None, "folder with <task>/<split> files (default: $ADEPT_DATA_DIR or ../shared/data)")
     split_seed: int = _f(42, "seed of the shuffle behind the validation / test split rule")
     model_dtype: str = _f("float32", "base weights dtype (quantized: compute dtype): float32 | bfloat16 | float16")
@@ -174,7 +177,15 @@ class TrainConfig:
         return "+".join(Path(name).stem for name in self.tasks)
 
     def resolved_output_dir(self) -> Path:
-        return Path(self.output_dir or f"runs/{self.task_label}-{self.method}")
+        """output_dir, else runs/<task>-<method>, with -<model> for any base but the default, so that runs
+        of two models never meet in one folder."""
+        if self.output_dir:
+            return Path(self.output_dir)
+        name = f"{self.task_label}-{self.method}"
+        if self.model != DEFAULT_MODEL:
+            stem = Path(self.model.rstrip("/")).name.removesuffix(".gguf")
+            name += "-" + re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")
+        return Path("runs") / name
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
