@@ -209,6 +209,20 @@ def test_runs_of_two_base_models_get_their_own_default_folders() -> None:
     assert local.resolved_output_dir() == Path("runs/rte-pt-stories260K-hf")
 
 
+def test_a_run_made_with_a_relative_model_path_works_from_any_folder(tmp_path, monkeypatch) -> None:
+    """Once the model path was stored as typed (`../shared/models/...`): eval from elsewhere failed."""
+    models = Path(model_path(STORIES)).parent
+    monkeypatch.chdir(models.parent)
+    relative = os.path.relpath(model_path(STORIES))
+    run = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--recipe", str(SMOKE), "--model", relative, "-o", str(run)])
+    assert trained.exit_code == 0, trained.output
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"] == model_path(STORIES)
+    monkeypatch.chdir(tmp_path)
+    evaluated = runner.invoke(app, ["eval", "--adapter", str(run / "best"), "--limit", "2"])
+    assert evaluated.exit_code == 0, evaluated.output
+
+
 def test_unknown_override_key_fails_with_a_suggestion(tmp_path) -> None:
     result = runner.invoke(app, ["train", "stpes=5", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2

@@ -350,6 +350,10 @@ def build_config(
                 values[key] = coerce(key, value, where)
             except TrainConfigError as error:
                 problems.append(str(error))
+    model = values.get("model")
+    if isinstance(model, str) and not Path(model).is_absolute() and Path(model).exists():
+        # a local model as an absolute path: the run (and its adapters) then work from any folder
+        values["model"] = str(Path(model).resolve())
     config = TrainConfig(**values)
     problems += config_problems(config)
     if problems:
