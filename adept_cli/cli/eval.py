@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -132,7 +133,10 @@ def eval_command(
         err_console.print(warning, highlight=False, soft_wrap=True)
     for note in loaded_notes(loaded) if accelerator.is_main_process else []:
         err_console.print(note, highlight=False, soft_wrap=True)
-    result, rows = evaluate_loaded(loaded, settings, split.value, batch_size, accelerator=accelerator)
+    # a spinner on stderr while the split is scored, so a long evaluation is never silent (--json reads stdout)
+    waiting = f"evaluating {loaded.method} on {settings.task} {split.value} ..."
+    with err_console.status(waiting) if accelerator.is_main_process else nullcontext():
+        result, rows = evaluate_loaded(loaded, settings, split.value, batch_size, accelerator=accelerator)
     if not accelerator.is_main_process:
         return
     if predictions is not None:
