@@ -92,17 +92,18 @@ def shift_probe(
             if len(ids) != 1:
                 fail(f"--filler must be one token; {filler!r} is {len(ids)} tokens")
             filler_id = ids[0]
-        result = probe(
-            loaded.model,
-            encoder,
-            task,
-            rows,
-            amounts,
-            scoring_name or loaded.config.scoring,
-            batch_size,
-            filler_id,
-            split=split_name,
-        )
+        with err_console.status(f"probing {run_dir} at shifts {', '.join(map(str, amounts))} ..."):
+            result = probe(
+                loaded.model,
+                encoder,
+                task,
+                rows,
+                amounts,
+                scoring_name or loaded.config.scoring,
+                batch_size,
+                filler_id,
+                split=split_name,
+            )
         results.append((run_dir, result))
     if plot is not None:
         from ..plots import plot_shift_probe
