@@ -223,6 +223,12 @@ def test_a_run_made_with_a_relative_model_path_works_from_any_folder(tmp_path, m
     assert evaluated.exit_code == 0, evaluated.output
 
 
+def test_a_task_files_run_is_named_after_the_task(tmp_path) -> None:
+    task = tmp_path / "my-file-v2.yaml"
+    task.write_text("name: echo\ntemplate: '{q}'\ntarget_field: a\ndata_dir: .\n")
+    assert build_config(None, {"task": str(task), "method": "pt"}, []).resolved_output_dir() == Path("runs/echo-pt")
+
+
 def test_unknown_override_key_fails_with_a_suggestion(tmp_path) -> None:
     result = runner.invoke(app, ["train", "stpes=5", "-o", str(tmp_path / "x")])
     assert result.exit_code == 2

@@ -174,7 +174,7 @@ class TrainConfig:
 
     @property
     def task_label(self) -> str:
-        return "+".join(Path(name).stem for name in self.tasks)
+        return "+".join(_task_name(name) for name in self.tasks)
 
     def resolved_output_dir(self) -> Path:
         """output_dir, else runs/<task>-<method>, with -<model> for any base but the default, so that runs
@@ -186,6 +186,18 @@ class TrainConfig:
             stem = Path(self.model.rstrip("/")).name.removesuffix(".gguf")
             name += "-" + re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")
         return Path("runs") / name
+
+
+def _task_name(task: str) -> str:
+    """A task's name for labels and folder names: a task file's own `name`, else the file's stem."""
+    if task.endswith((".yaml", ".yml")):
+        try:
+            spec = yaml.safe_load(Path(task).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            spec = None  # the task check names what is wrong with it
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec["name"].strip():
+            return re.sub(r"[^A-Za-z0-9._-]+", "-", spec["name"]).strip("-.") or Path(task).stem
+    return Path(task).stem
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
