@@ -438,3 +438,19 @@ def test_offsets_plot_holds_every_tokens_norms(runs, tmp_path) -> None:
         assert sum(drawn[series]["counts"]) == tokens and drawn[series]["mean"] > 0
     bad = runner.invoke(app, ["offsets", "--run", str(runs["adept"]), "--plot", str(tmp_path / "x.svg")])
     assert bad.exit_code == 2 and "expected a .png" in bad.output
+
+
+def test_a_merged_export_prints_no_library_noise(runs, tmp_path) -> None:
+    """The libraries' warnings about adept's own check calls are not the user's concern (issue: a FutureWarning,
+    PEFT UserWarnings and a bitsandbytes kernel line on every export)."""
+    out = tmp_path / "quiet"
+    done = subprocess.run(
+        [sys.executable, "-m", "adept_cli", "export", "--run", str(runs["adept"]), "--format", "merged",
+         "-o", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    for noise in ("FutureWarning", "UserWarning", "Failed to load CPU gemm_4bit_forward", "warnings.warn("):
+        assert noise not in done.stderr, done.stderr[-2000:]
+    assert f"wrote merged export to {out}\n" in done.stdout  # one line, piped
+    assert f"PeftModel.from_pretrained(base, '{out / 'prompt'}')" in done.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +21,17 @@ EXAMPLES = examples(
         "ADePT with no FFN at inference: plain transformers + PEFT",
         "adept export --run runs/sst2-adept --format merged -o out/merged",
     ),
+)
+
+
+# What transformers and PEFT say while the export is read back and checked (and bitsandbytes, which PEFT
+# imports, about an optional CPU kernel): about adept's own check calls (deprecated names inside
+# transformers, position ids PEFT ignores, an embedding PEFT cannot see changed), never about the user's
+# export, whose real problems the check reports itself.
+LIBRARY_NOISE = (
+    r"`is_gradient_checkpointing` is deprecated",
+    r"Could not find a config file in",
+    r"Position ids are not supported for parameter efficient tuning",
 )
 
 
@@ -57,7 +70,16 @@ def export_command(
     if not isinstance(loaded.model, PromptTunedModel):
         fail(f"{run} is a {loaded.method} run: its best/ folder is already a PEFT adapter or a full model")
     evaluation = read_evaluation_settings(RunDir(run).best)
-    summary = export(loaded.model.eval(), loaded.tokenizer, output, format, push_to_hub, evaluation)
+    kernel_log = logging.getLogger("bitsandbytes.backends.cpu.ops")  # its optional CPU kernel, on import
+    level = kernel_log.level
+    kernel_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            for message in LIBRARY_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            summary = export(loaded.model.eval(), loaded.tokenizer, output, format, push_to_hub, evaluation)
+    finally:
+        kernel_log.setLevel(level)
     if push_to_hub:
         summary["hub"] = push(output, push_to_hub)
     for message in summary.get("warnings", []):
@@ -65,13 +87,15 @@ def export_command(
     if as_json:
         print_json(summary)
         return
-    console.print(f"wrote {summary['format']} export to {output}", highlight=False)
+    console.print(f"wrote {summary['format']} export to {output}", highlight=False, soft_wrap=True)
     if "max_logit_difference" in summary:
-        console.print(f"checked: max logit difference to the adept runtime {summary['max_logit_difference']:.3g}")
+        difference = summary["max_logit_difference"]
+        console.print(f"checked: max logit difference to the adept runtime {difference:.3g}", soft_wrap=True)
     if format == "merged":
         console.print(
             "load it with plain transformers + PEFT:\n"
             f"  base = AutoModelFor...LM.from_pretrained('{output}')\n"
             f"  model = PeftModel.from_pretrained(base, '{output / 'prompt'}')",
             highlight=False,
+            soft_wrap=True,  # paths whole, also when piped
         )
