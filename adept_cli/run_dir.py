@@ -47,6 +47,10 @@ class RunDirError(AdeptError, RuntimeError):
     """A run directory is busy, damaged or not a run; the message names the path and what to do."""
 
 
+# Write failures a user fixes on the machine (space, quota, a read-only or failing disk), said in one line
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path

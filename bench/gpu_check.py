@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # adept_cli from this checkout where not installed
-from common import machine, write_results  # noqa: E402
+from common import machine, synchronize, write_results  # noqa: E402
 
 LOGIT_TOLERANCE = 0.02  # of the largest |logit|: bf16's 8-bit mantissa over a few dozen layers
 SHAPES = {
@@ -137,11 +137,6 @@ def random_prompts(rows: int, length: int, vocab: int, seed: int) -> tuple[torch
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def autocast(device: str) -> Any:
@@ -296,10 +291,10 @@ def measure_training(shape: str, args: argparse.Namespace) -> dict[str, Any]:
         times = []
         with peak_memory(args.device, row):
             for index, rows in enumerate(batches):
-                synchronize(args.device)
+                synchronize()
                 start = time.perf_counter()
                 loss = train_step(model, rows, tokenizer, seq2seq, args.device, adept_path=owner == "adept")
-                synchronize(args.device)
+                synchronize()
                 if index >= sizes.warmup:
                     times.append(time.perf_counter() - start)
         tokens = sum(
@@ -330,10 +325,10 @@ def measure_generation(shape: str, args: argparse.Namespace) -> dict[str, Any]:
     for repeat in range(sizes.repeats):  # taking turns, the order rotating
         order = list(arms)[repeat % len(arms) :] + list(arms)[: repeat % len(arms)]
         for arm in order:
-            synchronize(args.device)
+            synchronize()
             start = time.perf_counter()
             arms[arm]()
-            synchronize(args.device)
+            synchronize()
             times[arm].append(time.perf_counter() - start)
     new = sizes.gen_batch * sizes.new_tokens
     out = {
@@ -372,10 +367,10 @@ def measure_serving(shape: str, args: argparse.Namespace) -> dict[str, Any]:
             engine.generate(rows, sampling)  # warm-up: every adapter's prompt cache
             times = []
             for _ in range(sizes.repeats):
-                synchronize(args.device)
+                synchronize()
                 start = time.perf_counter()
                 answers = engine.generate(rows, sampling)
-                synchronize(args.device)
+                synchronize()
                 times.append(time.perf_counter() - start)
     tokens = sum(answer.completion_tokens for answer in answers)
     return {"rows": len(rows), "adapters": sizes.serve_adapters, "new_tokens_per_s": tokens / statistics.median(times),

@@ -607,10 +607,7 @@ class AdapterModel(nn.Module):
             )
         if self.is_seq2seq:
             return output
-        sequences = output if isinstance(output, torch.Tensor) else output.sequences
-        new_tokens = sequences[:, extended["input_ids"].shape[1] :]
-        per_row = sequences.shape[0] // given_ids.shape[0]  # num_return_sequences > 1 returns several
-        sequences = torch.cat([given_ids.repeat_interleave(per_row, dim=0), new_tokens], dim=1)
+        sequences = _given_then_new(output, given_ids, extended["input_ids"].shape[1])
         if isinstance(output, torch.Tensor):
             return sequences
         output.sequences = sequences
@@ -659,9 +656,7 @@ class AdapterModel(nn.Module):
             )
         if self.is_seq2seq:
             return output
-        sequences = output if isinstance(output, torch.Tensor) else output.sequences
-        new_tokens = sequences[:, extended["input_ids"].shape[1] :]
-        return torch.cat([input_ids, new_tokens], dim=1)
+        return _given_then_new(output, input_ids, extended["input_ids"].shape[1])
 
     def _shared_mixed_generation_inputs(
         self,
@@ -709,6 +704,14 @@ class _default_adapter:  # noqa: N801 (a context manager used like a function)
 
     def __exit__(self, *exc: Any) -> None:
         self.embedding.default = self.previous
+
+
+def _given_then_new(output: Any, given_ids: torch.Tensor, prompted_width: int) -> torch.Tensor:
+    """A causal generate's sequences without the prompt slots: the ids as the caller gave them, then the
+    new tokens (several rows per given row when generate returned several sequences each)."""
+    sequences = output if isinstance(output, torch.Tensor) else output.sequences
+    per_row = sequences.shape[0] // given_ids.shape[0]
+    return torch.cat([given_ids.repeat_interleave(per_row, dim=0), sequences[:, prompted_width:]], dim=1)
 
 
 def _left_packed(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

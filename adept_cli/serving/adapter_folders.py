@@ -26,11 +26,15 @@ class AdapterFolders:
 
     def allows(self, path: Path) -> bool:
         """Whether `path`, with its links followed, lies inside one of the folders."""
+        return self._inside(path) is not None
+
+    def _inside(self, path: Path) -> Path | None:
+        """`path` with its links followed, when it exists inside one of the folders."""
         try:
             real = path.resolve(strict=True)
         except (OSError, RuntimeError, ValueError):  # missing, a link loop, a NUL byte
-            return False
-        return any(real == folder or real.is_relative_to(folder) for folder in self.folders)
+            return None
+        return real if any(real == folder or real.is_relative_to(folder) for folder in self.folders) else None
 
     def resolve(self, given: str) -> Path:
         """The directory a request's `path` names: absolute, or relative to the first folder that holds
@@ -45,6 +49,7 @@ class AdapterFolders:
         path = Path(given)
         candidates = [path] if path.is_absolute() else [folder / path for folder in self.folders]
         for candidate in candidates:
-            if self.allows(candidate) and candidate.resolve().is_dir():
-                return candidate.resolve()
+            real = self._inside(candidate)
+            if real is not None and real.is_dir():
+                return real
         raise AdapterOutsideFolders(given)

@@ -11,7 +11,6 @@ would, and any split into processes x accumulation steps gives the same update.
 
 from __future__ import annotations
 
-import errno
 import json
 import signal
 import threading
@@ -33,7 +32,7 @@ from ..evaluation.execution import sandbox_for
 from ..files import atomic_directory, write_json_atomic, write_text_atomic
 from ..hf import quantization_problem, unwrap
 from ..prompt.model import PromptTunedModel
-from ..run_dir import RunDir, RunDirError, read_metrics
+from ..run_dir import DISK_ERRORS, RunDir, RunDirError, read_metrics
 from .checkpoint import list_checkpoints, rng_state, set_rng_state, write_checkpoint
 from .config import ENVIRONMENT_KEY, TrainConfig, TrainConfigError
 from .mixture import MixtureOrder, mixture_weights
@@ -403,7 +402,7 @@ def disk_guard(run: Run, target: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+        if error.errno not in DISK_ERRORS:
             raise
         done = [path for path in list_checkpoints(run.dir) if path != target]
         kept = f"the last checkpoint, {done[-1]}, is intact" if done else "no checkpoint has been written yet"

@@ -3,7 +3,6 @@ otherwise; TensorBoard through Accelerate's trackers when asked. Only the main p
 
 from __future__ import annotations
 
-import errno
 import json
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..evaluation.metrics import format_metric
-from ..run_dir import RunDirError
+from ..run_dir import DISK_ERRORS, RunDirError
 
 
 class RunReporter:
@@ -89,7 +88,7 @@ class RunReporter:
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
         except OSError as error:
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            if error.errno not in DISK_ERRORS:
                 raise
             raise RunDirError(
                 f"cannot write {self.path}: {error.strerror}; the checkpoints already written are intact. Free "
