@@ -153,6 +153,14 @@ def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int, side: str =
     return batch
 
 
+def trailing_label_columns(labels: torch.Tensor) -> int:
+    """How many trailing columns of a causal batch a model must give logits for to score every label:
+    from the column before the first label (it predicts that label) to the end."""
+    columns = (labels != IGNORE_INDEX).any(0).nonzero()
+    first = int(columns.min()) if len(columns) else labels.shape[1] - 1
+    return labels.shape[1] - first + 1
+
+
 def _pad(rows: Sequence[list[int]], width: int, value: int, side: str) -> torch.Tensor:
     out = torch.full((len(rows), width), value, dtype=torch.long)
     for i, row in enumerate(rows):

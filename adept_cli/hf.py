@@ -223,6 +223,14 @@ def unwrap(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether the model under any wrapper computes its output projection for the trailing columns only
+    when asked (`logits_to_keep`); `model` may be a functools.partial of one."""
+    while isinstance(model, functools.partial):
+        model = model.func
+    return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters
+
+
 def make_accelerator(**kwargs: Any) -> Any:
     """An Accelerator; several processes without CUDA (e.g. `accelerate launch --multi_gpu` or torchrun on
     CPUs) use gloo on the CPU instead of falling back silently to independent single processes."""

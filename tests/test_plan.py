@@ -5,6 +5,8 @@ SmolLM2-135M; the quantized weights against bitsandbytes' real storage."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 from adept_cli.cli import app
 from adept_cli.hf import load_model
 from adept_cli.training import build_config
+from adept_cli.training.config import CPU_FORWARD_TOKENS
 from adept_cli.training.plan import PlanError, measure_peak, plan_memory
 
 from .helpers import STORIES, model_path
@@ -74,8 +77,8 @@ def test_the_plan_reads_no_weights(monkeypatch) -> None:
 
     monkeypatch.setattr("adept_cli.hf.load_model", no_weights)
     monkeypatch.setattr("transformers.PreTrainedModel.from_pretrained", no_weights)
-    plan = plan_memory(settings("smollm2-135m", batch_size=16, max_length=256), 32)
-    assert plan.tokens_per_step == 16 * (256 + 32)
+    plan = plan_memory(settings("smollm2-135m", batch_size=16, max_length=256), 32, device_type="cuda")
+    assert plan.tokens_per_step == 16 * (256 + 32)  # a GPU keeps the micro-batch in one forward
     assert plan.weights_bytes > 500e6  # 135M fp32 parameters, tied embedding counted once
     assert plan.weights_bytes < 600e6
 
@@ -108,3 +111,26 @@ def test_cli_json_and_errors() -> None:
     assert too_many.exit_code == 2 and "leaves no row per forward" in too_many.output
     with pytest.raises(PlanError):
         plan_memory(settings(model_path(STORIES), "method=full"))
+
+
+def test_a_default_shaped_step_on_a_cpu_is_bounded_and_planned() -> None:
+    """32 rows of the task's full length (sst2: 256 input tokens and its longest label word): on a CPU the
+    step goes through forwards of at most CPU_FORWARD_TOKENS tokens, which bounds its peak, and the plan
+    predicts the peak it measures."""
+    default = build_config(None, {"model": model_path(STORIES)}, [])
+    unsplit = build_config(None, {"model": model_path(STORIES)}, ["micro_batch_tokens=1000000"])
+    plan = plan_memory(default)
+    assert plan.micro_batch_rows == 32 and plan.source_tokens == 256
+    assert plan.tokens_per_step <= CPU_FORWARD_TOKENS < plan_memory(unsplit).tokens_per_step
+    measured, whole = measure_peak(default), measure_peak(unsplit)
+    assert abs(plan.total_bytes / measured - 1) <= TOLERANCE, f"estimate {plan.total_bytes:,} vs {measured:,}"
+    assert measured < 0.35 * whole  # activations of at most 2,048 tokens, not 32 x 258
+
+
+def test_measuring_prints_no_profiler_lines() -> None:
+    command = [sys.executable, "-m", "adept_cli", "plan", "-m", model_path(STORIES), "--batch-size", "2"]
+    command += ["--max-length", "16", "--target-length", "2", "--measure"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "measured peak" in done.stdout
+    assert "USDT" not in done.stdout + done.stderr and "profiler_start" not in done.stdout + done.stderr

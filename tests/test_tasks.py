@@ -358,3 +358,24 @@ def test_a_split_only_on_an_unreachable_hub_is_one_quick_error(monkeypatch, tmp_
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TaskError, match="the Hugging Face hub cannot be reached"):
         load_task_data(get_task("mnli"), ["train"])
+
+
+def test_a_local_folder_missing_a_split_says_how_to_read_the_hub(tmp_path, monkeypatch) -> None:
+    (tmp_path / "boolq").mkdir()
+    (tmp_path / "boolq" / "validation.jsonl").write_text(
+        json.dumps({"question": "is it", "passage": "it is", "label": 1, "idx": 0}) + "\n"
+    )
+    monkeypatch.setenv("ADEPT_DATA_DIR", str(tmp_path))
+    with pytest.raises(TaskError, match="pass --data-dir hub") as raised:
+        load_task_data(get_task("boolq"), ["train"])
+    assert str(tmp_path / "boolq") in str(raised.value)
+    asked = []
+
+    def hub(task, split, why, hint):
+        asked.append(split)
+        raise TaskError("offline")
+
+    monkeypatch.setattr("adept_cli.tasks.loading.read_hub_split", hub)
+    with pytest.raises(TaskError, match="offline"):
+        load_task_data(get_task("boolq"), ["train"], data_dir="hub")
+    assert asked == ["train"]  # the hub was asked, the local folder passed over

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -22,8 +23,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from adept_cli.cli import app
+from adept_cli.encoding import pad_batch
 from adept_cli.training import build_config, train
 from adept_cli.training.config import TrainConfigError
+from adept_cli.training.loop import split_by_tokens
 from adept_cli.training.progress import RunReporter
 
 from .helpers import REPO, SMOKE, STORIES, T5_TOKENIZER, model_path, read_jsonl, stories_config
@@ -187,6 +190,42 @@ def test_accumulation_1x8_equals_4x2(tmp_path) -> None:
         [r["loss"] for r in read_jsonl(tmp_path / n / "metrics.jsonl") if r["kind"] == "train"] for n in ("one", "four")
     ]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("seq2seq", [False, True])
+def test_a_step_is_split_into_forwards_of_at_most_the_token_budget(seq2seq) -> None:
+    generator = random.Random(3)
+    features = []
+    for _ in range(40):
+        source = generator.randint(1, 90)
+        labels = [1] * (generator.randint(1, 20) if seq2seq else source)
+        features.append({"input_ids": [1] * source, "labels": labels})
+    pieces = split_by_tokens(features, 200, seq2seq)
+    assert sorted(map(id, (f for piece in pieces for f in piece))) == sorted(map(id, features))
+    for piece in pieces:
+        batch = pad_batch(piece, 0)
+        padded = batch["input_ids"].numel() + (batch["labels"].numel() if seq2seq else 0)
+        assert padded <= 200 or len(piece) == 1
+    assert len(pieces) < len(features) / 2  # rows of similar length share a forward
+    assert split_by_tokens(features, None, seq2seq) == [features]
+
+
+def test_forwards_of_a_few_tokens_train_as_the_whole_batch(tmp_path) -> None:
+    common = ("steps=3", "eval_every=3", "batch_size=8", "max_grad_norm=null", "method=dept")
+    train(stories_config(tmp_path, *common, "micro_batch_tokens=1000000", name="whole"))
+    train(stories_config(tmp_path, *common, "micro_batch_tokens=150", name="split"))
+    whole, split = _final_state(tmp_path / "whole"), _final_state(tmp_path / "split")
+    for key in whole:
+        torch.testing.assert_close(whole[key], split[key], atol=1e-5, rtol=1e-4)
+    losses = [
+        [r["loss"] for r in read_jsonl(tmp_path / n / "metrics.jsonl") if r["kind"] == "train"]
+        for n in ("whole", "split")
+    ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    # how a step is split is not what it trains: a run resumes under another split
+    resume = ["train", "-o", str(tmp_path / "split"), "--resume", "auto", "micro_batch_tokens=64"]
+    result = runner.invoke(app, resume)
+    assert result.exit_code == 0, result.output
 
 
 def test_train_ends_by_saying_where_the_run_is(tmp_path) -> None:
@@ -439,3 +478,19 @@ def test_settings_import_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_the_bar_gives_an_eta_from_the_first_step_even_when_steps_are_slow() -> None:
+    from rich.progress import Progress
+
+    from adept_cli.training.progress import MeanStepEta
+
+    now = [0.0]
+    progress = Progress(get_time=lambda: now[0])
+    task_id = progress.add_task("train", total=10, completed=2, first_step=2)  # resumed at step 2
+    column = MeanStepEta()
+    assert column.render(progress.tasks[0]).plain == "ETA after the first step"
+    for step in (3, 4):  # 45 s a step: longer than the 30 s rich's own estimate looks back
+        now[0] += 45
+        progress.update(task_id, completed=step)
+    assert column.render(progress.tasks[0]).plain == "ETA 0:04:30"  # 6 steps left at 45 s

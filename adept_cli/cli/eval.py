@@ -54,7 +54,9 @@ def eval_command(
     max_target_length: Annotated[
         int | None, typer.Option("--max-target-length", help="Maximum target tokens (default: as trained).")
     ] = None,
-    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Folder with <task>/<split> files.")] = None,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="Folder with <task>/<split> files; hub: read from the hub only.")
+    ] = None,
     chat_template: Annotated[
         str | None,
         typer.Option("--chat-template", help="auto | none | a Jinja file (default: as trained; none for a base)."),
@@ -91,7 +93,9 @@ def eval_command(
         fail(f"--quantization must be one of {', '.join(QUANTIZATIONS)}; got {quantization!r}")
     if task is not None:
         get_task(task)  # an unknown task or a bad task file answers before any model loads
-    if data_dir is not None and not Path(data_dir).is_dir():
+    from ..tasks.sources import HUB
+
+    if data_dir is not None and data_dir != HUB and not Path(data_dir).is_dir():
         fail(f"--data-dir {data_dir} is not a directory")
     from ..evaluation import write_predictions
     from ..evaluation.execution import sandbox_for

@@ -36,11 +36,20 @@ def plan_command(
     measure: Annotated[
         bool, typer.Option("--measure", help="Also run one real training step here and report its peak.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="Device of the --measure step.")] = "cpu",
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="Device the run trains on (cpu splits steps into 2,048-token forwards), and "
+            "of the --measure step (default: cuda where there is one, else cpu).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Estimate training memory per device (frozen weights, activations, trainable state) and tokens per
     step from the model's config alone: the base is traced with fake tensors, no weights are read."""
+    import torch
+
     from ..training import build_config
     from ..training.plan import format_bytes, measure_peak, plan_memory
 
@@ -54,7 +63,8 @@ def plan_command(
         "gradient_checkpointing": gradient_checkpointing,
     }
     config = build_config(recipe, options, settings or [])
-    plan = plan_memory(config, target_length, processes)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    plan = plan_memory(config, target_length, processes, torch.device(device).type)
     result = plan.to_dict()
     if measure:
         result["measured_peak_bytes"] = measure_peak(config, target_length, device)
@@ -76,9 +86,11 @@ def plan_command(
     if measure:
         table.add_row(f"measured peak of one step on {device}", format_bytes(result["measured_peak_bytes"]))
     console.print(table)
+    rows = plan.micro_batch_rows
+    split = f" ({rows} rows a micro-batch, in forwards of {plan.batch_size})" if plan.batch_size < rows else ""
     console.print(
         f"{plan.batch_size} rows x ({plan.source_tokens} input + {plan.target_tokens} target tokens) = "
-        f"{plan.tokens_per_step:,} tokens per forward, plus a {plan.prompt_tokens}-token prompt. Framework "
+        f"{plan.tokens_per_step:,} tokens per forward, plus a {plan.prompt_tokens}-token prompt{split}. Framework "
         "overhead (CUDA context, allocator caching) comes on top.",
         highlight=False,
         soft_wrap=True,

@@ -37,7 +37,9 @@ def train(
     method: Annotated[str | None, typer.Option("--method", help="adept | dept | pt | lora | full.")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="YAML recipe (see recipes/).")] = None,
     output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
-    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Folder with <task>/<split> files.")] = None,
+    data_dir: Annotated[
+        str | None, typer.Option("--data-dir", help="Folder with <task>/<split> files; hub: read from the hub only.")
+    ] = None,
     resume: Annotated[
         str | None, typer.Option("--resume", help="'auto' (newest checkpoint of the run) or a checkpoint path.")
     ] = None,

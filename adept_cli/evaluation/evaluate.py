@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import torch
 
-from ..encoding import IGNORE_INDEX, Encoder, pad_batch
+from ..encoding import IGNORE_INDEX, Encoder, pad_batch, trailing_label_columns
+from ..hf import takes_logits_to_keep
 from ..tasks.example import Example
 from ..tasks.spec import Task, TaskError
 from .metrics import score
@@ -135,6 +136,11 @@ def sequence_scores(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool
     # the prompt (the first label is predicted from the prompt's last position); seq2seq decoders take
     # their inputs from the labels.
     inputs = batch if is_seq2seq else {key: value for key, value in batch.items() if key != "labels"}
+    if not is_seq2seq and takes_logits_to_keep(model):
+        # the output projection for the label columns only (a vocabulary's worth of logits at every
+        # position of every row was most of the memory and time of scoring)
+        keep = trailing_label_columns(labels)
+        inputs["logits_to_keep"], labels = keep, labels[:, -keep:]
     logits = model(**inputs).logits
     if not is_seq2seq:  # position t predicts token t + 1
         logits, labels = logits[:, :-1], labels[:, 1:]

@@ -57,7 +57,7 @@ class _Reader:
             if self.task.data_files:
                 self.cache[name] = self._read_declared(name, why)
             elif self.folder is not None:
-                self.cache[name] = read_local_split(self.folder, name, why)
+                self.cache[name] = read_local_split(self.folder, name, why, self._hub_hint())
             else:
                 hint = (
                     f"put {name}{{{','.join(SUFFIXES)}}} under <data-dir>/{self.task.folder}/ and pass --data-dir "
@@ -65,6 +65,15 @@ class _Reader:
                 )
                 self.cache[name] = read_hub_split(self.task, name, why, hint)
         return self.cache[name]
+
+    def _hub_hint(self) -> str:
+        """Why the hub was not asked: a task's local folder stands for all of its splits."""
+        if self.task.hub is None:
+            return ""
+        return (
+            f". A local folder is read instead of the hub for all of {self.task.name}'s splits: add the file "
+            f"there, or pass --data-dir hub (data_dir: hub) to read {self.task.hub.describe()} from the hub"
+        )
 
     def _read_declared(self, name: str, why: str) -> list[Record]:
         files = dict(self.task.data_files)

@@ -21,6 +21,9 @@ class Record:
     origin: str  # "file:line" or "hub-id[split] row N", for error messages
 
 
+HUB = "hub"  # the data_dir that skips local folders
+
+
 def default_data_dirs() -> list[Path]:
     """$ADEPT_DATA_DIR, then ../shared/data beside the working directory or beside the source tree."""
     candidates = []
@@ -39,7 +42,10 @@ def local_task_dir(task: Task, data_dir: str | os.PathLike | None) -> Path | Non
     """The folder holding the task's split files, or None to use the hub.
 
     An explicit `data_dir` may hold `<task>/<split>.<ext>` or `<split>.<ext>` directly; it must exist.
+    `hub` reads from the hub even where a default data folder holds the task.
     """
+    if data_dir == HUB:
+        return None
     if data_dir is not None:
         root = Path(data_dir).expanduser()
         if not root.is_dir():
@@ -74,10 +80,10 @@ def split_file(folder: Path, split: str) -> Path | None:
     return None
 
 
-def read_local_split(folder: Path, split: str, why: str) -> list[Record]:
+def read_local_split(folder: Path, split: str, why: str, hint: str = "") -> list[Record]:
     path = split_file(folder, split)
     if path is None:
-        raise TaskError(f"{folder} has no {split}{{{','.join(SUFFIXES)}}} file, needed for {why}")
+        raise TaskError(f"{folder} has no {split}{{{','.join(SUFFIXES)}}} file, needed for {why}{hint}")
     records = read_file(path)
     if not records:
         raise TaskError(f"{path} is empty (needed for {why})")

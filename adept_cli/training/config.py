@@ -33,6 +33,10 @@ MODEL_DTYPES = ("float32", "bfloat16", "float16")
 SCORINGS = ("generate", "rank")
 MIXES = ("proportional", "equal", "temperature")
 NONE_IS_A_CHOICE = ("quantization",)
+# Padded tokens per training forward on a CPU unless micro_batch_tokens says otherwise: activations grow
+# with the tokens of one forward (about 1.2 MB a token for SmolLM2-135M in fp32), so 32 rows of 256 tokens
+# held 14 GB; a GPU keeps its whole micro-batch (more tokens per kernel run faster there).
+CPU_FORWARD_TOKENS = 2048
 TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
@@ -77,7 +81,9 @@ class TrainConfig:
     output_dir: str | None = _f(
         None, "run directory (default: runs/<task>-<method>, -<model> added for a base other than the default)"
     )
-    data_dir: str | None = _f(None, "folder with <task>/<split> files (default: $ADEPT_DATA_DIR or ../shared/data)")
+    data_dir: str | None = _f(
+        None, "folder with <task>/<split> files (default: $ADEPT_DATA_DIR or ../shared/data); hub: the hub only"
+    )
     split_seed: int = _f(42, "seed of the shuffle behind the validation / test split rule")
     model_dtype: str = _f("float32", "base weights dtype (quantized: compute dtype): float32 | bfloat16 | float16")
     quantization: str = _f(
@@ -130,6 +136,11 @@ class TrainConfig:
     epochs: float | None = _f(None, "if set, steps = ceil(epochs x training examples / batch_size)")
     batch_size: int = _f(32, "examples per optimizer step, over all processes and accumulation steps")
     grad_accum: int = _f(1, "gradient accumulation steps per optimizer step")
+    micro_batch_tokens: int | None = _f(
+        None,
+        "split each step's rows, longest first, into forwards of at most N padded tokens (the same gradient, "
+        f"less memory and padding; default: {CPU_FORWARD_TOKENS} on a CPU, no split on a GPU)",
+    )
     lr_prompt: float = _f(3e-1, "learning rate of the soft prompt")
     lr_offsets: float = _f(1e-4, "learning rate of the offset network (DePT's A, B; ADePT's FFN)")
     lr: float = _f(1e-4, "learning rate for lora and full fine-tuning")
@@ -175,6 +186,12 @@ class TrainConfig:
     @property
     def task_label(self) -> str:
         return "+".join(_task_name(name) for name in self.tasks)
+
+    def forward_tokens(self, device_type: str) -> int | None:
+        """The padded tokens one training forward may hold on `device_type` (None: the whole micro-batch)."""
+        if self.micro_batch_tokens is not None:
+            return self.micro_batch_tokens
+        return CPU_FORWARD_TOKENS if device_type == "cpu" else None
 
     def resolved_output_dir(self) -> Path:
         """output_dir, else runs/<task>-<method>, with -<model> for any base but the default, so that runs
@@ -411,6 +428,7 @@ def config_problems(config: TrainConfig) -> list[str]:
         "steps",
         "batch_size",
         "grad_accum",
+        "micro_batch_tokens",
         "eval_every",
         "eval_batch_size",
         "log_every",

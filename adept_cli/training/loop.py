@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..encoding import IGNORE_INDEX, pad_batch
+from ..encoding import IGNORE_INDEX, pad_batch, trailing_label_columns
 from ..environment import recorded_versions
 from ..evaluation import evaluate, write_predictions
 from ..evaluation.execution import sandbox_for
@@ -101,9 +101,7 @@ def causal_batch(features: list[dict[str, list[int]]], pad_id: int, slice_logits
     """Left-padded causal training batch; `keep` = the trailing columns that hold targets (+1)."""
     batch: dict[str, Any] = pad_batch(features, pad_id, side="left")
     if slice_logits:
-        targets = (batch["labels"] != IGNORE_INDEX).any(0).nonzero()
-        first = int(targets.min()) if len(targets) else batch["labels"].shape[1] - 1
-        batch["keep"] = batch["labels"].shape[1] - first + 1
+        batch["keep"] = trailing_label_columns(batch["labels"])
     return batch
 
 
@@ -264,6 +262,12 @@ def fit(run: Run) -> None:
         f"{len(trainable.features):,} training examples, {world} process{'es' if world > 1 else ''}",
     )
     order = batch_order(run)
+    forward_tokens = config.forward_tokens(accelerator.device.type)
+    if forward_tokens is not None:
+        run.reporter.note(
+            f"each step's rows go through forwards of at most {forward_tokens:,} padded tokens "
+            "(micro_batch_tokens; the gradient is the whole batch's)"
+        )
     checkpoint_every = config.checkpoint_every or config.eval_every
     carried = state.log_window or {"loss": 0.0, "targets": 0}  # summed over processes: rank 0 carries it
     loss = torch.tensor(carried["loss"] if accelerator.is_main_process else 0.0, device=accelerator.device)
@@ -275,10 +279,18 @@ def fit(run: Run) -> None:
         while state.step < config.steps:
             indices = order.batch(state.step)
             step_targets = sum(trainable.target_tokens[i] for i in indices)
-            for m in range(config.grad_accum):
-                mine = [trainable.features[i] for i in indices[m * micro : (m + 1) * micro][rank::world]]
-                batch = _micro_batch(trainable, mine, accelerator.device)
-                sync = m == config.grad_accum - 1
+            forwards = [
+                piece
+                for m in range(config.grad_accum)
+                for piece in split_by_tokens(
+                    [trainable.features[i] for i in indices[m * micro : (m + 1) * micro][rank::world]],
+                    forward_tokens,
+                    trainable.seq2seq,
+                )
+            ]
+            for k, features in enumerate(forwards):
+                batch = _micro_batch(trainable, features, accelerator.device)
+                sync = k == len(forwards) - 1
                 with nullcontext() if sync else accelerator.no_sync(run.model):
                     loss_sum = token_loss_sum(run.model, run.raw, batch, trainable.seq2seq)
                     # DDP averages gradients over processes; x world makes it the sum over the global batch.
@@ -310,6 +322,34 @@ def fit(run: Run) -> None:
     finally:
         interrupt.close()
         run.reporter.stop()
+
+
+Features = list[dict[str, list[int]]]
+
+
+def split_by_tokens(features: Features, max_tokens: int | None, seq2seq: bool) -> list[Features]:
+    """`features` in forwards of at most `max_tokens` padded tokens (a longer row goes alone), longest rows
+    first so that rows of similar length share a forward; None keeps them in one forward. The loss is a
+    sum over rows, so the step's gradient does not depend on the split."""
+    if max_tokens is None or not features:
+        return [features]
+
+    def lengths(feature: dict[str, list[int]]) -> tuple[int, int]:
+        # a seq2seq row's decoder reads its labels too; a causal row's labels lie inside its input
+        return len(feature["input_ids"]), len(feature["labels"]) if seq2seq else 0
+
+    pieces: list[Features] = []
+    widest = (0, 0)  # the current piece's longest input and longest labels
+    for feature in sorted(features, key=lambda f: sum(lengths(f)), reverse=True):
+        source, target = lengths(feature)
+        grown = (max(widest[0], source), max(widest[1], target))
+        if pieces and (len(pieces[-1]) + 1) * sum(grown) <= max_tokens:
+            pieces[-1].append(feature)
+            widest = grown
+        else:
+            pieces.append([feature])
+            widest = (source, target)
+    return pieces
 
 
 def _micro_batch(trainable: TrainableModel, features: list[dict[str, list[int]]], device: Any) -> dict[str, Any]:

@@ -19,8 +19,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..encoding import Encoder
 from ..errors import AdeptError
 from ..hf import auto_model_class, enable_gradient_checkpointing, is_seq2seq, load_config, load_tokenizer
+from ..tasks import get_task
 from .config import TrainConfig
 from .setup import DTYPES
 
@@ -38,6 +40,7 @@ class MemoryPlan:
     model: str
     method: str
     batch_size: int  # rows per forward on one device
+    micro_batch_rows: int  # rows of one micro-batch on one device (split into forwards of batch_size)
     source_tokens: int
     target_tokens: int
     prompt_tokens: int
@@ -62,18 +65,21 @@ class MemoryPlan:
         return {**asdict(self), "total_bytes": self.total_bytes, "tokens_per_step": self.tokens_per_step}
 
 
-def plan_memory(config: TrainConfig, target_tokens: int | None = None, processes: int = 1) -> MemoryPlan:
-    """The training memory of one device for `config` (its model, method, batch, lengths, quantization
-    and checkpointing); `processes` share each step's batch_size."""
+def plan_memory(
+    config: TrainConfig, target_tokens: int | None = None, processes: int = 1, device_type: str = "cpu"
+) -> MemoryPlan:
+    """The training memory of one device of `device_type` for `config` (its model, method, batch, lengths,
+    quantization and checkpointing); `processes` share each step's batch_size."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .trainable import build_model
 
     if not config.uses_prompt:
         raise PlanError(f"adept plan covers the prompt methods (adept, dept, pt); got method {config.method}")
-    rows, source, target = _batch_shape(config, target_tokens, processes)
     model_config = load_config(config.model)
     tokenizer = load_tokenizer(config.model)
+    micro_rows, source, target = _batch_shape(config, tokenizer, is_seq2seq(model_config), target_tokens, processes)
+    rows = _rows_per_forward(config, micro_rows, source, target, device_type)
     dtype = DTYPES[config.model_dtype]
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     with mode:
@@ -105,6 +111,7 @@ def plan_memory(config: TrainConfig, target_tokens: int | None = None, processes
         model=config.model,
         method=config.method,
         batch_size=rows,
+        micro_batch_rows=micro_rows,
         source_tokens=source,
         target_tokens=target,
         prompt_tokens=model.prompt_len,
@@ -118,15 +125,33 @@ def plan_memory(config: TrainConfig, target_tokens: int | None = None, processes
     )
 
 
-def _batch_shape(config: TrainConfig, target_tokens: int | None, processes: int = 1) -> tuple[int, int, int]:
-    """Rows per forward on one device, input tokens and target tokens of every row (all at full length)."""
+def _batch_shape(
+    config: TrainConfig, tokenizer: Any, seq2seq: bool, target_tokens: int | None, processes: int = 1
+) -> tuple[int, int, int]:
+    """Rows of one micro-batch on one device, input tokens and target tokens of every row (all at full
+    length: the largest step the run can meet): the tasks' input length unless max_length is set, and a
+    classification task's longest label word (with the end token) as its target."""
     rows = config.batch_size // config.grad_accum // processes
     if rows < 1:
         raise PlanError(
             f"batch_size {config.batch_size} over grad_accum {config.grad_accum} and {processes} process(es) "
             "leaves no row per forward"
         )
-    return rows, config.max_length or 256, target_tokens or config.max_target_length
+    tasks = [get_task(name, run_code=False) for name in config.tasks]  # a task file's code is not run
+    source = config.max_length or max(task.max_length for task in tasks)
+    if target_tokens is None:
+        target_tokens = config.max_target_length
+        if all(task.kind == "classification" for task in tasks):
+            encoder = Encoder(tokenizer, seq2seq, source, config.max_target_length)
+            target_tokens = max(len(encoder.target_ids(word)) for task in tasks for word in task.label_words)
+    return rows, source, target_tokens
+
+
+def _rows_per_forward(config: TrainConfig, rows: int, source: int, target: int, device_type: str) -> int:
+    """The rows of the largest forward: a micro-batch, or as many full-length rows as micro_batch_tokens
+    (on a CPU by default) lets one forward hold."""
+    limit = config.forward_tokens(device_type)
+    return rows if limit is None else max(1, min(rows, limit // (source + target)))
 
 
 def _saved_bytes(model: Any, mode: Any, rows: int, source: int, target: int, seq2seq: bool) -> int:
@@ -208,36 +233,45 @@ def format_bytes(count: float) -> str:
 
 
 def measure_peak(config: TrainConfig, target_tokens: int | None = None, device: str = "cpu") -> int:
-    """The peak memory of one real training step (forward, backward, optimizer step) of the planned
+    """The peak memory of one real training step (forwards, backwards, optimizer step) of the planned
     shape, after a first step has created the optimizer state: CUDA's allocator statistics on a GPU, the
     profiler's memory timeline on a CPU (which has no allocator statistics)."""
     from ..hf import load_model
     from .trainable import build_model
 
-    rows, source, target = _batch_shape(config, target_tokens)
+    tokenizer = load_tokenizer(config.model)
     base = load_model(config.model, DTYPES[config.model_dtype], config.quantization, torch.device(device))
+    seq2seq = is_seq2seq(base)
+    rows, source, target = _batch_shape(config, tokenizer, seq2seq, target_tokens)
+    per_forward = _rows_per_forward(config, rows, source, target, torch.device(device).type)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(base)
-    model = build_model(config, base, load_tokenizer(config.model), source).to(device).train()
+    model = build_model(config, base, tokenizer, source).to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
-    seq2seq = is_seq2seq(base)
 
-    def step() -> None:
-        with torch.device(device):
-            _training_loss(model, rows, source, target, seq2seq).backward()
+    def step(forwards: int) -> None:
+        for start in range(0, forwards * per_forward, per_forward):  # in forwards, as training splits it
+            with torch.device(device):
+                _training_loss(model, min(per_forward, rows - start), source, target, seq2seq).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()
+    whole = math.ceil(rows / per_forward)
+    step(whole)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
-        step()
+        step(whole)
         return torch.cuda.max_memory_allocated(device)
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own start / stop lines are noise here
+    # Kineto prints its start / stop lines at its highest level (USDT, 5): only 6 keeps them out of the
+    # user's way; read when a profile starts, so setting it here is in time.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline  # no public CPU equivalent
 
+    # The first forward only: later ones of a split step peak no higher (the first is the widest, and
+    # what they share is the trainable state's gradients), and the profiler's own records of every
+    # forward held 13 GB for SmolLM2's default step.
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as run:
-        step()
+        step(1)
     _, sizes = MemoryProfileTimeline(run._memory_profile())._coalesce_timeline(torch.device("cpu"))
     return max(sum(size) for size in sizes)  # every tensor the step touches, the weights included

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from ..evaluation.metrics import format_metric
 from ..run_dir import DISK_ERRORS, RunDirError
@@ -46,13 +47,12 @@ class RunReporter:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                MeanStepEta(),
                 console=self.console,
                 transient=False,
             )
             self.progress.start()
-            self.task_id = self.progress.add_task("train", total=total, completed=step, status="")
+            self.task_id = self.progress.add_task("train", total=total, completed=step, status="", first_step=step)
 
     def advance(self, step: int) -> None:
         if self.progress is not None:
@@ -130,6 +130,20 @@ class RunReporter:
         if self.main:
             note = "  (best so far)" if best else ""
             self.console.print(f"step {step} {split} mean of the tasks: {mean:.2f}{note}", highlight=False)
+
+
+class MeanStepEta(ProgressColumn):
+    """Time left at the mean pace of the steps done in this process (evaluations included). Rich's own
+    column averages the last 30 s only, so it showed -:--:-- for as long as one step took longer than that
+    (a CPU, a large model)."""
+
+    def render(self, task: Task) -> Text:
+        done = task.completed - task.fields.get("first_step", 0)
+        if task.finished:
+            return Text("ETA 0:00:00", style="progress.remaining")
+        if done <= 0 or not task.elapsed:
+            return Text("ETA after the first step", style="progress.remaining")
+        return Text(f"ETA {_duration(task.elapsed / done * task.remaining)}", style="progress.remaining")
 
 
 def _duration(seconds: float) -> str:

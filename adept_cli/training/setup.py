@@ -6,7 +6,6 @@ accelerator -> data (bad rows fail here, before any model loads) -> run director
 
 from __future__ import annotations
 
-import inspect
 import math
 import shutil
 from collections.abc import Iterator
@@ -19,7 +18,15 @@ import torch
 
 from ..encoding import IGNORE_INDEX, Encoder, chat_format, chat_template_text
 from ..files import sha256_file, write_text_atomic
-from ..hf import enable_gradient_checkpointing, is_seq2seq, load_model, load_tokenizer, make_accelerator, unwrap
+from ..hf import (
+    enable_gradient_checkpointing,
+    is_seq2seq,
+    load_model,
+    load_tokenizer,
+    make_accelerator,
+    takes_logits_to_keep,
+    unwrap,
+)
 from ..run_dir import RunDir, RunDirError
 from ..tasks import TaskData, get_task, load_task_data
 from ..tasks.few_shot import draw_k_shot
@@ -141,12 +148,16 @@ def find_resume_checkpoint(run: RunDir, resume: str | None, rank: int, note: Any
 
 # Where a run and its data live, not what it trains: a run folder moved or copied elsewhere resumes.
 LOCATION_SETTINGS = ("output_dir", "data_dir")
+# How a step's rows are split into forwards, not what they are: the gradient is the same either way.
+EXECUTION_SETTINGS = ("micro_batch_tokens",)
 
 
 def _check_unchanged(run: RunDir, config: TrainConfig) -> None:
     before = load_run_config(run.config).to_dict()
     changed = {
-        k: (before[k], v) for k, v in config.to_dict().items() if before.get(k) != v and k not in LOCATION_SETTINGS
+        k: (before[k], v)
+        for k, v in config.to_dict().items()
+        if before.get(k) != v and k not in (*LOCATION_SETTINGS, *EXECUTION_SETTINGS)
     }
     if changed:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -188,7 +199,7 @@ def setup_model(config: TrainConfig, parts: list[TaskPart], device: Any = None) 
     if config.init_from is not None:
         initialize_from(model, config)
     seq2seq = is_seq2seq(base)
-    slice_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+    slice_logits = takes_logits_to_keep(base)
     chat_template = chat_template_text(tokenizer, config.chat_template)
     chat = chat_format(tokenizer, chat_template, seq2seq)
     features, owners = [], []
