@@ -370,6 +370,39 @@ def shared_prompt_ratio_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def serve_varied_section(data: dict[str, Any]) -> list[str]:
+    """bench/serve.py --workloads varied: generation rows of every sampling setting in one batch, against
+    the batcher that grouped them by sampling settings."""
+    settings = data["settings"]
+    rows = data["results"]["varied"]
+    lines = ["## Serving: requests of different sampling settings in one batch", ""]
+    lines += provenance(data)
+    lines += [
+        f"- Model {settings['model']}; 4 adapters (ADePT, DePT, PT, ADePT, l = {settings['prompt_len']}); "
+        f"{settings['clients']} closed-loop clients; {settings['requests'] // 2} completions per pass, each "
+        "greedy or sampled (temperature 0.6-1.0, top-p 0.9-1.0, seeded so every server does the same work), "
+        "1-32 new tokens (a fixed length each), every third streamed; --max-batch-size "
+        f"{settings['max_batch_size']}, --max-wait-ms {settings['max_wait_ms']:g}; medians over "
+        f"{settings['rounds']} rounds, the servers taking turns. In-process (no HTTP).",
+        "",
+        "| server | requests / s | p50 latency (ms) | p95 latency (ms) | mean batch | throughput vs mixed |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    mixed = rows["mixed"]
+    for server, row in rows.items():
+        ratio = row["requests_per_s"] / mixed["requests_per_s"]
+        lines.append(
+            f"| {settings['servers'][server]} | {row['requests_per_s']:.2f} | {row['p50_ms']:.0f} | "
+            f"{row['p95_ms']:.0f} | {row['mean_batch_size']:.1f} | {ratio:.2f} |"
+        )
+    before = rows.get("by-sampling")
+    if before:
+        speedup = mixed["requests_per_s"] / before["requests_per_s"]
+        detail = f"{speedup:.2f}x the throughput, p95 {mixed['p95_ms']:.0f} vs {before['p95_ms']:.0f} ms"
+        lines += ["", f"- One forward pass across sampling settings: {verdict(speedup > 1, detail)}"]
+    return [*lines, ""]
+
+
 def serve_vllm_section(data: dict[str, Any]) -> list[str]:
     """bench/serve_vllm.py: adapters mixed on vLLM against vLLM's bare base and adept's own engine."""
     settings, results = data["settings"], data["results"]
@@ -483,6 +516,9 @@ def main() -> None:
     ratio = load("shared_prompt_ratio")
     if ratio:
         lines += shared_prompt_ratio_section(ratio)
+    varied = load("serve_varied")
+    if varied:
+        lines += serve_varied_section(varied)
     vllm = load("serve_vllm")
     if vllm:
         lines += serve_vllm_section(vllm)

@@ -10,11 +10,13 @@ answered; request k of a client names adapter (client + k) mod 4):
 - `peft-serial`: transformers + PEFT PromptTuning (4 adapters on one model, `set_adapter` per request)
   answering requests one by one in arrival order: the do-it-yourself server.
 
-Two workloads: `predict` (an SST-2 sentence, rank scoring of the two label words, as /v1/predict) and
+Three workloads: `predict` (an SST-2 sentence, rank scoring of the two label words, as /v1/predict),
 `generate` (a completion of exactly 16 greedy tokens: `min_tokens`, so every server does the same
-work). adept's adapters: ADePT, DePT, PT, ADePT, all with l = 60; PEFT's: PromptTuning with 60 virtual
-tokens. The batching engine is measured in this process, without
-HTTP; after a warm-up pass, the servers take turns, round after round.
+work) and `varied` (completions that differ in sampling settings, seeds, lengths of 1-32 tokens and
+streaming, each of a fixed length; adept's servers only, with `by-sampling`, the batcher that ran only
+rows of equal sampling settings together, beside today's). adept's adapters: ADePT, DePT, PT, ADePT,
+all with l = 60; PEFT's: PromptTuning with 60 virtual tokens. The batching engine is measured in this
+process, without HTTP; after a warm-up pass, the servers take turns, round after round.
 
     python bench/serve.py                                    # writes bench/results/serve.json
     python bench/serve.py --model stories260k --rounds 1     # a quick look
@@ -23,6 +25,7 @@ HTTP; after a warm-up pass, the servers take turns, round after round.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import tempfile
@@ -43,7 +46,11 @@ SERVERS = {
     "single": "adept, the same load to one adapter",
     "grouped": "adept, one adapter at a time (PEFT's constraint)",
     "peft-serial": "transformers + PEFT, one request at a time",
+    "by-sampling": "adept, generation rows batched only with equal sampling settings (the batcher before 2026-12-03)",
 }
+# `varied` requests: greedy or sampled (seeded, so every server does the same work), 1-32 new tokens,
+# some streamed; each a fixed length (min_tokens = max_tokens), as in bench/serve_vllm.py.
+VARIED_SAMPLINGS = ((0.0, 1.0), (0.8, 0.95), (1.0, 1.0), (0.0, 1.0), (0.6, 0.9))  # (temperature, top_p)
 ADAPTERS = (("adept", 1), ("dept", 2), ("pt", 3), ("adept", 4))  # (method, seed)
 PROMPT_LEN = 60
 NEW_TOKENS = 16
@@ -81,6 +88,31 @@ def save_adapters(
 
 
 # -- the servers ---------------------------------------------------------------------------------------
+
+
+def by_sampling_batcher(engine: Any, max_batch_size: int, max_wait_ms: float) -> Any:
+    from adept_cli.serving import batcher as batching
+
+    class BySampling(batching.Batcher):
+        """The batcher as it was: generation rows grouped by sampling settings, a seeded row alone."""
+
+        def _run(self, batch: list) -> None:
+            started = time.monotonic()
+            live = [job for job in batch if not job.cancelled() and job.future.set_running_or_notify_cancel()]
+            self.metrics.count_batch(live, started)
+            groups: dict[tuple, list] = {}
+            for number, job in enumerate(live):
+                if job.score is not None:
+                    key: tuple = ("score",)
+                else:
+                    key = ("seeded", number) if job.sampling.seed is not None else ("generate", job.sampling)
+                groups.setdefault(key, []).append(job)
+            for jobs in groups.values():
+                self._run_group(jobs)
+            with self.metrics.lock:
+                self.metrics.busy_seconds += time.monotonic() - started
+
+    return BySampling(engine, max_batch_size, max_wait_ms)
 
 
 def grouped_batcher(engine: Any, max_batch_size: int, max_wait_ms: float) -> Any:
@@ -229,10 +261,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         encoder = engine.get("a0").encoder
 
         def adept_submit(batcher: Any, kind: str):
+            numbers = itertools.count()
+
             def submit(adapter: int, source: str) -> Future:
                 name = f"a{adapter}"
                 if kind == "predict":
                     return batcher.submit(Job(name, score=(source, WORDS)))
+                if kind == "varied":
+                    k = next(numbers)
+                    temperature, top_p = VARIED_SAMPLINGS[k % len(VARIED_SAMPLINGS)]
+                    tokens = 1 + (7 * k) % 32
+                    sampling = Sampling(temperature, top_p, seed=None if temperature == 0 else k, min_tokens=tokens)
+                    streamed = (lambda text: None) if k % 3 == 0 else None
+                    row = GenerationRow(name, encoder.source_ids(source), tokens, on_text=streamed)
+                    return batcher.submit(Job(name, generation=row, sampling=sampling))
                 row = GenerationRow(name, encoder.source_ids(source), NEW_TOKENS)
                 return batcher.submit(Job(name, generation=row, sampling=Sampling(min_tokens=NEW_TOKENS)))
 
@@ -251,8 +293,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 for server in order:
                     if server == "peft-serial":
                         continue  # after the adept servers: PEFT wraps the base model
+                    if (server == "by-sampling") != (workload == "varied") and server != "mixed":
+                        continue  # by-sampling differs from mixed on the varied load only
                     if server == "grouped":
                         batcher = grouped_batcher(engine, args.max_batch_size, args.max_wait_ms)
+                    elif server == "by-sampling":
+                        batcher = by_sampling_batcher(engine, args.max_batch_size, args.max_wait_ms)
                     else:
                         batcher = Batcher(engine, args.max_batch_size, args.max_wait_ms)
                     batcher.start()
@@ -267,7 +313,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if "peft-serial" in args.servers:
             engine.model.unwrap()  # the plain base again
             peft = PeftSerial(engine.model.base, tokenizer)
-            for workload in args.workloads:
+            for workload in [w for w in args.workloads if w != "varied"]:  # PEFT's loop greedy only
                 requests = args.requests if workload == "predict" else args.requests // 2
                 for _ in range(args.rounds):
 
@@ -279,7 +325,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     print(workload, "peft-serial", {k: round(v, 3) for k, v in measured.items()})
             peft.stop()
     return {
-        workload: {server: _summary(runs) for server, runs in servers.items()} for workload, servers in results.items()
+        workload: {server: _summary(runs) for server, runs in servers.items() if runs}
+        for workload, servers in results.items()
     }
 
 
@@ -293,7 +340,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m", help="smollm2-135m (default) or stories260k")
     parser.add_argument("--servers", default=",".join(SERVERS))
-    parser.add_argument("--workloads", default="predict,generate")
+    parser.add_argument("--workloads", default="predict,generate,varied")
     parser.add_argument("--requests", type=int, default=256, help="requests per predict pass (generate: half)")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)

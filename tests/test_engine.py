@@ -147,3 +147,67 @@ def test_a_multi_task_adapter_needs_its_task_named(tmp_path) -> None:
     with pytest.raises(RequestError, match=r"trained on several tasks \(rte, mrpc\)"):
         engine.add("m", tmp_path / "mixed")
     assert engine.add("m", tmp_path / "mixed", task="mrpc").task.name == "mrpc"
+
+
+def _sampled_alone(model, tokenizer, ids, sampling: Sampling, new_tokens: int) -> list[int]:
+    """transformers' own sampling of one row (temperature, nucleus, no top-k), seeded as a lone request
+    used to be."""
+    torch.manual_seed(sampling.seed)
+    out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=True,
+                         temperature=sampling.temperature, top_p=sampling.top_p, top_k=0,
+                         min_new_tokens=sampling.min_tokens, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)[0]  # fmt: skip
+    return out[len(ids) :].tolist()
+
+
+def test_rows_of_different_samplings_share_one_generate_call_and_keep_their_own_answers(tmp_path) -> None:
+    engine, models, tokenizer = setup("llama", tmp_path)
+    samplings = [
+        Sampling(),  # greedy
+        Sampling(temperature=0.8, top_p=0.9, seed=11),
+        Sampling(temperature=1.3, seed=12, min_tokens=7),
+        Sampling(min_tokens=9),  # greedy, but no end token before 9 tokens
+    ]
+    rows = [
+        GenerationRow(name, tokenizer(INPUTS[i % 3])["input_ids"], 9 + i)
+        for i, name in enumerate(["pt", "dept", "adept", "pt"])
+    ]
+    calls = []
+    original = engine.model.generate
+    engine.model.generate = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    together = engine.generate(rows, samplings)
+    assert len(calls) == 1
+    for row, sampling, result in zip(rows, samplings, together):
+        alone = engine.generate([row], sampling)[0]
+        assert (result.text, result.completion_tokens) == (alone.text, alone.completion_tokens)
+        assert result.completion_tokens >= sampling.min_tokens
+        if sampling.seed is not None:  # the same tokens transformers' own sampling draws for this seed
+            expected = _sampled_alone(models[row.adapter], tokenizer, row.input_ids, sampling, row.max_tokens)
+            end = expected.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in expected else len(expected)
+            assert result.text == tokenizer.decode(expected[:end], skip_special_tokens=True)
+
+
+def test_the_batcher_runs_every_generation_row_of_a_batch_together(tmp_path) -> None:
+    from adept_cli.serving.batcher import Batcher, Job
+
+    engine, _, tokenizer = setup("llama", tmp_path)
+    calls = []
+    original = engine.generate
+    engine.generate = lambda rows, samplings: calls.append(len(rows)) or original(rows, samplings)
+    batcher = Batcher(engine, max_batch_size=8, max_wait_ms=2000)
+    ids = tokenizer(INPUTS[0])["input_ids"]
+    kinds = [Sampling(), Sampling(temperature=0.7), Sampling(temperature=0.7, seed=3), Sampling(min_tokens=4)]
+    jobs = [
+        Job(
+            name,
+            generation=GenerationRow(name, ids, 3 + i, stop=("." if i % 2 else ()), on_text=print if i == 1 else None),
+            sampling=kind,
+        )
+        for i, (name, kind) in enumerate(zip(["pt", "dept", "adept", None], kinds))
+    ]
+    futures = [batcher.submit(job) for job in jobs]  # queued before the thread starts: one batch
+    batcher.start()
+    results = [future.result(timeout=120) for future in futures]
+    batcher.stop()
+    assert calls == [4]
+    assert [r.completion_tokens <= 3 + i for i, r in enumerate(results)] == [True] * 4

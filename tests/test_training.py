@@ -179,17 +179,20 @@ def test_resume_after_a_crash_restarts_from_the_last_checkpoint(tmp_path, monkey
     assert _curve(tmp_path / "crashed") == _curve(tmp_path / "reference")
 
 
+def _train_alike(tmp_path, common: tuple[str, ...], **runs: str) -> None:
+    """Two runs that differ in one setting (`name=setting`) end with the same weights and log the same losses."""
+    for name, setting in runs.items():
+        train(stories_config(tmp_path, *common, setting, name=name))
+    first, second = (_final_state(tmp_path / name) for name in runs)
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], atol=1e-5, rtol=1e-4)
+    losses = [[r["loss"] for r in read_jsonl(tmp_path / n / "metrics.jsonl") if r["kind"] == "train"] for n in runs]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
 def test_accumulation_1x8_equals_4x2(tmp_path) -> None:
     common = ("steps=3", "eval_every=3", "batch_size=8", "max_grad_norm=null")
-    train(stories_config(tmp_path, *common, "grad_accum=1", name="one"))
-    train(stories_config(tmp_path, *common, "grad_accum=4", name="four"))
-    one, four = _final_state(tmp_path / "one"), _final_state(tmp_path / "four")
-    for key in one:
-        torch.testing.assert_close(one[key], four[key], atol=1e-5, rtol=1e-4)
-    losses = [
-        [r["loss"] for r in read_jsonl(tmp_path / n / "metrics.jsonl") if r["kind"] == "train"] for n in ("one", "four")
-    ]
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    _train_alike(tmp_path, common, one="grad_accum=1", four="grad_accum=4")
 
 
 @pytest.mark.parametrize("seq2seq", [False, True])
@@ -212,16 +215,7 @@ def test_a_step_is_split_into_forwards_of_at_most_the_token_budget(seq2seq) -> N
 
 def test_forwards_of_a_few_tokens_train_as_the_whole_batch(tmp_path) -> None:
     common = ("steps=3", "eval_every=3", "batch_size=8", "max_grad_norm=null", "method=dept")
-    train(stories_config(tmp_path, *common, "micro_batch_tokens=1000000", name="whole"))
-    train(stories_config(tmp_path, *common, "micro_batch_tokens=150", name="split"))
-    whole, split = _final_state(tmp_path / "whole"), _final_state(tmp_path / "split")
-    for key in whole:
-        torch.testing.assert_close(whole[key], split[key], atol=1e-5, rtol=1e-4)
-    losses = [
-        [r["loss"] for r in read_jsonl(tmp_path / n / "metrics.jsonl") if r["kind"] == "train"]
-        for n in ("whole", "split")
-    ]
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    _train_alike(tmp_path, common, whole="micro_batch_tokens=1000000", split="micro_batch_tokens=150")
     # how a step is split is not what it trains: a run resumes under another split
     resume = ["train", "-o", str(tmp_path / "split"), "--resume", "auto", "micro_batch_tokens=64"]
     result = runner.invoke(app, resume)

@@ -3,15 +3,16 @@
 
 One thread runs the model. It takes the oldest waiting job, then whatever else arrives until that job
 has waited `max_wait_ms` (no waiting at all when the queue already holds a full batch), and runs the
-batch as a few groups: all scoring rows in one forward pass, generation rows grouped by how they sample
-(greedy rows of every adapter together; a seeded row alone, so its seed reproduces its answer). A job's
+batch as at most two groups: all scoring rows in one forward pass, all generation rows in one `generate`
+call, whatever their adapters, samplings, seeds, max_tokens, stop strings or streaming (each row is
+sampled and stopped on its own; a seeded row draws from its own stream, so its seed reproduces its
+answer in any company). A job's
 failure is its own: a job whose adapter was removed while it waited fails alone; an error inside a
 group's model call fails that group's jobs and the thread goes on with the next batch.
 """
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 import time
@@ -25,7 +26,6 @@ from .engine import Engine, GenerationRow, Sampling
 from .metrics import Metrics
 
 _STOP = object()
-_unique = itertools.count()
 
 
 @dataclass
@@ -39,12 +39,8 @@ class Job:
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
 
-    def group(self) -> tuple:
-        if self.score is not None:
-            return ("score",)
-        if self.sampling.seed is not None:
-            return ("seeded", next(_unique))
-        return ("generate", self.sampling)
+    def group(self) -> str:
+        return "score" if self.score is not None else "generate"
 
     def cancelled(self) -> bool:
         return self.generation is not None and self.generation.cancelled()
@@ -100,7 +96,7 @@ class Batcher:
         started = time.monotonic()
         live = [job for job in batch if not job.cancelled() and job.future.set_running_or_notify_cancel()]
         self.metrics.count_batch(live, started)
-        groups: dict[tuple, list[Job]] = {}
+        groups: dict[str, list[Job]] = {}
         for job in live:
             groups.setdefault(job.group(), []).append(job)
         for jobs in groups.values():
@@ -127,7 +123,8 @@ class Batcher:
             if runnable[0].score is not None:
                 results = self.engine.score([(job.adapter, *job.score) for job in runnable])
             else:
-                results = self.engine.generate([job.generation for job in runnable], runnable[0].sampling)
+                generation = [job.generation for job in runnable]
+                results = self.engine.generate(generation, [job.sampling or Sampling() for job in runnable])
                 with self.metrics.lock:
                     self.metrics.generated_tokens += sum(result.completion_tokens for result in results)
         except Exception as error:  # noqa: BLE001 - the request fails, the server goes on

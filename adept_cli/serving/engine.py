@@ -77,23 +77,30 @@ class ServedAdapter:
 
 @dataclass(frozen=True)
 class Sampling:
-    """How the next token is chosen; rows that share one run in one `generate` call."""
+    """How one row's next token is chosen. Rows of different samplings share a `generate` call: each is
+    applied to its own row (`_RowSampling`)."""
 
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
-    seed: int | None = None
+    seed: int | None = None  # its own random stream: the row's answer does not depend on its company
     min_tokens: int = 0  # no end token before this many new tokens
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-    def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"min_new_tokens": self.min_tokens} if self.min_tokens else {}
+    def choose(self, logits: torch.Tensor, generator: torch.Generator | None) -> int:
+        """The next token from one row's logits, as transformers samples (temperature, then nucleus over
+        the sorted probabilities keeping at least one token; no top-k, which OpenAI's sampling lacks)."""
         if self.greedy:
-            return {**kwargs, "do_sample": False}
-        # OpenAI's sampling has no top-k; transformers' default of 50 would change the distribution.
-        return {**kwargs, "do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+            return int(logits.argmax())
+        logits = logits.float() / self.temperature
+        if self.top_p < 1.0:
+            ordered, order = logits.sort()
+            outside = ordered.softmax(-1).cumsum(-1) <= 1 - self.top_p
+            outside[-1] = False
+            logits = logits.masked_fill(outside.scatter(0, order, outside), float("-inf"))
+        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
 
 
 @dataclass
@@ -195,6 +202,32 @@ class _RowStreamer:
 
     def end(self) -> None:
         pass
+
+
+class _RowSampling:
+    """transformers' logits-processor hook that chooses every row's token by that row's own sampling
+    (and holds its end token back until its min_tokens); generate then runs greedy, so the chosen token,
+    the only one left, is the one it takes. This lets rows of any samplings share one forward pass."""
+
+    def __init__(self, samplings: Sequence[Sampling], end_ids: set[int], device: torch.device):
+        self.samplings = samplings
+        self.end_ids = sorted(end_ids)
+        self.generators = [
+            torch.Generator(device=device).manual_seed(s.seed) if s.seed is not None else None for s in samplings
+        ]
+        self.steps = 0  # tokens generated so far (every row has as many, finished rows padded)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.clone()
+        for row, (sampling, generator) in enumerate(zip(self.samplings, self.generators)):
+            if self.steps < sampling.min_tokens and self.end_ids:
+                scores[row, self.end_ids] = float("-inf")
+            if not sampling.greedy:
+                token = sampling.choose(scores[row], generator)
+                scores[row] = float("-inf")
+                scores[row, token] = 0.0
+        self.steps += 1
+        return scores
 
 
 class _RowsDone:
@@ -407,26 +440,29 @@ class Engine(AdapterServer):
         return out
 
     @torch.no_grad()
-    def generate(self, rows: Sequence[GenerationRow], sampling: Sampling) -> list[Generated]:
-        """Every row in one `generate` call; a seeded sampling is reproducible (run it alone)."""
+    def generate(self, rows: Sequence[GenerationRow], sampling: Sampling | Sequence[Sampling]) -> list[Generated]:
+        """Every row in one `generate` call, each sampled as `sampling` says (one for all rows, or one per
+        row); a seeded row draws from its own stream, so its answer does not depend on the rows beside it."""
+        from transformers import LogitsProcessorList
+
+        samplings = [sampling] * len(rows) if isinstance(sampling, Sampling) else list(sampling)
+        if len(samplings) != len(rows):
+            raise ValueError(f"{len(samplings)} samplings for {len(rows)} rows")
         decoders = [RowDecoder(self.decode, row, self.end_ids) for row in rows]
         batch = pad_batch([{"input_ids": row.input_ids} for row in rows], self.tokenizer.pad_token_id)
-        kwargs = dict(
-            max_new_tokens=max(row.max_tokens for row in rows),
-            num_beams=1,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            streamer=_RowStreamer(decoders),
-            stopping_criteria=[_RowsDone(decoders)],
-            **sampling.generate_kwargs(),
-        )
-        with self.lock, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
+        chosen = _RowSampling(samplings, self.end_ids, self.device)
+        with self.lock:
             self.model.generate(
                 batch["input_ids"].to(self.device),
                 [row.adapter for row in rows],
                 batch["attention_mask"].to(self.device),
-                **kwargs,
+                max_new_tokens=max(row.max_tokens for row in rows),
+                num_beams=1,
+                do_sample=False,  # _RowSampling has chosen each row's token: the only one left
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                streamer=_RowStreamer(decoders),
+                stopping_criteria=[_RowsDone(decoders)],
+                logits_processor=LogitsProcessorList([chosen]),
             )
         return [decoder.close() for decoder in decoders]
