@@ -390,8 +390,8 @@ def measure_plan(shape: str, args: argparse.Namespace) -> dict[str, Any]:
         del base
         shape = dict(batch_size=sizes.train_batch, max_length=sizes.source, max_target_length=sizes.target)
         config = TrainConfig(model=folder, method="adept", prompt_len=60, model_dtype="bfloat16", **shape)
-        plan = plan_memory(config)
-        measured = measure_peak(config, device=args.device)
+        plan = plan_memory(config, sizes.target, device_type=torch.device(args.device).type)
+        measured = measure_peak(config, sizes.target, device=args.device)
     return {"estimate_mb": plan.total_bytes / 2**20, "measured_mb": measured / 2**20,
             "estimate_over_measured": plan.total_bytes / measured}  # fmt: skip
 

@@ -51,7 +51,9 @@ def main() -> None:
     rows = []
     for model, batch, length, target, overrides in cases:
         config = build_config(None, {"model": model, "batch_size": batch, "max_length": length}, overrides)
-        estimate = plan_memory(config, target).total_bytes
+        # the measured rows on this machine's device; Llama-3-8B as on the GPU it is planned for
+        device = "cuda" if model == llama else args.device.split(":")[0]
+        estimate = plan_memory(config, target, device_type=device).total_bytes
         measured = None if model == llama else measure_peak(config, target, args.device)
         name = {stories: "stories260K", t5: "tiny random T5", llama: "Llama-3-8B (config only)"}.get(model, model)
         settings = f"{config.method}, batch {batch}, {length} + {target} tokens" + "".join(

@@ -399,7 +399,12 @@ def serve_varied_section(data: dict[str, Any]) -> list[str]:
     if before:
         speedup = mixed["requests_per_s"] / before["requests_per_s"]
         detail = f"{speedup:.2f}x the throughput, p95 {mixed['p95_ms']:.0f} vs {before['p95_ms']:.0f} ms"
-        lines += ["", f"- One forward pass across sampling settings: {verdict(speedup > 1, detail)}"]
+        lines += [
+            "",
+            f"- One forward pass across sampling settings: {verdict(speedup > 1, detail)}",
+            '- "mean batch" counts the rows a batch gathered; the older batcher then ran them as one `generate` '
+            "call per distinct sampling setting (and one per seeded row), each as long as its longest row.",
+        ]
     return [*lines, ""]
 
 
@@ -437,9 +442,11 @@ def serve_vllm_section(data: dict[str, Any]) -> list[str]:
         speedup = results["vllm-mixed"]["requests_per_s"] / results["builtin"]["requests_per_s"]
         lines.append(
             f"- vLLM serves this load at {speedup:.1f}x the built-in engine's throughput: continuous batching "
-            "(rows of 1 and 64 tokens leave the batch when they end), and the built-in engine batching only "
-            "requests with the same sampling settings (each `min_tokens` its own batch). vLLM's CPU worker runs "
-            "on one core (it reserves the other); the built-in engine uses both."
+            "(rows of 1 and 64 tokens leave the batch when they end), and the built-in engine, when this was "
+            "measured, batching only requests with the same sampling settings (each `min_tokens` its own batch; "
+            'since then every generation row of a batch shares one call: see "requests of different sampling '
+            "settings in one batch\" above). vLLM's CPU worker runs on one core (it reserves the other); the "
+            "built-in engine uses both."
         )
     lines += [
         "- adept's defaults for vLLM that made the difference: LoRA on the input embedding only (vLLM otherwise "

@@ -11,8 +11,14 @@ from rich.table import Table
 from .common import console, examples, print_json, require_at_least, user_errors
 
 EXAMPLES = examples(
-    ("The paper's Llama-3-8B recipe, 4-bit", "adept plan --recipe recipes/llama3-8b-mbpp.yaml --quantization 4bit"),
-    ("T5-base on 4 GPUs sharing each step", "adept plan --recipe recipes/t5-base-large-data.yaml --processes 4"),
+    (
+        "The paper's Llama-3-8B recipe, 4-bit",
+        "adept plan --recipe recipes/llama3-8b-mbpp.yaml --quantization 4bit --device cuda",
+    ),
+    (
+        "T5-base on 4 GPUs sharing each step",
+        "adept plan --recipe recipes/t5-base-large-data.yaml --processes 4 --device cuda",
+    ),
     ("Check the estimate with a real step", "adept plan -m smollm2-135m --batch-size 4 --max-length 128 --measure"),
 )
 
