@@ -223,12 +223,22 @@ def unwrap(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def takes_logits_to_keep(model: Any) -> bool:
-    """Whether the model under any wrapper computes its output projection for the trailing columns only
-    when asked (`logits_to_keep`); `model` may be a functools.partial of one."""
+def called_model(model: Any) -> Any:
+    """The model a callable stands for (a functools.partial of one is unwrapped)."""
     while isinstance(model, functools.partial):
         model = model.func
-    return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters
+    return model
+
+
+def forward_parameters(model: Any) -> set[str]:
+    """The arguments the Hugging Face model under any wrapper takes in `forward`."""
+    return set(inspect.signature(unwrap(called_model(model)).forward).parameters)
+
+
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether the model under any wrapper computes its output projection for the trailing columns only
+    when asked (`logits_to_keep`)."""
+    return "logits_to_keep" in forward_parameters(model)
 
 
 def make_accelerator(**kwargs: Any) -> Any:

@@ -7,7 +7,8 @@ import torch
 
 from adept_cli.encoding import Encoder
 from adept_cli.evaluation import evaluate
-from adept_cli.tasks import TaskError, get_task, load_task_data
+from adept_cli.evaluation.evaluate import label_scores
+from adept_cli.tasks import Example, TaskError, get_task, load_task_data
 
 from .helpers import perturb, wrap
 
@@ -72,3 +73,29 @@ def test_rank_is_refused_for_regression() -> None:
     model, tokenizer = wrap("pt", "llama")
     with pytest.raises(TaskError, match="rank classification needs label words"):
         evaluate(model, Encoder(tokenizer, False), get_task("stsb"), [], scoring="rank")
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_scoring_projects_only_the_label_columns_and_scores_as_each_row_alone(wrapped, rte_examples) -> None:
+    """Rows of very different lengths in one batch: adept's adapter model (positions from the mask) and a
+    plain Hugging Face model (given positions) score each row as it scores alone, and the output
+    projection runs for the label columns only, not for every position of every row."""
+    model, tokenizer = wrap("dept", "llama")
+    perturb(model)
+    model.eval()
+    scorer = model if wrapped else model.unwrap()
+    encoder = Encoder(tokenizer, is_seq2seq=False, max_length=64)
+    examples = [rte_examples[0], Example("short", ""), rte_examples[1]]
+    widths = []
+    handle = (
+        (model.base if wrapped else scorer)
+        .get_output_embeddings()
+        .register_forward_hook(lambda module, inputs, output: widths.append(inputs[0].shape[1]))
+    )
+    together = label_scores(scorer, encoder, examples, range(3), 3, ["yes", "no"])
+    handle.remove()
+    longest_label = max(len(encoder.target_ids(word)) for word in ("yes", "no"))
+    assert max(widths) <= longest_label + 1 < min(len(encoder.source_ids(e.source)) for e in examples)
+    for index in range(3):
+        alone = label_scores(scorer, encoder, examples, [index], 1, ["yes", "no"])[index]
+        assert together[index] == pytest.approx(alone, abs=1e-4)

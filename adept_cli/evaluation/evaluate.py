@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from ..encoding import IGNORE_INDEX, Encoder, pad_batch, trailing_label_columns
-from ..hf import takes_logits_to_keep
+from ..hf import called_model, forward_parameters, takes_logits_to_keep
 from ..tasks.example import Example
 from ..tasks.spec import Task, TaskError
 from .metrics import score
@@ -137,8 +137,9 @@ def sequence_scores(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool
     # their inputs from the labels.
     inputs = batch if is_seq2seq else {key: value for key, value in batch.items() if key != "labels"}
     if not is_seq2seq and takes_logits_to_keep(model):
-        # the output projection for the label columns only (a vocabulary's worth of logits at every
-        # position of every row was most of the memory and time of scoring)
+        # The output projection for the label columns only: a vocabulary's worth of logits at every
+        # position of every row was most of the memory and time of scoring.
+        inputs, labels = _rows_at_the_end(model, inputs, labels)
         keep = trailing_label_columns(labels)
         inputs["logits_to_keep"], labels = keep, labels[:, -keep:]
     logits = model(**inputs).logits
@@ -154,6 +155,26 @@ def sequence_scores(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool
         0, rows, (picked.argmax(-1) != wanted).float()
     )
     return log_probs, misses == 0
+
+
+def _rows_at_the_end(
+    model: Any, inputs: dict[str, torch.Tensor], labels: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A right-padded causal batch with each row moved to its end (left padding), so that every row's
+    labels lie in the same few trailing columns; positions still count from each row's first token (adept's
+    adapter models count them from the mask; a plain model is given them). Unchanged where the model
+    cannot be given positions, or the batch is not right-padded."""
+    mask = inputs.get("attention_mask")
+    plain = not getattr(called_model(model), "positions_from_mask", False)
+    if mask is None or not bool(mask[:, 0].all()) or (plain and "position_ids" not in forward_parameters(model)):
+        return inputs, labels
+    width = mask.shape[1]
+    columns = torch.arange(width, device=mask.device)
+    index = (columns - (width - mask.sum(1, keepdim=True))) % width  # row r's token j lands at j + its padding
+    moved = {key: value.gather(1, index) for key, value in inputs.items()}
+    if plain:
+        moved["position_ids"] = (moved["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    return moved, labels.gather(1, index)
 
 
 def evaluate(

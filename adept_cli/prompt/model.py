@@ -202,6 +202,10 @@ class AdapterModel(nn.Module):
     it, "off" runs the prompt in every row. Both paths compute the same model.
     """
 
+    # Causal rows get positions counted from the attention mask (where the base takes position_ids), so
+    # left and right padding give the same outputs; callers may pad either way.
+    positions_from_mask = True
+
     def __init__(self, base: nn.Module, base_model_name: str | None = None, share_prompt: str = "auto"):
         super().__init__()
         if share_prompt not in SHARE_PROMPT:
