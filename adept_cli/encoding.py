@@ -153,6 +153,12 @@ def pad_batch(features: Sequence[dict[str, list[int]]], pad_id: int, side: str =
     return batch
 
 
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each token's position counted from its row's first real token (padding at 0): transformers'
+    generate() rule, so that left and right padding, training and cached generation all agree."""
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+
+
 def trailing_label_columns(labels: torch.Tensor) -> int:
     """How many trailing columns of a causal batch a model must give logits for to score every label:
     from the column before the first label (it predicts that label) to the end."""

@@ -235,12 +235,6 @@ def forward_parameters(model: Any) -> set[str]:
     return set(inspect.signature(unwrap(called_model(model)).forward).parameters)
 
 
-def takes_logits_to_keep(model: Any) -> bool:
-    """Whether the model under any wrapper computes its output projection for the trailing columns only
-    when asked (`logits_to_keep`)."""
-    return "logits_to_keep" in forward_parameters(model)
-
-
 def make_accelerator(**kwargs: Any) -> Any:
     """An Accelerator; several processes without CUDA (e.g. `accelerate launch --multi_gpu` or torchrun on
     CPUs) use gloo on the CPU instead of falling back silently to independent single processes."""

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import torch
 
-from ..encoding import IGNORE_INDEX, Encoder, pad_batch, trailing_label_columns
-from ..hf import called_model, forward_parameters, takes_logits_to_keep
+from ..encoding import IGNORE_INDEX, Encoder, pad_batch, positions_from_mask, trailing_label_columns
+from ..hf import called_model, forward_parameters
 from ..tasks.example import Example
 from ..tasks.spec import Task, TaskError
 from .metrics import score
@@ -136,10 +136,11 @@ def sequence_scores(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool
     # the prompt (the first label is predicted from the prompt's last position); seq2seq decoders take
     # their inputs from the labels.
     inputs = batch if is_seq2seq else {key: value for key, value in batch.items() if key != "labels"}
-    if not is_seq2seq and takes_logits_to_keep(model):
+    parameters = forward_parameters(model)
+    if not is_seq2seq and "logits_to_keep" in parameters:
         # The output projection for the label columns only: a vocabulary's worth of logits at every
         # position of every row was most of the memory and time of scoring.
-        inputs, labels = _rows_at_the_end(model, inputs, labels)
+        inputs, labels = _rows_at_the_end(model, parameters, inputs, labels)
         keep = trailing_label_columns(labels)
         inputs["logits_to_keep"], labels = keep, labels[:, -keep:]
     logits = model(**inputs).logits
@@ -158,22 +159,22 @@ def sequence_scores(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool
 
 
 def _rows_at_the_end(
-    model: Any, inputs: dict[str, torch.Tensor], labels: torch.Tensor
+    model: Any, parameters: set[str], inputs: dict[str, torch.Tensor], labels: torch.Tensor
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """A right-padded causal batch with each row moved to its end (left padding), so that every row's
     labels lie in the same few trailing columns; positions still count from each row's first token (adept's
     adapter models count them from the mask; a plain model is given them). Unchanged where the model
-    cannot be given positions, or the batch is not right-padded."""
+    cannot be given positions (`parameters`: its forward's), or the batch is not right-padded."""
     mask = inputs.get("attention_mask")
     plain = not getattr(called_model(model), "positions_from_mask", False)
-    if mask is None or not bool(mask[:, 0].all()) or (plain and "position_ids" not in forward_parameters(model)):
+    if mask is None or not bool(mask[:, 0].all()) or (plain and "position_ids" not in parameters):
         return inputs, labels
     width = mask.shape[1]
     columns = torch.arange(width, device=mask.device)
     index = (columns - (width - mask.sum(1, keepdim=True))) % width  # row r's token j lands at j + its padding
     moved = {key: value.gather(1, index) for key, value in inputs.items()}
     if plain:
-        moved["position_ids"] = (moved["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        moved["position_ids"] = positions_from_mask(moved["attention_mask"])
     return moved, labels.gather(1, index)
 
 

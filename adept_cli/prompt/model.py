@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..encoding import IGNORE_INDEX
+from ..encoding import IGNORE_INDEX, positions_from_mask
 from ..errors import AdeptError
 from ..hf import cache_argument, checkpoints_activations, given_cache, input_embedding, is_seq2seq
 from .adapter import PromptAdapter
@@ -417,8 +417,7 @@ class AdapterModel(nn.Module):
 
     @staticmethod
     def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-        # Same rule as transformers' generate(), so training, cached and uncached generation agree.
-        return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        return positions_from_mask(attention_mask)
 
     def _rows(self, adapters: Sequence[str | None] | None) -> _RowNames:
         return _RowNames(self.adapted_embedding, adapters)

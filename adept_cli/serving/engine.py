@@ -89,11 +89,9 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-    def choose(self, logits: torch.Tensor, generator: torch.Generator | None) -> int:
-        """The next token from one row's logits, as transformers samples (temperature, then nucleus over
-        the sorted probabilities keeping at least one token; no top-k, which OpenAI's sampling lacks)."""
-        if self.greedy:
-            return int(logits.argmax())
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> int:
+        """A sampled row's next token from its logits, as transformers samples (temperature, then nucleus
+        over the sorted probabilities keeping at least one token; no top-k, which OpenAI's sampling lacks)."""
         logits = logits.float() / self.temperature
         if self.top_p < 1.0:
             ordered, order = logits.sort()
@@ -223,7 +221,7 @@ class _RowSampling:
             if self.steps < sampling.min_tokens and self.end_ids:
                 scores[row, self.end_ids] = float("-inf")
             if not sampling.greedy:
-                token = sampling.choose(scores[row], generator)
+                token = sampling.sample(scores[row], generator)
                 scores[row] = float("-inf")
                 scores[row, token] = 0.0
         self.steps += 1

@@ -352,7 +352,7 @@ def split_by_tokens(features: Features, max_tokens: int | None, seq2seq: bool) -
     return pieces
 
 
-def _micro_batch(trainable: TrainableModel, features: list[dict[str, list[int]]], device: Any) -> dict[str, Any]:
+def _micro_batch(trainable: TrainableModel, features: Features, device: Any) -> dict[str, Any]:
     pad_id = trainable.tokenizer.pad_token_id
     if trainable.seq2seq:
         batch = pad_batch(features, pad_id)

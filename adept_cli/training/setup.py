@@ -20,11 +20,11 @@ from ..encoding import IGNORE_INDEX, Encoder, chat_format, chat_template_text
 from ..files import sha256_file, write_text_atomic
 from ..hf import (
     enable_gradient_checkpointing,
+    forward_parameters,
     is_seq2seq,
     load_model,
     load_tokenizer,
     make_accelerator,
-    takes_logits_to_keep,
     unwrap,
 )
 from ..run_dir import RunDir, RunDirError
@@ -199,7 +199,7 @@ def setup_model(config: TrainConfig, parts: list[TaskPart], device: Any = None) 
     if config.init_from is not None:
         initialize_from(model, config)
     seq2seq = is_seq2seq(base)
-    slice_logits = takes_logits_to_keep(base)
+    slice_logits = "logits_to_keep" in forward_parameters(base)
     chat_template = chat_template_text(tokenizer, config.chat_template)
     chat = chat_format(tokenizer, chat_template, seq2seq)
     features, owners = [], []
