@@ -15,6 +15,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+local"
 
 _EXPORTS = {
+    "AdeptError": "errors",
+    "AdeptWarning": "errors",
     "AdapterError": "prompt.adapter_files",
     "load_adapter": "prompt.io",
     "save_adapter": "prompt.io",

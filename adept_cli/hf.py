@@ -563,3 +563,29 @@ def context_limit(model_or_config: Any, tokenizer: Any) -> int:
             return value
     stated = getattr(tokenizer, "model_max_length", None)
     return stated if isinstance(stated, int) and 0 < stated < 1_000_000 else FALLBACK_CONTEXT
+
+
+def positions_problem(
+    model_or_config: Any, name: str, prompt_len: int, max_length: int, target_length: int
+) -> str | None:
+    """Why a causal model cannot hold `prompt_len` prompt slots, `max_length` input and `target_length`
+    target tokens in its positions (None when it can). A seq2seq encoder reads the prompt and input only,
+    with positions of its own (relative ones, for T5): nothing to check there."""
+    if is_seq2seq(model_or_config):
+        return None
+    limit = context_limit(model_or_config, None)
+    needed = prompt_len + max_length + target_length
+    if needed <= limit:
+        return None
+    room = limit - prompt_len - target_length
+    if room >= 1:
+        return (
+            f"max_length {max_length} + prompt_len {prompt_len} + max_target_length {target_length} = {needed} "
+            f"positions, but {name} takes {limit}: set max_length to at most {room}"
+        )
+    return (
+        f"prompt_len {prompt_len} + max_target_length {target_length} take {prompt_len + target_length} of the {limit} "
+        f"positions {name} has, leaving none for the input: shorten the prompt"
+        + (f" (prompt_len at most {limit - target_length - 1})" if limit - target_length > 1 else "")
+        + " or max_target_length"
+    )

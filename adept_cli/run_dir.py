@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AdeptError
-from .files import read_json_object
+from .files import disk_failure, read_json_object
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -45,10 +45,6 @@ LOCK_FILE = ".lock"
 
 class RunDirError(AdeptError, RuntimeError):
     """A run directory is busy, damaged or not a run; the message names the path and what to do."""
-
-
-# Write failures a user fixes on the machine (space, quota, a read-only or failing disk), said in one line
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
 @dataclass(frozen=True)
@@ -85,6 +81,32 @@ class RunDir:
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step_{step:08d}"
+
+    def checkpoint_folders(self) -> list[Path]:
+        """Checkpoint folders, oldest first (complete as written; training/checkpoint.py checks the contents)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = [p for p in self.checkpoints.glob("step_*") if p.is_dir() and p.name[5:].isdigit()]
+        return sorted(found, key=lambda p: int(p.name[5:]))
+
+    @contextmanager
+    def writing(self, target: Path | None = None) -> Iterator[None]:
+        """A full disk (or quota, or a read-only or failing one) while the run writes `target` (else the file
+        the error names): one RunDirError naming it, what is intact and how to go on, instead of a
+        traceback from deep inside torch or safetensors."""
+        try:
+            yield
+        except RunDirError:
+            raise
+        except Exception as error:
+            failure = disk_failure(error)
+            if failure is None:
+                raise
+            where = target or failure.filename or self.path
+            done = [path for path in self.checkpoint_folders() if path != target]
+            kept = f"the last checkpoint, {done[-1]}, is intact" if done else "no checkpoint has been written yet"
+            then = f"continue with adept train -o {self.path} --resume auto" if self.holds_a_run() else "run it again"
+            raise RunDirError(f"cannot write {where}: {failure.strerror}; {kept}. Free space, then {then}") from None
 
     def holds_a_run(self) -> bool:
         return self.config.is_file()
@@ -138,10 +160,13 @@ class RunDir:
                 break
             handle.close()
         try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}) + "\n")
-            handle.flush()
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}) + "\n")
+                handle.flush()
+            except OSError as error:
+                raise OSError(error.errno, error.strerror, str(path)) from None
             yield
         finally:
             path.unlink(missing_ok=True)

@@ -7,17 +7,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .encoding import Encoder, chat_format
+from .encoding import Encoder, chat_format, is_template_text
 from .environment import version_changes
 from .errors import AdeptError
 from .evaluation import EvalResult, evaluate
 from .files import read_json_object, sha256_file
-from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer
-from .prompt.adapter_files import ADAPTER_CONFIG, FORMAT, checked_adapter_config, read_evaluation_settings
+from .hf import DEFAULT_MODEL, is_seq2seq, load_model, load_tokenizer, positions_problem
+from .prompt.adapter_files import (
+    ADAPTER_CONFIG,
+    EVALUATION_FILE,
+    EVALUATION_KEY,
+    FORMAT,
+    checked_adapter_config,
+    read_evaluation_settings,
+)
 from .prompt.io import load_adapter
 from .run_dir import RunDir
-from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data
-from .training.config import TrainConfig, load_run_config, recorded_environment
+from .tasks import DEFAULT_SPLIT_SEED, Example, Task, get_task, load_task_data, task_code
+from .training.config import (
+    TrainConfig,
+    TrainConfigError,
+    coerce,
+    config_problems,
+    load_run_config,
+    recorded_environment,
+    shown,
+)
 from .training.trainable import load_trained
 
 DEFAULT_TARGET_LENGTH = 128
@@ -67,7 +82,7 @@ def load_from_adapter(
     native = metadata.get("format") == FORMAT
     if native:
         checked_adapter_config(metadata, path)  # format and version checked before any model loads
-    evaluation = read_evaluation_settings(adapter_dir)
+    evaluation = checked_evaluation(read_evaluation_settings(adapter_dir), adapter_dir)
     name = model_name or metadata.get("base_model_name_or_path")
     if not name:
         raise RunError(f"{path} names no base model; pass --model")
@@ -82,6 +97,51 @@ def load_from_adapter(
 
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
     return LoadedModel(model, load_tokenizer(name), name, "peft", evaluation=evaluation)
+
+
+# An adapter's recorded evaluation settings that are run settings, by the name a run's config gives them
+RECORDED_AS_RUN_SETTINGS = {
+    "max_length": "max_length",
+    "max_target_length": "max_target_length",
+    "scoring": "scoring",
+    "split_seed": "split_seed",
+    "base_quantization": "quantization",
+}
+
+
+def checked_evaluation(settings: dict[str, Any], directory: str | Path) -> dict[str, Any]:
+    """The evaluation settings an adapter in `directory` records, held to the rules of a run's settings
+    (types and ranges), so that a hand-made or damaged one is refused when it is loaded, naming the
+    field, instead of failing later on a request. A chat template is recorded as its text: one given as a
+    path would make adept read a file the adapter's author chose."""
+    sidecar = Path(directory) / EVALUATION_FILE
+    where = str(sidecar) if sidecar.is_file() else f"{Path(directory) / ADAPTER_CONFIG} {EVALUATION_KEY}"
+    problems, values = [], {}
+    for name in ("task", "template", "task_sha256", "chat_template"):
+        if settings.get(name) is not None and (not isinstance(settings[name], str) or not settings[name]):
+            problems.append(f"{name} must be a non-empty string; got {shown(settings[name])}")
+    template = settings.get("chat_template")
+    if isinstance(template, str) and template not in ("auto", "none") and not is_template_text(template):
+        problems.append(f"chat_template must be auto, none or the template's text; got {shown(template)}")
+    tasks = settings.get("tasks")
+    if tasks is not None and not (isinstance(tasks, list) and tasks and all(isinstance(t, str) and t for t in tasks)):
+        problems.append(f"tasks must be a list of task names; got {shown(tasks)}")
+    for recorded, name in RECORDED_AS_RUN_SETTINGS.items():
+        if settings.get(recorded) is not None:
+            try:
+                values[name] = coerce(name, settings[recorded], recorded)
+            except TrainConfigError as error:
+                problems.append(str(error).replace(f"{recorded}: {name}", recorded, 1))
+    if not problems:
+        problems = [
+            problem.replace("quantization", "base_quantization") for problem in config_problems(TrainConfig(**values))
+        ]
+    if problems:
+        raise RunError(f"{where}: {'; '.join(problems)}")
+    return {
+        **settings,
+        **{recorded: values[name] for recorded, name in RECORDED_AS_RUN_SETTINGS.items() if name in values},
+    }
 
 
 def load_base(model_name: str | None, quantization: str | None = None, device: Any = None) -> LoadedModel:
@@ -115,6 +175,7 @@ class EvalSettings:
     limits: dict[str, int | None]
     allow_unsafe_exec: bool = False
     chat_template: str | None = None  # a setting (auto, a file) or the recorded template text
+    task_named: bool = False  # the user named the task (not only the run or adapter): its code may run
 
 
 def eval_settings(
@@ -138,6 +199,7 @@ def eval_settings(
     trained_on = recorded.get("tasks") or []
     if task is None and len(trained_on) > 1:
         raise RunError(f"this adapter was trained on several tasks ({', '.join(trained_on)}); pass --task with one")
+    named = task is not None
     task = task or recorded.get("task")
     if not task:
         raise RunError("--task is required: the adapter records no task")
@@ -153,23 +215,54 @@ def eval_settings(
         limits=limits,
         allow_unsafe_exec=allow_unsafe_exec or bool(config and config.allow_unsafe_exec),
         chat_template=chat_template if chat_template is not None else recorded.get("chat_template"),
+        task_named=named,
     )
 
 
-def prepare_split(loaded: LoadedModel, settings: EvalSettings, split: str) -> tuple[Task, list[Example], Encoder]:
-    """The task, the examples of `split` and the encoder, as the run that made the model had them."""
-    task = get_task(settings.task)
+def prepare_split(
+    loaded: LoadedModel, settings: EvalSettings, split: str, scoring: bool = True
+) -> tuple[Task, list[Example], Encoder]:
+    """The task, the examples of `split` and the encoder, as the run that made the model had them; with
+    `scoring`, the task can score (see `task_to_score`)."""
+    task = task_to_score(settings) if scoring else get_task(settings.task, run_code=False)
     limits = {split: settings.limits.get(split)}
     examples = load_task_data(task, [split], data_dir=settings.data_dir, seed=settings.split_seed, limits=limits)
     return task, examples[split], encoder_for(loaded, settings, task)
+
+
+def task_to_score(settings: EvalSettings) -> Task:
+    """The task with the metric functions it names imported. A task file recorded by a run or an adapter
+    (not named by the user) that names Python code is refused: a run folder or adapter from someone else
+    must not run code of theirs here; naming the task (`--task FILE`) is the user saying they trust it."""
+    code = task_code(settings.task)
+    if code and not settings.task_named:
+        raise RunError(
+            f"the task file {settings.task}, recorded by this run or adapter, names Python code ({', '.join(code)}) "
+            f"that scoring would import and run; if you trust it, name the task yourself: --task {settings.task}"
+        )
+    return get_task(settings.task)
 
 
 def encoder_for(loaded: LoadedModel, settings: EvalSettings, task: Task) -> Encoder:
     """Token ids for `task`'s texts with the lengths the model was trained with."""
     source_length = settings.max_length or task.max_length
     seq2seq = is_seq2seq(loaded.model)
+    problem = positions_problem(
+        loaded.model, loaded.model_name, _prompt_slots(loaded.model), source_length, settings.max_target_length
+    )
+    if problem:
+        raise RunError(problem)
     chat = chat_format(loaded.tokenizer, settings.chat_template, seq2seq)
     return Encoder(loaded.tokenizer, seq2seq, source_length, settings.max_target_length, chat)
+
+
+def _prompt_slots(model: Any) -> int:
+    """The prompt positions a model puts before every input: an adept adapter's, a PEFT prompt's, or none."""
+    slots = getattr(model, "prompt_len", None)
+    if isinstance(slots, int):
+        return slots
+    config = getattr(model, "active_peft_config", None)
+    return int(getattr(config, "num_virtual_tokens", 0) or 0) if getattr(config, "is_prompt_learning", False) else 0
 
 
 def evaluate_loaded(
@@ -196,7 +289,7 @@ def template_warning(loaded: LoadedModel, settings: EvalSettings) -> str | None:
     saved = loaded.evaluation
     if not saved or settings.task != saved.get("task"):
         return None
-    task = get_task(settings.task)
+    task = get_task(settings.task, run_code=False)
     if saved.get("template") not in (None, task.template):
         return f"warning: the template of task {task.name!r} differs from the one this adapter was trained with"
     digest = saved.get("task_sha256")

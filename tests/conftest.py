@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from .helpers import data_dir, tiny_t5  # noqa: E402  (after the offline switches)
+from .helpers import SHORT_RUN, data_dir, stories_config, tiny_t5  # noqa: E402  (after the offline switches)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,3 +30,14 @@ def t5_dir(tmp_path_factory) -> str:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, _offline_data):
+    """A finished smoke run (stories260K, SHORT_RUN: checkpoints at steps 2 and 4), trained once; tests copy
+    it before they change anything."""
+    from adept_cli.training import train
+
+    folder = tmp_path_factory.mktemp("finished")
+    train(stories_config(folder, *SHORT_RUN, "scoring=rank"))
+    return folder / "run"

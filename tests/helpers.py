@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from adept_cli import AdeptConfig, DeptConfig, PromptTunedModel, PromptTuningConfig
+from adept_cli.prompt.methods import method_names
 from adept_cli.training import build_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +148,7 @@ def stories():
 MODEL_FACTORIES = {"t5": tiny_t5, "bart": tiny_bart, "gpt2": tiny_gpt2, "llama": stories}
 
 
-METHODS = ("pt", "dept", "adept")
+METHODS = tuple(method_names())  # every prompt method of the registry
 MODELS = tuple(MODEL_FACTORIES)
 INPUTS = ["Once upon a time there was a little", "Lily saw a big red ball", "The cat"]
 TARGETS = ["girl", "and she was happy", "slept"]
@@ -216,6 +217,10 @@ def perturb(model: PromptTunedModel, scale: float = 0.3, seed: int = 7) -> None:
 
 
 SMOKE = REPO / "recipes" / "cpu" / "stories260k-rte.yaml"
+
+
+# A short smoke run with two checkpoints (steps 2 and 4), for tests of resuming
+SHORT_RUN = ("steps=4", "eval_every=2", "checkpoint_every=2", "keep_checkpoints=5", "log_every=1")
 
 
 def stories_config(tmp_path: Path, *overrides: str, name: str = "run"):

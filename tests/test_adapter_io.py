@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from adept_cli import AdapterError, __version__, load_adapter, save_adapter
+from adept_cli import AdapterError, AdeptWarning, __version__, load_adapter, save_adapter
 from adept_cli.prompt.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 from .helpers import INPUTS, METHODS, MODEL_FACTORIES, generation_batch, perturb, wrap
@@ -109,5 +109,27 @@ def test_tensor_shape_mismatch_is_refused(tmp_path) -> None:
         load_adapter(tmp_path / "a", base=MODEL_FACTORIES["llama"]()[0])
     config = tmp_path / "a" / "adapter_config.json"  # as another tool might write it: no checksum
     config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "weights_sha256"}))
-    with pytest.raises(AdapterError, match="prompt has shape"):
+    no_checksum = pytest.warns(AdeptWarning, match="records no weights_sha256")
+    with no_checksum, pytest.raises(AdapterError, match="holds 579 numbers"):
+        load_adapter(tmp_path / "a", base=MODEL_FACTORIES["llama"]()[0])  # told from the file's header alone
+    tensors["prompt"] = torch.zeros(8, 32)
+    save_file(tensors, str(tmp_path / "a" / ADAPTER_WEIGHTS))  # as many numbers, in the wrong shape
+    with pytest.warns(AdeptWarning), pytest.raises(AdapterError, match="prompt has shape"):
         load_adapter(tmp_path / "a", base=MODEL_FACTORIES["llama"]()[0])
+
+
+def test_what_adept_writes_has_the_usual_permissions_not_private_scratch_ones(tmp_path) -> None:
+    """Atomic writes go through mkstemp / mkdtemp, which make 0600 / 0700 entries: a colleague, or a server
+    running as another user, could not read a run's config or its adapter."""
+    import os
+
+    from adept_cli.files import write_text_atomic
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    model, _ = wrap("pt", "llama", prompt_len=2)
+    folder = save_adapter(model, tmp_path / "adapter")
+    write_text_atomic(tmp_path / "config.yaml", "steps: 1\n")
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    for file in [*folder.iterdir(), tmp_path / "config.yaml"]:
+        assert file.stat().st_mode & 0o777 == 0o666 & ~umask, file

@@ -22,6 +22,7 @@ from adept_cli.training import build_config, train
 
 from .helpers import (
     INPUTS,
+    METHODS,
     SMOKE,
     STORIES,
     model_path,
@@ -40,7 +41,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     """Small trained runs: offsets learn fast enough (lr_offsets 0.05) to matter for the metric."""
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    for method in ("adept", "dept", "pt"):
+    for method in METHODS:
         options = {"model": model_path(STORIES), "method": method, "output_dir": str(root / method)}
         train(build_config(SMOKE, options, ["scoring=rank", "lr_offsets=0.05", "lr_prompt=0.1"]))
         out[method] = root / method
@@ -135,6 +136,15 @@ def test_offsets_command_prints_table_and_json(runs) -> None:
     assert stats["method"] == "adept" and stats["tokens"] > 0 and stats["distinct_offsets"] > 0
     table = runner.invoke(app, ["offsets", "--run", str(runs["dept"]), "--limit", "8"])
     assert table.exit_code == 0 and "input embeddings" in table.output and "offsets" in table.output
+
+
+def test_offsets_of_a_pt_run_says_there_is_nothing_to_measure(runs) -> None:
+    """It once printed a table of the input embeddings alone, as if the offsets were zero."""
+    result = runner.invoke(app, ["offsets", "--run", str(runs["pt"])])
+    assert result.exit_code == 2
+    flat = result.output.replace("\n", "")
+    assert "is a pt run: PT adds no offsets to the input, so there is nothing to measure" in flat
+    assert "runs of dept, adept" in flat or "runs of adept, dept" in flat
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -385,7 +395,7 @@ def test_merged_export_keeps_a_separate_decoder_table_of_its_own(tmp_path) -> No
     assert not torch.equal(reloaded.encoder.embed_tokens.weight, reloaded.decoder.embed_tokens.weight)
 
 
-@pytest.mark.parametrize("method", ["pt", "dept", "adept"])
+@pytest.mark.parametrize("method", METHODS)
 def test_prompt_embeddings_give_the_adapters_logits_on_the_plain_base(method) -> None:
     """What docs/predicting.md sends to an engine taking prompt embeddings (vLLM's prompt_embeds)."""
     import base64

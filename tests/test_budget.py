@@ -116,6 +116,8 @@ def test_cli_reads_the_width_from_a_model_config() -> None:
         (["--dim", "0", "--prompt-len", "60"], "--dim must be >= 1; got 0"),
         (["--dim", "768", "--prompt-len", "10", "--budget", "-3"], "--budget must be >= 1; got -3"),
         (["--prompt-len", "60"], "exactly one of --dim D or --model M"),
+        (["--dim", "100000000000", "--prompt-len", "60"], "--dim is an embedding width: at most 1,048,576"),
+        (["--dim", "768", "--prompt-len", "10", "--max-length", str(10**12)], "--max-length is a number of tokens"),
         (
             ["--model", "/nonexistent/model-dir", "--prompt-len", "60"],
             "model path /nonexistent/model-dir does not exist",

@@ -9,7 +9,7 @@ import torch
 
 from adept_cli.hf import ModelError, enable_gradient_checkpointing
 
-from .helpers import perturb, stories_config, training_batch, wrap
+from .helpers import METHODS, perturb, stories_config, training_batch, wrap
 
 
 def loss_grads_and_saved_bytes(method: str, model_name: str, checkpointing: bool):
@@ -33,7 +33,7 @@ def loss_grads_and_saved_bytes(method: str, model_name: str, checkpointing: bool
 
 
 @pytest.mark.parametrize("model_name", ["llama", "t5"])
-@pytest.mark.parametrize("method", ["pt", "dept", "adept"])
+@pytest.mark.parametrize("method", METHODS)
 def test_checkpointing_gives_the_same_loss_and_gradients_with_less_saved(method, model_name) -> None:
     loss, grads, saved = loss_grads_and_saved_bytes(method, model_name, checkpointing=False)
     loss_ckpt, grads_ckpt, saved_ckpt = loss_grads_and_saved_bytes(method, model_name, checkpointing=True)

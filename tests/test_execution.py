@@ -361,6 +361,24 @@ def test_a_huge_wrong_value_fails_that_program_quickly(returned) -> None:
     assert time.monotonic() - begin < 20
 
 
+@pytest.mark.parametrize("kind", ["set", "dict"])
+def test_values_whose_keys_all_hash_alike_fail_that_program_not_the_grader(monkeypatch, kind) -> None:
+    """80,000 integers that all hash alike (multiples of 2**61 - 1) once took the grader 74-129 s to rebuild,
+    outside the program's own 10 s. The program writes them cheaply as a forged record; rebuilding them
+    now stops at the grader's budget (shortened here) and fails the test."""
+    monkeypatch.setattr(execution, "JUDGE_SECONDS", 0.5)
+    key = "['int', hex(i * (2**61 - 1))]"
+    items = f"[{key} for i in range(1, 80001)]" if kind == "set" else f"[[{key}, None] for i in range(1, 80001)]"
+    forgery = STEAL_NONCE + "import json, os\n"
+    forgery += f"record = json.dumps(['list', [['{kind}', {items}]]])\n"
+    forgery += "os.write(1, ('\\n%s 0 %s\\n%s end\\n' % (nonce, record, nonce)).encode())\nos._exit(0)\n"
+    expected = "{1: None}" if kind == "dict" else "{1}"
+    begin = time.monotonic()
+    result = check_solution(forgery, [f"assert add(1, 2) == {expected}"])
+    assert result.status == "failed" and "took over 0.5 s to rebuild" in result.detail, result
+    assert time.monotonic() - begin < 30  # the rebuild alone once took over a minute
+
+
 def test_a_wrong_value_is_named_with_what_the_program_returned() -> None:
     result = check_solution(WRONG, TESTS)
     assert result.detail == "AssertionError: add(1, 2) == 3 (got -1)"
@@ -370,6 +388,30 @@ def test_a_wrong_value_is_named_with_what_the_program_returned() -> None:
 
 STATEMENT_TESTS = ["assert add(1, 2) == add(2, 1)", "assert add(1, 2) > 0", "assert not add(0, 0)",
                    "assert isinstance(add(1, 2), int)"]  # fmt: skip
+
+
+# Records that pass two truth tests and a statement test, written with the nonce dug out of the harness
+FORGED_TRUTHS = (
+    STEAL_NONCE
+    + r"""import os
+records = ['[["bool", true]]', '[["bool", true]]', '[]']
+lines = ["\n%s %d [\"list\", %s]\n" % (nonce, i, record) for i, record in enumerate(records)]
+os.write(1, ("".join(lines) + "\n%s end\n" % nonce).encode())
+os._exit(0)
+"""
+)
+
+
+def test_a_program_whose_tests_are_all_of_forgeable_kinds_is_marked(each_sandbox) -> None:
+    """Truth and statement tests can be passed by a program that digs the run's nonce out of the harness;
+    value tests cannot. Every result says whether its program had only such tests (MBPP's reports count
+    them: none)."""
+    truths = ["assert add(1, 1)", "assert add(2, 2)", "check(add)"]
+    forged = check_solution(WRONG + FORGED_TRUTHS, truths)
+    assert forged.passed and forged.forgeable  # what the docs and the reports say can happen
+    assert check_solution(RIGHT, TESTS).forgeable is False
+    assert check_solution(WRONG + FORGED_TRUTHS, [*truths, *TESTS]).status == "failed"  # a value test holds
+    assert check_solution(RIGHT, [*truths[:2], *TESTS]).forgeable is False
 
 
 @pytest.mark.parametrize(
@@ -453,6 +495,53 @@ tool = subprocess.run(["unshare", "-Urm", "true"], capture_output=True).returnco
 """
     checks = ["assert direct == -1", "assert child == 1", "assert tool != 0"]
     result = check_solution(RIGHT + attack, [*TESTS, *checks])
+    assert result.passed, result.detail
+
+
+# What a program may try to leave its sandbox or hold memory outside its bound: reach another process of the
+# sandbox (bubblewrap's own PID 1 once ran without the filter and could be made to unshare for the program),
+# make namespaces or mounts, or park memory where no per-process bound counts it. Each must fail.
+ESCAPES = """
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
+ptraced = [libc.ptrace(16, pid, None, None) for pid in [1, *others]]  # PTRACE_ATTACH
+traceme = libc.ptrace(0, 0, None, None)
+memory_of_others = []
+for pid in others:
+    try:
+        open("/proc/%d/mem" % pid, "r+b").close()
+        memory_of_others.append(pid)
+    except OSError:
+        pass
+nested = libc.unshare(0x10000000 | 0x00020000)
+mounted = libc.mount(b"none", b".", b"tmpfs", 0, b"size=4g")
+memfd = libc.memfd_create(b"hoard", 0)
+shared = libc.shmget(0, 1 << 20, 0o1000 | 0o600)
+queues = libc.msgget(0, 0o1000 | 0o600)
+pair = libc.socketpair(1, 1, 0, (ctypes.c_int * 2)())
+try:
+    socket.socket(socket.AF_UNIX).close()
+    unix = True
+except OSError:
+    unix = False
+uring = libc.syscall(425, 8, (ctypes.c_char * 120)())  # io_uring_setup, the same number on both
+forked = os.fork()
+if forked == 0:
+    os._exit(0)
+child = os.waitstatus_to_exitcode(os.waitpid(forked, 0)[1])
+"""
+ESCAPE_CHECKS = [
+    "assert os.getpid() == 1 and others == []",  # alone in its PID namespace: nothing to reach
+    "assert ptraced == [-1] and traceme == -1 and memory_of_others == []",
+    "assert nested == -1 and mounted == -1",
+    "assert memfd == -1 and shared == -1 and queues == -1 and pair == -1 and not unix and uring == -1",
+    "assert child == 0",  # a plain fork still works
+]
+
+
+def test_the_program_can_reach_no_other_process_and_park_no_memory_outside_its_bound(each_sandbox) -> None:
+    result = check_solution(RIGHT + ESCAPES, [*TESTS, *ESCAPE_CHECKS])
     assert result.passed, result.detail
 
 
@@ -572,9 +661,10 @@ print(json.dumps([None if chosen is None else [chosen.kind, chosen.as_nobody, ch
 
 
 def test_root_without_cap_sys_admin_runs_the_sandbox_as_nobody() -> None:
-    """A default container: root, but no CAP_SYS_ADMIN to make namespaces. adept becomes nobody first and
-    makes them as a user does; the program is nobody on the machine, holds no capabilities and cannot make a
-    user namespace."""
+    """A default container: root, but no CAP_SYS_ADMIN to make namespaces (the capability dropped here with
+    setpriv). adept becomes nobody first and makes them as a user does; the program is nobody on the
+    machine, holds no capabilities, is alone in its PID namespace (bubblewrap's reaper, nobody too and
+    without the filter, was once within reach of ptrace) and every escape of ESCAPES fails."""
     if os.geteuid() != 0:
         pytest.skip("needs root (to play root without CAP_SYS_ADMIN)")
     python = shutil.which("python3", path="/usr/bin:/bin")  # one that nobody can run, as the sandbox needs
@@ -591,7 +681,8 @@ outside = int(uid_map[1]) + os.geteuid() - int(uid_map[0])
 """
     )
     tests = [*TESTS, "assert capabilities == 0", "assert nested == -1", f"assert outside == {sandboxes.NOBODY}"]
-    script = ROOT_WITHOUT_SYS_ADMIN_CHECK.format(repo=repo, attack=RIGHT + attack, tests=tests)
+    tests += ESCAPE_CHECKS  # once: ptrace bubblewrap's PID 1, make it unshare, mount a 4 GB tmpfs
+    script = ROOT_WITHOUT_SYS_ADMIN_CHECK.format(repo=repo, attack=RIGHT + attack + ESCAPES, tests=tests)
     without = [shutil.which("setpriv"), "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"]
     done = subprocess.run([*without, python, "-c", script], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}, check=False)  # fmt: skip
@@ -624,3 +715,29 @@ codes = sorted(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in child
     assert alone.passed, alone.detail  # one such process fits
     together = check_solution(RIGHT + hog, [*TESTS, "assert codes == [0, 0, 0, 0]"], memory_mb=1024)
     assert together.status == "failed", together
+
+
+def test_the_filters_system_call_numbers_are_the_kernels() -> None:
+    """A wrong number in the table would leave a call open: each is checked against the kernel's headers
+    where they are installed (x86_64's asm/unistd_64.h, the generic table aarch64 uses)."""
+    import re
+
+    from adept_cli.evaluation import seccomp
+
+    headers = {
+        0: (Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h"), "__NR_{}"),
+        1: (Path("/usr/include/asm-generic/unistd.h"), "__NR(?:3264)?_{}"),
+    }
+    checked = 0
+    for column, (header, pattern) in headers.items():
+        if not header.is_file():
+            continue
+        text = header.read_text()
+        for name, numbers in {**seccomp._NUMBERS, **seccomp._RULED}.items():
+            found = re.search(rf"#define {pattern.format(name)}\s+(\d+)\b", text)
+            assert found and int(found.group(1)) == numbers[column], (header, name)
+            checked += 1
+    if not checked:
+        pytest.skip("no kernel headers here (linux-libc-dev) to check the numbers against")
+    for machine in ("x86_64", "aarch64"):
+        assert len(seccomp.filter_program(machine)) % 8 == 0

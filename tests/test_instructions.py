@@ -226,7 +226,9 @@ def test_train_eval_and_predict_an_instruction_task_with_a_template_and_a_metric
     )
     assert set(results["test"]) >= {"rouge_l", "my_metrics.starts_right", "em"}
     predictions = tmp_path / "preds.jsonl"
-    scored = runner.invoke(app, ["eval", "--run", str(tmp_path / "run"), "--predictions", str(predictions), "--json"])
+    # the task's metric is code: named here, as a run folder from someone else runs no code of theirs
+    evaluate = ["eval", "--run", str(tmp_path / "run"), "--task", str(spec), "--predictions", str(predictions)]
+    scored = runner.invoke(app, [*evaluate, "--json"])
     assert scored.exit_code == 0, scored.output
     metrics = json.loads(scored.stdout)["metrics"]
     written = read_jsonl(predictions)

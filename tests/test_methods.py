@@ -18,7 +18,7 @@ from adept_cli.prompt.methods import PromptMethod, get_method, method_names, reg
 from adept_cli.serving.engine import Engine, GenerationRow, Sampling
 from adept_cli.training import TrainConfigError, train
 
-from .helpers import INPUTS, MODEL_FACTORIES, STORIES, model_path, perturb, read_jsonl, stories_config, wrap
+from .helpers import INPUTS, METHODS, MODEL_FACTORIES, STORIES, model_path, perturb, read_jsonl, stories_config, wrap
 
 
 @dataclass
@@ -72,7 +72,7 @@ def test_a_fourth_method_trains_saves_reloads_and_serves_in_a_mixed_batch(scaled
     assert trained.config.method == "scaled" and float(trained.adapter.scale.value) != 1.0
 
     others = {}
-    for method in ("pt", "dept", "adept"):  # the three real methods, with non-trivial tensors
+    for method in METHODS:  # the registry's real methods, with non-trivial tensors
         model, tokenizer = wrap(method, "llama", prompt_len=4 + len(others))
         perturb(model)
         save_adapter(model, tmp_path / method)

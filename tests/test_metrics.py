@@ -103,3 +103,4 @@ def test_mbpp_pass_at_1_from_generated_text() -> None:
     good = "```python\ndef add(a, b):\n    return a + b\n```"
     result = m.score(task, [example, example], [good, "def add(a, b): return 5"])
     assert result["pass@1"] == 50.0
+    assert result["forgeable"] == 0  # value tests only: no forgery passes them

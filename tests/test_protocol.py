@@ -15,7 +15,7 @@ from adept_cli.training.config import TrainConfigError
 from adept_cli.training.setup import setup_data, setup_model
 from adept_cli.training.transfer import InitError
 
-from .helpers import INPUTS, perturb, stories_config, wrap
+from .helpers import INPUTS, METHODS, perturb, stories_config, wrap
 
 SIZES = {"pt": ["prompt_len=6"], "dept": ["prompt_len=4", "rank=3"], "adept": ["prompt_len=4", "bottleneck=3"]}
 # helpers.small_config's DePT has 48 positions: source 32 + target 16 here
@@ -33,7 +33,7 @@ def started(config):
     return setup_model(config, parts).model.eval()
 
 
-@pytest.mark.parametrize("method", ["pt", "dept", "adept"])
+@pytest.mark.parametrize("method", METHODS)
 def test_init_from_gives_the_source_adapters_logits_before_the_first_step(method, tmp_path) -> None:
     path, source, tokenizer = source_adapter(method, tmp_path)
     config = stories_config(tmp_path, f"method={method}", f"init_from={path}", *SIZES[method], *LENGTHS)

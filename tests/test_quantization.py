@@ -13,6 +13,7 @@ import torch
 from adept_cli import hf, load_adapter
 from adept_cli.trained import load_from_adapter, load_from_run
 from adept_cli.training import train
+from adept_cli.training.checkpoint import read_state
 from adept_cli.training.config import TrainConfigError
 
 from .helpers import STORIES, model_path, read_jsonl, stories_config
@@ -67,7 +68,7 @@ def test_a_4bit_base_trains_with_fp32_adapter_and_optimizer_state(quantized_run)
     trainable = [p for p in loaded.model.parameters() if p.requires_grad]
     assert trainable and all(p.dtype == torch.float32 for p in trainable)
     checkpoint = next((run / "checkpoints").iterdir())
-    optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=False)
+    optimizer = read_state(checkpoint, "optimizer")
     moments = [t for state in optimizer["state"].values() for t in state.values() if torch.is_tensor(t) and t.dim()]
     assert moments and all(t.dtype == torch.float32 for t in moments)
     saved = json.loads((run / "best" / "adapter_config.json").read_text())

@@ -192,44 +192,70 @@ def test_the_openai_client_lists_models_and_completes(server, adapters, expected
     assert sampled[0] == sampled[1]
 
 
-def test_200_concurrent_requests_over_4_adapters_each_get_their_own_answer(
+# Requests among the good ones that once failed their whole batch (temperature 1e-320: 12 of 12 batched with
+# it got a 500), or that must fail alone: (body changes, the status they get)
+POISONED = [
+    ({"temperature": 1e-320}, 200),  # its limit: greedy, the same text as temperature 0
+    ({"max_tokens": True}, 422),
+    ({"prompt": "a " * 2000}, 400),
+    ({"model": "no-such-adapter"}, 404),
+    ({"stop": ["x" * 300]}, 400),
+]
+
+
+def test_300_concurrent_mixed_requests_with_poisoned_ones_each_good_one_answers_as_alone(
     server, rows, expected_predictions, expected_completions
 ) -> None:
+    """Four adapters, predictions and completions (greedy and seeded sampling), with a poisoned request
+    every 20th: every good request gets 200 and the answer it gets alone, none is lost, no 5xx at all."""
     names = list(ADAPTERS)
     requests = []
-    for i in range(200):
+    for i in range(300):
         name = names[i % 4]
         task = ADAPTERS[name][2]
-        if i % 2 == 0:
+        prompt = PROMPTS[i // 4 % len(PROMPTS)]
+        body = {"model": name, "prompt": prompt, "max_tokens": 10, "temperature": 0}
+        if i % 20 == 19:
+            changes, status = POISONED[i // 20 % len(POISONED)]
+            requests.append(("poisoned", name, prompt, {**body, **changes}, status))
+        elif i % 6 == 5:
+            sampled = {**body, "temperature": 0.9, "top_p": 0.9, "seed": i}
+            requests.append(("sampled", name, prompt, sampled, 200))
+        elif i % 2 == 0:
             row = i // 8 % len(rows[task])
-            requests.append(("predict", name, row, {"model": name, "inputs": rows[task][row]}))
+            requests.append(("predict", name, row, {"model": name, "inputs": rows[task][row]}, 200))
         else:
-            prompt = PROMPTS[i // 4 % len(PROMPTS)]
-            body = {"model": name, "prompt": prompt, "max_tokens": 10, "temperature": 0}
-            requests.append(("complete", name, prompt, body))
+            requests.append(("complete", name, prompt, body, 200))
 
-    async def send_all() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=120, limits=limits) as client:
-            route = {"predict": "/v1/predict", "complete": "/v1/completions"}
-            return await asyncio.gather(*(client.post(route[kind], json=body) for kind, _, _, body in requests))
+    async def send(bodies: list[tuple[str, dict]]) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=300)
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=300, limits=limits) as client:
+            return await asyncio.gather(*(client.post(route, json=body) for route, body in bodies))
+
+    def route(kind: str) -> str:
+        return "/v1/predict" if kind == "predict" else "/v1/completions"
 
     before = call(server, "GET", "/metrics", params={"format": "json"}).json()
-    responses = asyncio.run(send_all())
-    for (kind, name, key, _), response in zip(requests, responses):
-        assert response.status_code == 200, response.text
-        if kind == "complete":
+    responses = asyncio.run(send([(route(kind), body) for kind, _, _, body, _ in requests]))
+    sampled = [(request, response) for request, response in zip(requests, responses) if request[0] == "sampled"]
+    alone = [asyncio.run(send([("/v1/completions", request[3])]))[0] for request, _ in sampled]
+    assert [r.json()["choices"][0]["text"] for _, r in sampled] == [r.json()["choices"][0]["text"] for r in alone]
+    for (kind, name, key, body, status), response in zip(requests, responses):
+        assert response.status_code == status, (body, response.text)
+        if kind in ("complete", "poisoned") and status == 200:
             assert response.json()["choices"][0]["text"] == expected_completions[(name, key)], name
-            continue
-        got, want = response.json()["predictions"][0], expected_predictions[name][key]
-        if "text" in want:
-            assert got == want, name
-        else:
-            assert got["label"] == want["label"], name
-            assert got["scores"] == pytest.approx(want["scores"], abs=1e-4), name
+        elif kind == "predict":
+            got, want = response.json()["predictions"][0], expected_predictions[name][key]
+            if "text" in want:
+                assert got == want, name
+            else:
+                assert got["label"] == want["label"], name
+                assert got["scores"] == pytest.approx(want["scores"], abs=1e-4), name
     after = call(server, "GET", "/metrics", params={"format": "json"}).json()
-    assert after["rows"] - before["rows"] == 200
+    answered = sum(status == 200 for *_, status in requests) + len(sampled)  # the sampled ones twice
+    assert after["rows"] - before["rows"] == answered  # none lost, none run twice
     assert after["largest_batch"] > 4 and after["mixed_batches"] > before["mixed_batches"]
+    assert not any(key.endswith(" 500") or key.endswith(" 503") for key in after["requests"])
 
 
 BAD = [
@@ -341,6 +367,52 @@ def test_sigterm_finishes_requests_in_flight_then_exits_0(adapters) -> None:
     assert "stopped" in "".join(server.output)
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url + "/health", timeout=5)
+
+
+def test_a_model_call_past_the_shutdown_deadline_ends_the_server_naming_what_it_dropped(adapters) -> None:
+    """A forward that outlasts --shutdown-timeout once kept the process alive past 130 s, until SIGKILL:
+    now the waiting requests are answered 503 at the deadline and the process exits 1, naming them. The
+    call: 512 sampled rows of 400 tokens, nearly two minutes on 2 CPU cores, long past a 1 s deadline."""
+    started = Server("--adapter", f"pt={adapters['sst2-pt']}", "--max-batch-size", "1024", "--shutdown-timeout", "1")
+    body = {"model": "pt", "prompt": ["Once upon a time"] * 512, "max_tokens": 400, "temperature": 1.0, "top_p": 0.9}
+    answers: queue.Queue = queue.Queue()
+    threading.Thread(
+        target=lambda: answers.put(httpx.post(started.url + "/v1/completions", json=body, timeout=120)), daemon=True
+    ).start()
+    deadline = time.monotonic() + 60
+    while httpx.get(started.url + "/metrics", params={"format": "json"}).json()["batches"] < 1:
+        assert time.monotonic() < deadline, "".join(started.output)
+        time.sleep(0.005)
+    begin = time.monotonic()
+    started.process.send_signal(signal.SIGTERM)
+    assert started.process.wait(timeout=60) == 1, "".join(started.output)
+    assert time.monotonic() - begin < 1 + 10  # the deadline, and a margin for a loaded machine
+    answer = answers.get(timeout=30)
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "server_stopping", answer.text
+    said = "".join(started.output)
+    assert "stopped at the 1 s shutdown deadline" in said and "POST /v1/completions cmpl-" in said, said
+
+
+def test_a_body_framed_both_by_chunks_and_a_length_is_refused(server) -> None:
+    """Transfer-Encoding: chunked with Content-Length: 10 was once read whole, past the body limit
+    (100-200 MB, even a 200)."""
+    import socket
+    from urllib.parse import urlparse
+
+    address = urlparse(server.url)
+    body = json.dumps({"model": "sst2-pt", "prompt": "Once", "max_tokens": 2}).encode()
+    request = (
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() + b"\r\n"
+        b"Transfer-Encoding: chunked\r\nContent-Length: 10\r\n\r\n" + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    )
+    with socket.create_connection((address.hostname, address.port), timeout=30) as client:
+        client.sendall(request)
+        reply = client.makefile("rb")
+        status = reply.readline().decode()
+        headers = dict(line.decode().strip().lower().split(": ", 1) for line in iter(reply.readline, b"\r\n"))
+        body = reply.read(int(headers["content-length"])).decode()
+    assert status.startswith("HTTP/1.1 400") and "conflicting_framing" in body, (status, body)
+    assert call(server, "GET", "/health").status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,7 @@ import torch
 
 from adept_cli import ConfigError, PromptTunedModel
 
-from .helpers import INPUTS, MODEL_FACTORIES, TARGETS, perturb, small_config, tiny_qwen2
-
-METHODS = ("pt", "dept", "adept")
-
+from .helpers import INPUTS, METHODS, MODEL_FACTORIES, TARGETS, perturb, small_config, tiny_qwen2
 
 FACTORIES = {"llama": MODEL_FACTORIES["llama"], "gpt2": MODEL_FACTORIES["gpt2"], "qwen2": tiny_qwen2}
 

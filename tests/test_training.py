@@ -51,9 +51,11 @@ def test_cli_train_writes_the_run_directory_and_eval_reproduces_it(tmp_path) -> 
     assert checkpoints == ["step_00000006", "step_00000012"]  # eval_every 6, keep 2
     assert sorted(p.name for p in (out / "checkpoints" / "step_00000012").iterdir()) == [
         "checksums.json",
-        "optimizer.pt",
-        "rng_state_0.pt",
-        "scheduler.pt",
+        "optimizer.json",
+        "optimizer.safetensors",
+        "rng_state_0.json",
+        "rng_state_0.safetensors",
+        "scheduler.json",
         "trainable.safetensors",
         "trainer_state.json",
     ]
@@ -315,6 +317,35 @@ def test_a_max_length_beyond_the_models_positions_is_refused_before_loading(tmp_
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "= 588 positions" in result.output and "at most 324" in result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "prompt_len=450"], "prompt_len 450 + max_target_length 128 take 578 of the 512 positions"),
+        (["train", "prompt_len=450"], "(prompt_len at most 383)"),  # once "max_length at most -216"
+        (["plan", "--max-length", "5000"], "set max_length to at most 324"),
+        (["eval", "--task", "rte", "--max-length", "5000"], "set max_length to at most 384"),
+    ],
+)
+def test_lengths_beyond_the_models_positions_are_one_line(tmp_path, args, words) -> None:
+    """The task's own input length counts when max_length is not given; plan and eval check as train does."""
+    command = [*args, "--model", model_path(STORIES)]
+    command += ["-o", str(tmp_path / "run")] if args[0] == "train" else []
+    command += ["task=rte"] if args[0] == "plan" else []
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert words in result.output.replace("\n", "") and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_tasks_own_length_is_checked_and_a_fitting_one_passes() -> None:
+    from adept_cli.training.config import positions_problem
+
+    fits = build_config(None, {"model": model_path(STORIES)}, ["task=rte", "prompt_len=60"])
+    assert positions_problem(fits) is None  # 256 + 60 + 128 of 512
+    beyond = build_config(None, {"model": model_path(STORIES)}, ["task=rte", "prompt_len=200"])
+    assert "max_length 256 + prompt_len 200 + max_target_length 128 = 584" in positions_problem(beyond)
 
 
 def test_warmup_longer_than_the_run_is_said(tmp_path) -> None:

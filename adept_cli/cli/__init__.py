@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from typing import Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
+from ..errors import AdeptWarning
 from . import analysis, budget, env, eval, export, lm_eval, plan, plot, predict, report, serve, sweep, tasks, train
+from .common import warn
 
 
 def flowing(text: str | None) -> str | None:
@@ -84,6 +87,25 @@ def _root(
     # Our own progress and log lines say what is happening; the libraries' per-file bars are noise here.
     # (transformers reads this when first imported, which the subcommands do later.)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    show_adept_warnings()
+
+
+def show_adept_warnings() -> None:
+    """adept's own warnings (a file that cannot be verified, say) as one `warning: ...` line on stderr, each
+    time; other libraries' warnings as Python shows them."""
+    original = warnings.showwarning
+    if getattr(original, "adept", False):
+        return
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, AdeptWarning):
+            warn(str(message))
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    show.adept = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+    warnings.simplefilter("always", AdeptWarning)
 
 
 app.command("budget", cls=AdeptCommand, epilog=budget.EXAMPLES)(budget.budget)

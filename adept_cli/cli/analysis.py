@@ -37,7 +37,7 @@ OFFSET_EXAMPLES = examples(
 )
 
 
-def _load(run: Path, split: str, limit: int | None):
+def _load(run: Path, split: str, limit: int | None, scoring: bool = True):
     from dataclasses import replace
 
     from ..prompt.methods import method_names
@@ -49,8 +49,25 @@ def _load(run: Path, split: str, limit: int | None):
             f"{run} is a {loaded.method} run; this analysis applies to prompt-method runs ({', '.join(method_names())})"
         )
     settings = replace(eval_settings(loaded), limits={split: limit})
-    task, rows, encoder = prepare_split(loaded, settings, split)
+    task, rows, encoder = prepare_split(loaded, settings, split, scoring)
     return loaded, task, rows, encoder
+
+
+def _check_has_offsets(run: Path) -> None:
+    """A run of a method that adds no offsets (PT) has nothing to measure: said before any model loads."""
+    from ..prompt.methods import get_method, method_names
+    from ..run_dir import RunDir
+    from ..training.config import load_run_config
+
+    if not RunDir(run).holds_a_run():
+        return  # loading names what is wrong with the folder
+    method = load_run_config(RunDir(run).config).method
+    if method in method_names() and get_method(method).offsets_follow is None:
+        with_offsets = [name for name in method_names() if get_method(name).offsets_follow is not None]
+        fail(
+            f"{run} is a {method} run: {get_method(method).title} adds no offsets to the input, so there is "
+            f"nothing to measure; adept offsets reports runs of {', '.join(with_offsets)}"
+        )
 
 
 @user_errors
@@ -161,8 +178,9 @@ def offsets(
 
     require_at_least(1, limit=limit, top=top)
     _check_plot(plot)
+    _check_has_offsets(run)
     split_name = split.value
-    loaded, task, rows, encoder = _load(run, split_name, limit)
+    loaded, task, rows, encoder = _load(run, split_name, limit, scoring=False)
     stats = offset_statistics(loaded.model, encoder, rows, top, norms=plot is not None)
     if plot is not None:
         from ..plots import plot_offset_norms

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..prompt.budget import DEFAULT_MAX_LENGTH, BudgetSolution, default_budget, solve, solve_table
 from ..prompt.methods import get_method, sized_method_names
-from .common import console, examples, fail, print_json, require_at_least, user_errors
+from .common import console, examples, fail, print_json, require_at_least, require_at_most, user_errors
 
 SizedMethod = Enum("SizedMethod", {name: name for name in sized_method_names()}, type=str)
 
@@ -56,6 +56,10 @@ def budget(
     """
     require_at_least(1, dim=dim, budget=budget, max_length=max_length)
     require_at_least(0, prompt_len=prompt_len)
+    # beyond any model (the widest embeddings are 16,384 wide, the longest contexts a few million tokens)
+    require_at_most(2**20, "an embedding width", dim=dim)
+    require_at_most(2**24, "a number of tokens", prompt_len=prompt_len, max_length=max_length)
+    require_at_most(10**13, "a number of parameters", budget=budget)
     if (dim is None) == (model is None):
         fail("give exactly one of --dim D or --model M (the model's config supplies d)")
     if model is not None:

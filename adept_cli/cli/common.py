@@ -55,6 +55,13 @@ def require_at_least(minimum: int, **options: int | None) -> None:
             fail(f"--{name.replace('_', '-')} must be >= {minimum}; got {value}")
 
 
+def require_at_most(maximum: int, what: str, **options: int | None) -> None:
+    """One line, before any work, for an option beyond what any model has (`what` says what it is)."""
+    for name, value in options.items():
+        if value is not None and value > maximum:
+            fail(f"--{name.replace('_', '-')} is {what}: at most {maximum:,}; got {value:,}")
+
+
 def examples(*pairs: tuple[str, str]) -> str:
     """A help epilog: each example a description line and the command under it."""
     return "Examples:\n\n" + "\n\n".join(f"{text}:\n\n[bold]  {command}[/]" for text, command in pairs)

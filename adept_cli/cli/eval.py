@@ -128,7 +128,7 @@ def eval_command(
         allow_unsafe_exec=allow_unsafe_exec,
         chat_template=chat_template,
     )
-    if get_task(settings.task).kind == "code" and accelerator.is_main_process:
+    if get_task(settings.task, run_code=False).kind == "code" and accelerator.is_main_process:
         err_console.print(
             f"generated code runs in: {sandbox_for(settings.allow_unsafe_exec).describe()}", highlight=False
         )

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import console, examples, print_json, require_at_least, user_errors
+from .common import console, examples, fail, print_json, require_at_least, user_errors
 
 EXAMPLES = examples(
     (
@@ -57,6 +57,7 @@ def plan_command(
     import torch
 
     from ..training import build_config
+    from ..training.config import positions_problem
     from ..training.plan import format_bytes, measure_peak, plan_memory
 
     require_at_least(1, batch_size=batch_size, max_length=max_length, target_length=target_length, processes=processes)
@@ -69,6 +70,9 @@ def plan_command(
         "gradient_checkpointing": gradient_checkpointing,
     }
     config = build_config(recipe, options, settings or [])
+    problem = positions_problem(config, target_length)
+    if problem:
+        fail(problem)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     plan = plan_memory(config, target_length, processes, torch.device(device).type)
     result = plan.to_dict()

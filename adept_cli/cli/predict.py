@@ -70,7 +70,7 @@ def predict_command(
 
     loaded = load_from_run(run) if run is not None else load_from_adapter(adapter, model)
     settings = eval_settings(loaded, task=task)
-    chosen = get_task(settings.task)
+    chosen = get_task(settings.task, run_code=False)  # rows are formatted, never scored: no metric code
     encoder = encoder_for(loaded, settings, chosen)
     predictor = Predictor(loaded.model.eval(), encoder, chosen, batch_size)
     with _progress() as advance, _sink(output) as write:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -154,7 +156,16 @@ def serve_command(
         line = f"adept serve: listening on {url} (base {engine.model_name}; adapters: {names})"
         console.print(line, highlight=False, soft_wrap=True)
 
-    serve(app, sock, ready, request_timeout=request_timeout, shutdown_timeout=shutdown_timeout)
+    dropped = serve(app, sock, ready, request_timeout=request_timeout, shutdown_timeout=shutdown_timeout)
+    if dropped:
+        requests = sorted({job.request or f"a request for {job.adapter or 'the base model'}" for job in dropped})
+        warn(
+            f"adept serve: stopped at the {shutdown_timeout:g} s shutdown deadline with {len(dropped)} row(s) "
+            f"unfinished (a model call was still running), dropping: {', '.join(requests)}"
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # the model thread cannot be stopped: the process ends around it
     console.print("adept serve: stopped", highlight=False)
 
 

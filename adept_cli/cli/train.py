@@ -49,7 +49,7 @@ def train(
     """Train a method on a task; the run directory gets config.yaml, metrics.jsonl, checkpoints/, best/
     and results.json. Without --model the embedded SmolLM2-135M-Instruct is used."""
     from ..run_dir import RunDir
-    from ..training.config import TrainConfig, build_config, config_warnings, field_help
+    from ..training.config import TrainConfig, build_config, config_warnings, field_help, parse_overrides
 
     if list_settings:
         defaults = TrainConfig().to_dict()
@@ -62,6 +62,8 @@ def train(
     if resume is not None and recipe is None and saved.is_file():
         # Continue with the run's own settings; anything given here must agree with them (checked later).
         config = build_config(saved, options, overrides)
+        if task is None and "task" not in parse_overrides(overrides or []):
+            _refuse_recorded_code(saved, config)
     elif resume is not None and recipe is None and not overrides and not (model or task or method):
         fail(
             f"--resume {resume}: {saved.parent} holds no run to resume (no {saved.name}); "
@@ -80,10 +82,25 @@ def train(
         print_json(results)
 
 
+def _refuse_recorded_code(saved, config) -> None:
+    """A run folder from someone else must not run code of theirs on --resume: a task file its config names
+    whose metrics are Python functions is used only when the user names it."""
+    from ..tasks import task_code
+
+    for name in config.tasks:
+        code = task_code(name)
+        if code:
+            fail(
+                f"{saved} names the task file {name}, whose metrics are Python code ({', '.join(code)}) that "
+                f"training would import and run; if you trust it, name the task yourself: --task {name}"
+            )
+
+
 def _check_before_loading(config) -> None:
     """The output folder, the model name and the task, checked in a second, before torch loads."""
     from ..hf import resolve_model
     from ..tasks import get_task
+    from ..training.config import positions_problem
 
     output = config.resolved_output_dir()
     problem = writable_problem(output)
@@ -92,26 +109,6 @@ def _check_before_loading(config) -> None:
     resolve_model(config.model)
     for name in config.tasks:
         get_task(name)
-    if config.max_length is not None:
-        _check_positions(config)
-
-
-def _check_positions(config) -> None:
-    """A max_length the base cannot take (prompt slots, input and, on a causal model, the target share its
-    positions) is refused before anything loads; the model's config alone is read."""
-    from ..hf import context_limit, is_seq2seq, load_config
-    from ..prompt.methods import method_config
-    from ..training.config import method_settings
-
-    model_config = load_config(config.model)
-    if is_seq2seq(model_config):  # relative positions (T5) or an encoder of its own length: not shared
-        return
-    prompt = method_config(config.method, **method_settings(config)).prompt_len if config.uses_prompt else 0
-    needed = config.max_length + prompt + config.max_target_length
-    limit = context_limit(model_config, None)
-    if needed > limit:
-        fail(
-            f"max_length {config.max_length} + prompt_len {prompt} + max_target_length {config.max_target_length} "
-            f"= {needed} positions, but {config.model} takes {limit}: set max_length to at most "
-            f"{limit - prompt - config.max_target_length}"
-        )
+    problem = positions_problem(config)
+    if problem:
+        fail(problem)

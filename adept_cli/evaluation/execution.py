@@ -29,9 +29,10 @@ import operator
 import os
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -59,12 +60,15 @@ MAX_PROCESSES = 64
 # takes a gcd, quadratic in the size: 8-Mbit parts took a minute).
 MAX_INT_BITS = 1 << 20
 MAX_FRACTION_BITS = 1 << 16
+JUDGE_SECONDS = 5.0  # rebuilding one program's values (see _Budget)
 
 
 @dataclass(frozen=True)
 class ExecutionResult:
     status: Literal["passed", "failed", "timeout"]
     detail: str = ""  # the first failed test, or the last line of stderr
+    # Every test was of a kind a forgery can pass (no value test: see the module docstring)
+    forgeable: bool = False
 
     @property
     def passed(self) -> bool:
@@ -223,8 +227,25 @@ class _Unreadable(ValueError):
     """A value record that is not plain data."""
 
 
-def _rebuild(node: Any) -> Any:
-    """The value a record describes, built from builtins only (never the program's code)."""
+class _Budget:
+    """The time rebuilding one program's records may take. Sets and dicts are built an element at a time
+    against it: integers that all hash alike (multiples of 2**61 - 1) make each insertion scan all the
+    others, so 80,000 of them once held the grader for over a minute, outside the program's own limit."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _Unreadable(
+                f"its values took over {self.seconds:g} s to rebuild (keys that all hash alike?); not compared"
+            )
+
+
+def _rebuild(node: Any, budget: _Budget | None = None) -> Any:
+    """The value a record describes, built from builtins only (never the program's code), within `budget`."""
+    budget = budget or _Budget(JUDGE_SECONDS)
     if node is None:
         return None
     if not (isinstance(node, list) and node and isinstance(node[0], str)):
@@ -247,10 +268,20 @@ def _rebuild(node: Any) -> Any:
             return fields[0]
         if tag == "bytes":
             return bytes.fromhex(fields[0])
-        if tag in ("list", "tuple", "set", "frozenset"):
-            return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[tag](map(_rebuild, fields[0]))
+        if tag in ("list", "tuple"):
+            return {"list": list, "tuple": tuple}[tag](_rebuild(item, budget) for item in fields[0])
+        if tag in ("set", "frozenset"):
+            built = set()
+            for item in fields[0]:
+                built.add(_rebuild(item, budget))
+                budget.check()
+            return built if tag == "set" else frozenset(built)
         if tag == "dict":
-            return {_rebuild(key): _rebuild(value) for key, value in fields[0]}
+            mapping = {}
+            for key, value in fields[0]:
+                mapping[_rebuild(key, budget)] = _rebuild(value, budget)
+                budget.check()
+            return mapping
     except _Unreadable:
         raise
     except (ValueError, TypeError, IndexError, ArithmeticError) as error:
@@ -313,12 +344,13 @@ def _records(stdout: Path, nonce: str) -> tuple[dict[int, str], bool, int | None
 
 
 def _verdict(tests: list[_ValueTest | _Check], records: dict[int, str]) -> ExecutionResult:
+    budget = _Budget(JUDGE_SECONDS)
     for index, test in enumerate(tests):
         what = test.expression if isinstance(test, _ValueTest) else test.source
         if index not in records:
             return ExecutionResult("failed", f"test {index + 1} reported no value: {what}"[:300])
         try:
-            values = _rebuild(json.loads(records[index]))
+            values = _rebuild(json.loads(records[index]), budget)
             if not isinstance(values, list) or len(values) != _operand_count(test):
                 raise _Unreadable("a record of the wrong shape")
             failure = _failure(test, values) if values else None  # a statement reports none: it ran
@@ -406,6 +438,14 @@ def _run(
     """`body` then `tests` as one program in `scratch`, scored as the module docstring says."""
     split = _reference_values(sandbox, scratch, [_split(test) for test in tests], timeout, memory_mb)
     judged = [_check(test) if isinstance(test, str) else test for test in split]
+    # no value test among them: a program that digs the nonce out of the harness could pass them all
+    forgeable = bool(judged) and not any(isinstance(test, _ValueTest) for test in judged)
+    return replace(_judged(sandbox, scratch, body, judged, timeout, memory_mb), forgeable=forgeable)
+
+
+def _judged(
+    sandbox: Sandbox, scratch: Path, body: str, judged: list[_ValueTest | _Check], timeout: float, memory_mb: int
+) -> ExecutionResult:
     code, nonce = _run_harnessed(sandbox, scratch, [body, ""], timeout, memory_mb, judged)
     if code is None:
         return ExecutionResult("timeout", f"no result within {timeout:g} s")

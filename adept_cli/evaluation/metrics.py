@@ -19,7 +19,8 @@ from ..tasks.example import Example
 from ..tasks.spec import Task, normalize_label_text
 
 UNPARSABLE_NUMBER = -1.0
-COUNTS = ("invalid", "unparsable", "timeouts")  # reported beside the metrics: numbers of examples, not percent
+# reported beside the metrics: numbers of examples, not percent
+COUNTS = ("invalid", "unparsable", "timeouts", "forgeable")
 
 
 def format_metric(name: str, value: float) -> tuple[str, str]:
@@ -253,4 +254,6 @@ def score(
     )
     passed = sum(r.passed for r in results)
     timeouts = sum(r.status == "timeout" for r in results)
-    return {"pass@1": 100.0 * passed / max(len(results), 1), "timeouts": float(timeouts)}
+    # examples with no value test: a program that digs the harness's nonce out could pass them all (MBPP: 0)
+    forgeable = sum(r.forgeable for r in results)
+    return {"pass@1": 100.0 * passed / max(len(results), 1), "timeouts": float(timeouts), "forgeable": float(forgeable)}

@@ -3,20 +3,22 @@
 Each program runs in a fresh `python -I` inside new mount, PID, network, IPC and UTS namespaces (and a user
 namespace unless adept runs as root). It sees only the interpreter and the system libraries, read-only,
 its own folder, read-only, and a writable folder of WORK_MB in memory (its working directory and TMPDIR,
-so it cannot fill the disk): no home folder, no data, no project, no other process; no network (not even
-the host's loopback); an empty environment; no capabilities, so it cannot remount what it sees writable;
-and no user namespace of its own (in one it would hold every capability again and could, for one, mount a
-tmpfs as large as it likes): a seccomp filter, set before the program's first line and inherited by all
-it starts, refuses them.
+so it cannot fill the disk): no home folder, no data, no project, no other process (it is PID 1 of its
+namespace: no reaper of the sandbox tool's own runs beside it); no network (not even the host's
+loopback); an empty environment; no capabilities, so it cannot remount what it sees writable. A seccomp
+filter (seccomp.py), set before the program's first line and inherited by all it starts, refuses what
+would widen the sandbox or escape its memory bound: new namespaces (in a user namespace of its own it
+would hold every capability again), ptrace and its kin, mounts, memfd and System V shared memory, Unix
+sockets, and the kernel's own facilities.
 Limits on CPU time, address space, file size, open files and processes are set by the program's own
 first lines (see execution.py). When adept runs as root, the program runs as `nobody`: a root program,
 capabilities or not, could still write the kernel's root-owned settings under /proc/sys.
 
 `bubblewrap` (bwrap) builds the sandbox where it is installed, else `unshare` (with `setpriv`) from
 util-linux; either is first checked with a probe program that must fail to write outside its working
-folder, not see a file beside its folder, hold no capabilities, fail to make a user namespace and,
-under root, be nobody. Where neither works (macOS, namespaces disabled), programs run only with an
-explicit `allow_unsafe_exec`, with a warning, never silently.
+folder, not see a file beside its folder or another process, hold no capabilities, find the filter in
+force and, under root, be nobody. Where neither works (macOS, namespaces disabled), programs run only
+with an explicit `allow_unsafe_exec`, with a warning, never silently.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import AdeptError
-from . import memory_group
+from . import memory_group, seccomp
 
 NOBODY = 65534
 INSIDE = "/sandbox"  # where the program finds its folder (read-only) and, below it, its writable space
@@ -164,6 +166,9 @@ class Sandbox:
             *(["--unshare-all", "--unshare-user"] if self._in_user_namespace else namespaces),
             "--die-with-parent",
             "--new-session",
+            # no reaper of bwrap's own as PID 1: it runs without the program's filter, and a program that
+            # could reach it (ptrace, /proc/1/mem, when both are nobody) could make namespaces through it
+            "--as-pid-1",
             *layout,
             "--proc", "/proc",
             "--dir", "/dev",
@@ -288,62 +293,21 @@ def outside(kind):  # this process's id on the machine, mapped out of its user n
 if {as_nobody!r} and (outside("uid") != {nobody} or outside("gid") != {nobody}):
     raise SystemExit(7)
 import ctypes
-if ctypes.CDLL(None, use_errno=True).unshare(0x10000000 | 0x00020000) == 0:  # CLONE_NEWUSER | CLONE_NEWNS
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x10000000 | 0x00020000) == 0:  # CLONE_NEWUSER | CLONE_NEWNS
     raise SystemExit(8)
-"""
-
-# The first lines of every sandboxed program: a seccomp filter (irrevocable, inherited by every process
-# the program starts) under which unshare and clone fail with EPERM when they ask for a new user namespace,
-# clone3 fails with ENOSYS (a filter cannot read its flags; C libraries then fall back to clone), and so
-# does every system call of another ABI (32-bit, x32), whose numbers differ. Written out here as classic
-# BPF for the two architectures it knows; on any other the program stops, and so the probe fails.
-NO_USER_NAMESPACES = """\
-def _adept_no_user_namespaces():
-    import ctypes, platform, struct
-    known = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
-    if platform.machine() not in known:
-        raise SystemExit("adept sandbox: cannot forbid user namespaces on " + platform.machine())
-    arch, unshare, clone, clone3 = known[platform.machine()]
-    allow, eperm, enosys = 0x7FFF0000, 0x00050001, 0x00050026
-    LOAD, EQUAL, ANY_BIT, AT_LEAST, RETURN = 0x20, 0x15, 0x45, 0x35, 0x06
-    steps = [  # (code, k, jump if true, jump if false): jumps count the steps skipped
-        (LOAD, 4, 0, 0),             # 0: the ABI
-        (EQUAL, arch, 1, 0),         # 1
-        (RETURN, eperm, 0, 0),       # 2: another ABI
-        (LOAD, 0, 0, 0),             # 3: the call's number
-        (AT_LEAST, 0x40000000, 7, 0),  # 4: x32 -> 12
-        (EQUAL, unshare, 3, 0),      # 5 -> 9
-        (EQUAL, clone, 2, 0),        # 6 -> 9
-        (EQUAL, clone3, 5, 0),       # 7 -> 13
-        (RETURN, allow, 0, 0),       # 8
-        (LOAD, 16, 0, 0),            # 9: the flags (first argument, low word)
-        (ANY_BIT, 0x10000000, 1, 0),  # 10: CLONE_NEWUSER -> 12
-        (RETURN, allow, 0, 0),       # 11
-        (RETURN, eperm, 0, 0),       # 12
-        (RETURN, enosys, 0, 0),      # 13
-    ]
-    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", op, yes, no, k) for op, k, yes, no in steps))
-
-    class Program(ctypes.Structure):
-        _fields_ = [("length", ctypes.c_ushort), ("steps", ctypes.c_void_p)]
-
-    program = Program(len(steps), ctypes.addressof(code))
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
-    if libc.prctl(38, 1, None, 0, 0) or libc.prctl(22, 2, ctypes.addressof(program), 0, 0):  # no new privileges; filter
-        raise SystemExit("adept sandbox: the seccomp filter was refused (errno %d)" % ctypes.get_errno())
-
-
-_adept_no_user_namespaces()
-del _adept_no_user_namespaces
+if libc.memfd_create(b"probe", 0) >= 0 or libc.ptrace(0, 0, None, None) == 0:  # PTRACE_TRACEME
+    raise SystemExit(9)
+if sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit()) != [os.getpid()]:
+    raise SystemExit(10)  # any other process of the sandbox (a reaper) would run without the filter
 """
 
 
 def probe(sandbox: Sandbox) -> bool:
-    """A probe must run, write in its working folder, see a fresh PID namespace and an empty environment, hold no
-    capabilities, be nobody when adept is root, not see a file beside its folder, fail to write
-    anywhere else (the system's temporary folder, the home folder, the root folder), and fail to make a
-    user namespace."""
+    """A probe must run, write in its working folder, see a fresh PID namespace holding itself alone and an
+    empty environment, hold no capabilities, be nobody when adept is root, not see a file beside its
+    folder, fail to write anywhere else (the system's temporary folder, the home folder, the root folder),
+    and fail to make a user namespace, a memfd or a ptrace request (the filter is in force)."""
     with scratch_folder() as scratch:
         token = secrets.token_hex(8)
         hidden = scratch.parent / f"adept-probe-hidden-{token}"
@@ -413,7 +377,7 @@ def run_program(
     in a cgroup, where one can be made here."""
     sandbox.prepare(scratch)
     path = scratch / "program.py"
-    path.write_text(program if sandbox.kind == "none" else NO_USER_NAMESPACES + program, encoding="utf-8")
+    path.write_text(program if sandbox.kind == "none" else seccomp.prologue() + program, encoding="utf-8")
     path.chmod(0o644)  # readable by nobody whatever the umask
     group = memory_group.make(memory_mb * 2**20) if memory_mb and sandbox.kind != "none" else None
     command = sandbox.command(scratch)
@@ -443,14 +407,35 @@ def run_program(
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    try:
-        if hasattr(os, "killpg"):
-            os.killpg(process.pid, signal.SIGKILL)
-        else:  # Windows: no process groups (and no sandbox)
-            process.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
+    """Kill the sandbox: the tool's process group, and the program, which bubblewrap starts in a session of
+    its own as PID 1 of its namespace (everything it started dies with it)."""
+    if not hasattr(os, "killpg"):  # Windows: no process groups (and no sandbox)
+        process.kill()
+        process.wait()
+        return
+    program = _children(process.pid)
+    for pid, kill in [(process.pid, os.killpg), *((child, os.kill) for child in program)]:
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     process.wait()
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (from /proc; none where there is no /proc)."""
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()  # after the command's name, which may hold spaces
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
 
 
 def read_tail(path: Path, limit: int = 4096) -> str:

@@ -8,7 +8,10 @@ task, template, lengths, scoring), so that a copied adapter scores exactly as it
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +19,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ..errors import AdeptError
+from ..errors import AdeptError, AdeptWarning
 from ..files import read_json_object, sha256_file
-from ..hf import input_embedding, is_seq2seq
+from ..hf import context_limit, input_embedding, is_seq2seq
 from ..run_dir import RunDir
+from .adapter import PromptAdapter
+from .budget import resolve_sizes
 from .config import ConfigError, MethodConfig
 from .methods import config_from_dict
 
@@ -64,26 +69,106 @@ def checked_adapter_config(metadata: dict[str, Any], path: Path) -> dict[str, An
     return metadata
 
 
+@dataclass(frozen=True)
+class BaseFacts:
+    """What an adapter must fit in a base model: its kind, embedding width, vocabulary and positions."""
+
+    name: str
+    kind: str  # causal | seq2seq
+    dim: int
+    vocab: int
+    positions: int  # the most positions it takes (hf.context_limit)
+
+    @classmethod
+    def of(cls, base: Any, name: str | None = None) -> BaseFacts:
+        table = input_embedding(base).weight
+        kind = "seq2seq" if is_seq2seq(base) else "causal"
+        return cls(name or "the model", kind, int(table.shape[1]), int(table.shape[0]), context_limit(base, None))
+
+    @property
+    def largest_adapter(self) -> int:
+        """The most numbers an adapter may hold: as many as the base's embedding table and a prompt as long
+        as its context (a prompt adapter is a few hundredths of a percent of that)."""
+        return (self.vocab + self.positions) * self.dim
+
+
 def read_adapter_for(
     directory: str | os.PathLike, base: torch.nn.Module, name: str | None = None
 ) -> tuple[MethodConfig, dict[str, torch.Tensor]]:
-    """The method config and tensors of a saved adapter, checked against `base` (kind and width)."""
+    """The method config (sizes resolved) and tensors of a saved adapter, checked against `base`."""
     metadata = read_adapter_config(directory)
-    config_path = Path(directory) / ADAPTER_CONFIG
+    return checked_adapter(directory, metadata, BaseFacts.of(base, name or metadata.get("base_model_name_or_path")))
+
+
+def checked_adapter(
+    directory: str | os.PathLike, metadata: dict[str, Any], base: BaseFacts
+) -> tuple[MethodConfig, dict[str, torch.Tensor]]:
+    """An adapter's config and tensors, refused (one AdapterError naming the file and field) where `base`
+    cannot hold it, before anything of its size is allocated: the kind and width it was made for, a
+    prompt that leaves room for an input, weights that hold exactly the numbers its config describes (read
+    from the file's header first), floating-point tensors, and no NaN or infinity."""
+    config_path, weights = Path(directory) / ADAPTER_CONFIG, Path(directory) / ADAPTER_WEIGHTS
     try:
         config = config_from_dict(metadata["method_config"])
     except (ConfigError, TypeError) as error:
         raise AdapterError(f"{config_path}: bad method_config: {error}") from None
-    shown = name or metadata.get("base_model_name_or_path") or "the model"
-    kind = "seq2seq" if is_seq2seq(base) else "causal"
-    if kind != metadata["model_kind"]:
-        raise AdapterError(f"{config_path} is for a {metadata['model_kind']} model; {shown} is {kind}")
-    dim = input_embedding(base).weight.shape[1]
-    if dim != metadata["dim"]:
+    if base.kind != metadata["model_kind"]:
+        raise AdapterError(f"{config_path} is for a {metadata['model_kind']} model; {base.name} is {base.kind}")
+    if base.dim != metadata["dim"]:
         raise AdapterError(
-            f"{config_path} was trained for embedding width {metadata['dim']}, but {shown} has width {dim}"
+            f"{config_path} was trained for embedding width {metadata['dim']}, but {base.name} has width {base.dim}"
         )
-    return config, read_weights(Path(directory) / ADAPTER_WEIGHTS)
+    if config.prompt_len > base.positions - 2:
+        raise AdapterError(
+            f"{config_path}: method_config.prompt_len {config.prompt_len} leaves no room for an input in the "
+            f"{base.positions} positions {base.name} takes (at most {base.positions - 2})"
+        )
+    try:
+        config = resolve_sizes(config, base.dim)
+        with torch.device("meta"):  # the adapter's shapes, nothing allocated whatever size its config asks for
+            shapes = {key: tuple(value.shape) for key, value in PromptAdapter(config, base.dim).state_dict().items()}
+    except AdeptError as error:
+        raise AdapterError(f"{config_path}: bad method_config: {error}") from None
+    expected = sum(math.prod(shape) for shape in shapes.values())
+    if expected > base.largest_adapter:
+        raise AdapterError(
+            f"{config_path}: method_config describes {expected:,} numbers, more than {base.name} can use "
+            f"({base.largest_adapter:,}: its embedding table and a prompt as long as its context)"
+        )
+    if not weights.is_file():
+        raise AdapterError(f"{weights} is missing")
+    verify_weights(weights)
+    stored = _stored_numbers(weights)
+    if stored != expected:  # read from the header: a file of the wrong size is refused before it is read
+        raise AdapterError(f"{weights} holds {stored:,} numbers; {config_path} describes {expected:,}")
+    tensors = read_weights(weights, verify=False)
+    bad = sorted(key for key, tensor in tensors.items() if not torch.isfinite(tensor).all())
+    if bad:
+        raise AdapterError(f"{weights}: {', '.join(bad)} hold NaN or infinite values; retrain, or restore the file")
+    return config, tensors
+
+
+FLOATING = ("F16", "BF16", "F32", "F64")
+
+
+def _stored_numbers(weights: Path) -> int:
+    """How many numbers a safetensors file holds, from its header alone; tensors that are not floating
+    point are refused."""
+    from safetensors import safe_open
+
+    total = 0
+    try:
+        with safe_open(str(weights), "pt") as handle:
+            for key in handle.keys():
+                part = handle.get_slice(key)
+                if part.get_dtype() not in FLOATING:
+                    raise AdapterError(f"{weights}: {key} holds {part.get_dtype()} values; an adapter holds floats")
+                total += math.prod(part.get_shape())
+    except AdapterError:
+        raise
+    except Exception as error:  # safetensors raises its own error types for a damaged header
+        raise AdapterError(f"{weights} is damaged or not a safetensors file ({str(error)[:120]})") from None
+    return total
 
 
 def load_adapter_state(adapter: torch.nn.Module, state: dict[str, torch.Tensor], directory: str | os.PathLike) -> None:
@@ -102,25 +187,45 @@ def load_adapter_state(adapter: torch.nn.Module, state: dict[str, torch.Tensor],
     adapter.load_state_dict(state)
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; a missing, truncated or corrupt file, or one that no longer matches
-    the checksum its adapter_config.json records, is one AdapterError."""
+def read_weights(path: Path, verify: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, checked first against the checksum its adapter_config.json
+    records (`verify_weights`); a missing, truncated or corrupt file is one AdapterError."""
     if not path.is_file():
         raise AdapterError(f"{path} is missing")
+    if verify:
+        verify_weights(path)
     try:
-        tensors = load_file(str(path))
+        return load_file(str(path))
     except Exception as error:  # safetensors raises its own error types for a damaged header or body
         raise AdapterError(f"{path} is damaged or not a safetensors file ({str(error)[:120]})") from None
+
+
+def verify_weights(path: Path) -> None:
+    """Check `path` against the sha256 its adapter_config.json records: a file changed or damaged since it
+    was written is one AdapterError; an adept adapter that records no checksum gets an AdeptWarning naming
+    it (PEFT records none: a merged export's prompt is read as it is)."""
     config = path.parent / ADAPTER_CONFIG
-    recorded = None
-    if config.is_file():
-        recorded = read_json_object(config, AdapterError, "an adapter config").get(WEIGHTS_CHECKSUM)
-    if recorded is not None and sha256_file(path) != recorded:
+    if not config.is_file():
+        return
+    metadata = read_json_object(config, AdapterError, "an adapter config")
+    recorded = metadata.get(WEIGHTS_CHECKSUM)
+    if recorded is None and metadata.get("format") != FORMAT:
+        return
+    if recorded is None:
+        warnings.warn(
+            AdeptWarning(
+                f"{config} records no {WEIGHTS_CHECKSUM}, so {path} cannot be verified (an adapter of an earlier "
+                "version, or the field removed); using it as it is"
+            ),
+            stacklevel=3,
+        )
+    elif not isinstance(recorded, str) or not re.fullmatch(r"[0-9a-f]{64}", recorded):
+        raise AdapterError(f"{config}: {WEIGHTS_CHECKSUM} is not a sha256 digest; the adapter cannot be verified")
+    elif sha256_file(path) != recorded:
         raise AdapterError(
             f"{path} does not match the checksum {config.name} records for it: changed or damaged on disk since "
             "it was written; retrain, or restore the file"
         )
-    return tensors
 
 
 def read_evaluation_settings(directory: str | os.PathLike) -> dict[str, Any]:

@@ -9,9 +9,10 @@ states its own count (`PromptMethod.count`, in `methods/`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import AdeptError
+from .config import MethodConfig
 from .methods import PromptMethod, get_method, sized_method_names
 
 DEFAULT_PROMPT_TOKENS = 100  # the budget is vanilla PT with this many tokens
@@ -122,3 +123,14 @@ def solve_table(
             _check_sizes(dim, prompt_len, budget, max_length)  # bad sizes still raise
             rows.append(BudgetSolution(method, dim, prompt_len, budget, None, None))
     return rows
+
+
+def resolve_sizes(config: MethodConfig, dim: int) -> MethodConfig:
+    """Fill an unset size (ADePT's bottleneck, DePT's rank) with the largest that fits the budget."""
+    field = get_method(config.method).size_field
+    if field is None or getattr(config, field) is not None:
+        return config
+    max_length = getattr(config, "max_length", None)
+    extra = {} if max_length is None else {"max_length": max_length}
+    solution = solve(config.method, dim, config.prompt_len, config.budget, **extra)
+    return replace(config, **{field: solution.bottleneck})

@@ -40,32 +40,35 @@ class MergedAdapter(nn.Module):
         return self.prompt
 
 
-def read_merged_export(directory: str | Path, embedding: nn.Module, keys: list[str]) -> MergedAdapter:
+def read_merged_export(directory: str | Path, embedding: nn.Module, keys: list[str], positions: int) -> MergedAdapter:
     """The prompt and the offset table of the merged export in `directory`, over `embedding` (the ORIGINAL
-    base's input embedding, whose parameter may be stored under any of `keys`)."""
+    base's input embedding, whose parameter may be stored under any of `keys`; the base takes `positions`)."""
     directory = Path(directory)
-    prompt = _prompt(directory / MERGED_PROMPT_FOLDER, embedding.weight.shape[1])
-    merged = _stored_table(directory, keys)
-    if merged.shape != embedding.weight.shape:
-        raise AdapterError(
-            f"{directory}: its embedding table is {tuple(merged.shape)}, the base's is "
-            f"{tuple(embedding.weight.shape)}: it was exported from another base model"
-        )
+    prompt = _prompt(directory / MERGED_PROMPT_FOLDER, embedding.weight.shape[1], positions)
+    merged = _stored_table(directory, keys, list(embedding.weight.shape))
     scale = float(getattr(embedding, "embed_scale", 1.0))  # the module outputs scale x its weight rows
     weight = embedding.weight.detach()
     offsets = (merged.to(weight.device, torch.float32) - weight.float()) * scale
     return MergedAdapter(prompt.to(weight.device, weight.dtype), offsets.to(weight.dtype))
 
 
-def _prompt(folder: Path, width: int) -> torch.Tensor:
+def _prompt(folder: Path, width: int, positions: int) -> torch.Tensor:
     tensors = [t for t in read_weights(folder / "adapter_model.safetensors").values() if t.ndim == 2]
     if len(tensors) != 1 or tensors[0].shape[1] != width:
         shapes = [tuple(t.shape) for t in tensors]
         raise AdapterError(f"{folder}: expected one (prompt length, {width}) prompt tensor, found {shapes}")
+    if tensors[0].shape[0] > positions - 2:
+        raise AdapterError(
+            f"{folder}: a prompt of {tensors[0].shape[0]} rows leaves no room for an input in the {positions} "
+            "positions of the base"
+        )
+    if not torch.isfinite(tensors[0]).all():
+        raise AdapterError(f"{folder}: the prompt holds NaN or infinite values")
     return tensors[0]
 
 
-def _stored_table(directory: Path, keys: list[str]) -> torch.Tensor:
+def _stored_table(directory: Path, keys: list[str], shape: list[int]) -> torch.Tensor:
+    """The export's embedding table, its shape checked (against the base's) before it is read."""
     from safetensors import safe_open
 
     index = directory / "model.safetensors.index.json"
@@ -79,5 +82,13 @@ def _stored_table(directory: Path, keys: list[str]) -> torch.Tensor:
             continue
         with safe_open(str(path), "pt") as handle:
             if key in handle.keys():
-                return handle.get_tensor(key)
+                if handle.get_slice(key).get_shape() != shape:
+                    raise AdapterError(
+                        f"{directory}: its embedding table is {tuple(handle.get_slice(key).get_shape())}, the "
+                        f"base's is {tuple(shape)}: it was exported from another base model"
+                    )
+                table = handle.get_tensor(key)
+                if not torch.isfinite(table).all():
+                    raise AdapterError(f"{path}: the embedding table holds NaN or infinite values")
+                return table
     raise AdapterError(f"{directory}: no input embedding table ({' / '.join(keys)}) in its safetensors weights")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -37,13 +36,12 @@ from torch import nn
 
 from ..encoding import IGNORE_INDEX, positions_from_mask
 from ..errors import AdeptError
-from ..hf import cache_argument, checkpoints_activations, given_cache, input_embedding, is_seq2seq
+from ..hf import cache_argument, checkpoints_activations, context_limit, given_cache, input_embedding, is_seq2seq
 from .adapter import PromptAdapter
 from .adapter_files import is_merged_export, load_adapter_state, read_adapter_for
-from .budget import solve
+from .budget import resolve_sizes
 from .config import SHARE_PROMPT, ConfigError, MethodConfig
 from .merged import MergedAdapter, read_merged_export
-from .methods import get_method
 from .sharing import PromptCache, content_positions, sharing_problem
 
 # Vocabulary-sampled prompt init draws from the first ids of the vocabulary, which SentencePiece and
@@ -182,17 +180,6 @@ def forget_content_positions(embedding: AdapterEmbedding):
     return hook
 
 
-def resolve_sizes(config: MethodConfig, dim: int) -> MethodConfig:
-    """Fill an unset size (ADePT's bottleneck, DePT's rank) with the largest that fits the budget."""
-    field = get_method(config.method).size_field
-    if field is None or getattr(config, field) is not None:
-        return config
-    max_length = getattr(config, "max_length", None)
-    extra = {} if max_length is None else {"max_length": max_length}
-    solution = solve(config.method, dim, config.prompt_len, config.budget, **extra)
-    return replace(config, **{field: solution.bottleneck})
-
-
 class AdapterModel(nn.Module):
     """A frozen Hugging Face LM with named prompt adapters. `forward` and `generate` take `adapters=`:
     one name per row (None: that row runs on the base alone), or nothing for the default adapter.
@@ -290,7 +277,7 @@ class AdapterModel(nn.Module):
         if isinstance(adapter, AdapterModel):
             adapter = adapter.adapter
         if not isinstance(adapter, (PromptAdapter, MergedAdapter)) and is_merged_export(adapter):
-            adapter = read_merged_export(adapter, embedding.embedding, self._table_keys)
+            adapter = read_merged_export(adapter, embedding.embedding, self._table_keys, context_limit(self.base, None))
         elif not isinstance(adapter, (PromptAdapter, MergedAdapter)):
             config, state = read_adapter_for(adapter, self.base, self.base_model_name)
             loaded = PromptAdapter(resolve_sizes(config, self.dim), self.dim)

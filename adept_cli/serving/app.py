@@ -37,7 +37,7 @@ from ..errors import AdeptError
 from ..prompt.model import AdapterNotFound
 from . import routes
 from .adapter_folders import AdapterFolders
-from .batcher import Batcher
+from .batcher import Batcher, ServerStopping
 from .engine import Engine, RequestError
 from .protocol import MAX_BODY_BYTES, error_response
 
@@ -56,12 +56,17 @@ def create_app(
         batcher.start()
         try:
             yield
-        finally:  # uvicorn has drained the connections: finish what is queued, then stop
-            await run_in_threadpool(batcher.stop)
+        finally:  # uvicorn has drained the connections: finish what is queued, within what is left of the
+            # shutdown deadline (server.serve sets it when the signal comes), then stop
+            deadline = app.state.shutdown_deadline
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            app.state.dropped = await run_in_threadpool(batcher.stop, left)
 
     app = FastAPI(title="adept", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.batcher, app.state.adapter_folders = engine, batcher, folders
     app.state.started, app.state.created = int(time.time()), {}  # when each model was added, for /v1/models
+    app.state.shutdown_deadline, app.state.dropped = None, []  # see lifespan
+    app.state.abandon = batcher.abandon  # server.serve calls it at the shutdown deadline
     for router in (routes.information, routes.adapters, routes.work):
         app.include_router(router)
 
@@ -91,6 +96,10 @@ def create_app(
     async def bad_request(request: Request, error: RequestError) -> JSONResponse:
         return error_response(error.status, str(error), error.code)
 
+    @app.exception_handler(ServerStopping)
+    async def stopping(request: Request, error: ServerStopping) -> JSONResponse:
+        return error_response(503, str(error), "server_stopping", "server_error")
+
     @app.exception_handler(AdeptError)
     async def user_error(request: Request, error: AdeptError) -> JSONResponse:
         return error_response(400, str(error), "invalid_request")
@@ -115,18 +124,21 @@ def create_app(
         return response
 
     def _refusal(request: Request, path: str) -> JSONResponse | None:
-        if api_key and path != "/health":
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return error_response(
-                    401, "missing or wrong API key (send Authorization: Bearer KEY)", "invalid_api_key"
-                )
+        if api_key and path != "/health" and not _bearer_matches(request.headers.get("authorization", ""), api_key):
+            return error_response(401, "missing or wrong API key (send Authorization: Bearer KEY)", "invalid_api_key")
         length = request.headers.get("content-length")
-        if length is None and (request.method in ("POST", "PUT", "PATCH") or "transfer-encoding" in request.headers):
-            # a chunked body has no length to check before it is read; every client of this API can send one
+        if "transfer-encoding" in request.headers:
+            # a chunked body has no length to check before it is read, and one that also states a
+            # Content-Length is framed by the chunks, not by it (RFC 9112 6.3): refused either way
+            if length is not None:
+                return error_response(
+                    400, "a request may not give both Transfer-Encoding and Content-Length", "conflicting_framing"
+                )
             return error_response(
                 411, "send the body with a Content-Length header (chunked bodies are not accepted)", "length_required"
             )
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            return error_response(411, "send the body with a Content-Length header", "length_required")
         length = length or "0"
         if not length.isdigit() or int(length) > MAX_BODY_BYTES:
             return error_response(413, f"the request body is over {MAX_BODY_BYTES} bytes", "body_too_large")
@@ -138,3 +150,9 @@ def create_app(
         request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
 
     return app
+
+
+def _bearer_matches(header: str, key: str) -> bool:
+    """`Authorization: Bearer KEY`, the scheme in any case (RFC 9110 11.1), the key compared in constant time."""
+    scheme, _, given = header.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), key.encode())

@@ -7,8 +7,9 @@ batch as at most two groups: all scoring rows in one forward pass, all generatio
 call, whatever their adapters, samplings, seeds, max_tokens, stop strings or streaming (each row is
 sampled and stopped on its own; a seeded row draws from its own stream, so its seed reproduces its
 answer in any company). A job's
-failure is its own: a job whose adapter was removed while it waited fails alone; an error inside a
-group's model call fails that group's jobs and the thread goes on with the next batch.
+failure is its own: a job whose adapter was removed while it waited fails alone, a row whose sampling
+fails ends alone, and a model call that fails as a whole runs again in halves until the row that fails
+alone is found; the others get their answers, exactly as alone, and the thread goes on.
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import AdeptError
 from ..tasks.example import Example
-from .engine import Engine, GenerationRow, Sampling
+from .engine import Engine, GenerationRow, RowsFailed, Sampling
 from .metrics import Metrics
 
 _STOP = object()
+
+
+class ServerStopping(AdeptError, RuntimeError):
+    """The server's shutdown deadline passed before this request's batch finished."""
 
 
 @dataclass
@@ -36,6 +42,7 @@ class Job:
     score: tuple[Example | str, Sequence[str]] | None = None  # (input, candidates)
     generation: GenerationRow | None = None
     sampling: Sampling | None = None
+    request: str = ""  # the request it belongs to ("POST /v1/completions cmpl-..."), to name it if dropped
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
 
@@ -59,15 +66,38 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000
         self.metrics = metrics or Metrics()
         self.queue: queue.Queue = queue.Queue()
+        self.running: list[Job] = []  # the batch the model thread is on
+        self.abandoned: list[Job] = []  # failed by a shutdown past its deadline
         self.thread = threading.Thread(target=self._loop, name="adept-batcher", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self) -> None:
-        """Finish every job already queued, then end the thread."""
+    def stop(self, timeout: float | None = None) -> list[Job]:
+        """Finish every job already queued, then end the thread; give up after `timeout` seconds (a model
+        call cannot be interrupted) and return the jobs left unfinished (see `abandon`)."""
         self.queue.put(_STOP)
-        self.thread.join()
+        self.thread.join(timeout)
+        return self.abandon() if self.thread.is_alive() else list(self.abandoned)
+
+    def abandon(self) -> list[Job]:
+        """Fail the jobs of the batch running now and of the queue with ServerStopping, so their requests
+        are answered (503) while the model call goes on; returns them. For a shutdown past its deadline."""
+        dropped = [job for job in self.running if not job.future.done()]
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                dropped.append(job)
+        for job in dropped:
+            try:
+                job.future.set_exception(ServerStopping("the server stopped before this request finished"))
+            except InvalidStateError:  # it finished (or its client cancelled it) a moment ago
+                continue
+            self.abandoned.append(job)
+        return list(self.abandoned)
 
     def submit(self, job: Job) -> Future:
         self.queue.put(job)
@@ -94,6 +124,7 @@ class Batcher:
 
     def _run(self, batch: list[Job]) -> None:
         started = time.monotonic()
+        self.running = batch
         live = [job for job in batch if not job.cancelled() and job.future.set_running_or_notify_cancel()]
         self.metrics.count_batch(live, started)
         groups: dict[str, list[Job]] = {}
@@ -117,19 +148,46 @@ class Batcher:
                 runnable.append(job)
             except AdeptError as error:
                 job.future.set_exception(error)
-        if not runnable:
-            return
+        if runnable:
+            self._run_isolated(runnable)
+
+    def _run_isolated(self, jobs: list[Job]) -> None:
+        """Run `jobs` as one model call. A row that fails on its own fails alone (RowsFailed); when the
+        whole call fails, each half runs again without the other, down to the row that fails alone, so
+        one bad row never takes its batch with it. (Rows run again give the same answer: every row is
+        computed as it would be alone.)"""
         try:
-            if runnable[0].score is not None:
-                results = self.engine.score([(job.adapter, *job.score) for job in runnable])
-            else:
-                generation = [job.generation for job in runnable]
-                results = self.engine.generate(generation, [job.sampling or Sampling() for job in runnable])
-                with self.metrics.lock:
-                    self.metrics.generated_tokens += sum(result.completion_tokens for result in results)
+            results: list[Any] = self._call(jobs)
+        except RowsFailed as partial:
+            results = [partial.errors.get(i, result) for i, result in enumerate(partial.results)]
         except Exception as error:  # noqa: BLE001 - the request fails, the server goes on
-            for job in runnable:
-                job.future.set_exception(error)
-            return
-        for job, result in zip(runnable, results):
-            job.future.set_result(result)
+            if len(jobs) == 1:
+                results = [error]
+            else:
+                with self.metrics.lock:
+                    self.metrics.isolated_batches += 1
+                middle = len(jobs) // 2
+                self._run_isolated(jobs[:middle])
+                self._run_isolated(jobs[middle:])
+                return
+        for job, result in zip(jobs, results):
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
+
+    def _call(self, jobs: list[Job]) -> list[Any]:
+        if jobs[0].score is not None:
+            return self.engine.score([(job.adapter, *job.score) for job in jobs])
+        try:
+            samplings = [job.sampling or Sampling() for job in jobs]
+            results = self.engine.generate([job.generation for job in jobs], samplings)
+        except RowsFailed as partial:
+            self._count_tokens([result for result in partial.results if result is not None])
+            raise
+        self._count_tokens(results)
+        return results
+
+    def _count_tokens(self, results: list[Any]) -> None:
+        with self.metrics.lock:
+            self.metrics.generated_tokens += sum(result.completion_tokens for result in results)

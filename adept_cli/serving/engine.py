@@ -12,9 +12,10 @@ answer and a whole one are the same text.
 from __future__ import annotations
 
 import functools
+import secrets
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,12 @@ import torch
 from ..encoding import Encoder, chat_format, pad_batch
 from ..errors import AdeptError
 from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
-from ..hf import context_limit, is_seq2seq
+from ..hf import context_limit, is_seq2seq, positions_problem
 from ..prompt.adapter_files import AdapterSource, adapter_source
 from ..prompt.model import AdapterNotFound, MixedAdapterModel
 from ..tasks.example import Example, RowError
 from ..tasks.spec import Task
-from ..trained import DEFAULT_TARGET_LENGTH
+from ..trained import DEFAULT_TARGET_LENGTH, checked_evaluation
 
 # Inputs without a task (completions, plain text) are cut to this many tokens only when the model itself
 # states no limit (relative-position models such as T5).
@@ -92,7 +93,12 @@ class Sampling:
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> int:
         """A sampled row's next token from its logits, as transformers samples (temperature, then nucleus
         over the sorted probabilities keeping at least one token; no top-k, which OpenAI's sampling lacks)."""
-        logits = logits.float() / self.temperature
+        scaled = logits.float() / self.temperature
+        if scaled.isnan().any() or scaled.isposinf().any():
+            # a temperature so small (1e-320 is valid) that logits / T overflows: its limit, computed exactly,
+            # is to draw among the largest logits (0 after the shift; every other one -inf)
+            scaled = (logits.double() - logits.double().max()) / self.temperature
+        logits = scaled
         if self.top_p < 1.0:
             ordered, order = logits.sort()
             outside = ordered.softmax(-1).cumsum(-1) <= 1 - self.top_p
@@ -109,6 +115,20 @@ class GenerationRow:
     stop: Sequence[str] = ()
     on_text: Callable[[str], None] | None = None  # each new piece of text, as it is decoded
     cancelled: Callable[[], bool] = lambda: False
+    # Text already handed to `on_text`: a row run again (its batch failed for another row's sake) hands
+    # out only what comes after it; it is the same text, as every row draws from its own seeded stream.
+    sent: str = ""
+    # The stream of a sampled row that gave no seed: chosen once, so that running it again draws the same.
+    private_seed: int = field(default_factory=lambda: secrets.randbits(63))
+
+
+class RowsFailed(Exception):
+    """Some rows of a `generate` call failed on their own (their sampling, their client's callback); the
+    others finished. `results[i]` is row i's result, None where `errors` holds its error."""
+
+    def __init__(self, results: list[Generated | None], errors: dict[int, BaseException]):
+        super().__init__(f"{len(errors)} of {len(results)} rows failed: {next(iter(errors.values()))}")
+        self.results, self.errors = results, errors
 
 
 @dataclass
@@ -127,12 +147,18 @@ class RowDecoder:
     def __init__(self, decode: Callable[[list[int]], str], row: GenerationRow, end_ids: set[int]):
         self.decode, self.row, self.end_ids = decode, row, end_ids
         self.tokens: list[int] = []
-        self.text = ""  # handed out so far
+        self.text = ""  # final so far
         self.finish_reason: str | None = None
+        self.error: BaseException | None = None
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+    def fail(self, error: BaseException) -> None:
+        """This row failed on its own: it takes no more tokens; the rows beside it go on."""
+        if self.error is None:
+            self.error, self.finish_reason = error, "error"
 
     def push(self, token: int) -> None:
         if self.finished:
@@ -155,6 +181,8 @@ class RowDecoder:
 
     def close(self) -> Generated:
         """The row's result once generation has ended (a row still open ran out of tokens)."""
+        if self.error is not None:
+            raise self.error
         if not self.finished:
             self._finish("length", self._decoded())
         return Generated(self.text, self.finish_reason, len(self.row.input_ids), len(self.tokens))
@@ -179,9 +207,14 @@ class RowDecoder:
 
     def _hand_out(self, text: str) -> None:
         if len(text) > len(self.text) and text.startswith(self.text):
-            piece, self.text = text[len(self.text) :], text
-            if self.row.on_text is not None:
-                self.row.on_text(piece)
+            self.text = text
+        sent = self.row.sent
+        if self.row.on_text is not None and len(self.text) > len(sent) and self.text.startswith(sent):
+            self.row.sent = self.text
+            try:
+                self.row.on_text(self.text[len(sent) :])
+            except Exception as error:  # noqa: BLE001 - the client's side of this row failed: this row ends
+                self.fail(error)
 
 
 class _RowStreamer:
@@ -205,27 +238,40 @@ class _RowStreamer:
 class _RowSampling:
     """transformers' logits-processor hook that chooses every row's token by that row's own sampling
     (and holds its end token back until its min_tokens); generate then runs greedy, so the chosen token,
-    the only one left, is the one it takes. This lets rows of any samplings share one forward pass."""
+    the only one left, is the one it takes. This lets rows of any samplings share one forward pass. Every
+    sampled row draws from a stream of its own (its seed, else its row's private one), so its tokens do
+    not depend on its company; a row whose sampling fails fails alone."""
 
-    def __init__(self, samplings: Sequence[Sampling], end_ids: set[int], device: torch.device):
-        self.samplings = samplings
+    def __init__(self, samplings: Sequence[Sampling], decoders: list[RowDecoder], end_ids: set[int], device: Any):
+        self.samplings, self.decoders = samplings, decoders
         self.end_ids = sorted(end_ids)
         self.generators = [
-            torch.Generator(device=device).manual_seed(s.seed) if s.seed is not None else None for s in samplings
+            None if s.greedy else torch.Generator(device=device).manual_seed(_seed(s, d.row))
+            for s, d in zip(samplings, decoders)
         ]
         self.steps = 0  # tokens generated so far (every row has as many, finished rows padded)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         scores = scores.clone()
         for row, (sampling, generator) in enumerate(zip(self.samplings, self.generators)):
+            if self.decoders[row].finished:
+                continue
             if self.steps < sampling.min_tokens and self.end_ids:
                 scores[row, self.end_ids] = float("-inf")
             if not sampling.greedy:
-                token = sampling.sample(scores[row], generator)
+                try:
+                    token = sampling.sample(scores[row], generator)
+                except Exception as error:  # noqa: BLE001 - e.g. logits that are not numbers: this row only
+                    self.decoders[row].fail(error)
+                    continue
                 scores[row] = float("-inf")
                 scores[row, token] = 0.0
         self.steps += 1
         return scores
+
+
+def _seed(sampling: Sampling, row: GenerationRow) -> int:
+    return sampling.seed if sampling.seed is not None else row.private_seed
 
 
 class _RowsDone:
@@ -249,6 +295,7 @@ class AdapterServer:
     def __init__(self, tokenizer: Any, model_name: str, config: Any):
         self.tokenizer = tokenizer
         self.model_name = model_name
+        self.config = config
         self.is_seq2seq = is_seq2seq(config)
         self.context = context_limit(config, tokenizer)
         self.adapters: dict[str, ServedAdapter] = {}
@@ -279,14 +326,24 @@ class AdapterServer:
         source = adapter_source(path)
         if allowed is not None and not allowed(source.directory.resolve()):
             raise AdapterOutsideFolders(str(path))
-        several = source.evaluation.get("tasks")
+        if allowed is not None:  # a symbolic link inside an allowed folder may point anywhere: follow each
+            for entry in sorted(source.directory.rglob("*")):
+                if not allowed(entry.resolve()):
+                    raise RequestError(
+                        f"{path}: {entry.relative_to(source.directory)} is a link to a file outside the folders this "
+                        "server loads from (adept serve --adapter-dir); copy the file into the folder instead",
+                        "adapter_not_allowed",
+                        403,
+                    )
+        evaluation = checked_evaluation(source.evaluation, source.directory)
+        several = evaluation.get("tasks")
         if task is None and several:
             raise RequestError(
                 f"{path} was trained on several tasks ({', '.join(several)}); name the one that formats its "
                 '/v1/predict rows (--task NAME=TASK, or "task" when adding it)',
                 "task_required",
             )
-        task_name = task or source.evaluation.get("task")
+        task_name = task or evaluation.get("task")
         if allowed is not None and task_name and is_task_file(task_name) and not allowed(Path(task_name).resolve()):
             raise RequestError(
                 f"{path} records the task file {task_name!r}, outside the folders this server loads from; "
@@ -295,14 +352,23 @@ class AdapterServer:
                 403,
             )
         chosen = get_task(task_name, run_code=False) if task_name else None
-        max_length = source.evaluation.get("max_length") or (chosen.max_length if chosen else self.context)
-        target_length = source.evaluation.get("max_target_length") or DEFAULT_TARGET_LENGTH
-        chat = chat_format(self.tokenizer, source.evaluation.get("chat_template"), self.is_seq2seq)
-        encoder = Encoder(self.tokenizer, self.is_seq2seq, max_length, target_length, chat)
+        target_length = evaluation.get("max_target_length") or DEFAULT_TARGET_LENGTH
+        chat = chat_format(self.tokenizer, evaluation.get("chat_template"), self.is_seq2seq)
         with self.lock:
             if name in self.adapters:
                 raise RequestError(f"an adapter named {name!r} is already loaded; remove it first", "adapter_exists")
             prompt_len = self._load(name, source)
+            # the input length it was trained with, else its task's (both must fit, with the prompt and the
+            # answer), else whatever room the prompt leaves (completions are checked as they come)
+            max_length = evaluation.get("max_length") or (chosen.max_length if chosen else None)
+            problem = max_length and positions_problem(
+                self.config, self.model_name, prompt_len, max_length, target_length
+            )
+            max_length = max_length or self.context - prompt_len
+            if problem:
+                self._unload(name)
+                raise RequestError(f"{source.directory}: {problem}", "adapter_too_long")
+            encoder = Encoder(self.tokenizer, self.is_seq2seq, max_length, target_length, chat)
             served = ServedAdapter(name, source.method, str(path), prompt_len, chosen, encoder)
             self.adapters[name] = served
         return served
@@ -440,7 +506,8 @@ class Engine(AdapterServer):
     @torch.no_grad()
     def generate(self, rows: Sequence[GenerationRow], sampling: Sampling | Sequence[Sampling]) -> list[Generated]:
         """Every row in one `generate` call, each sampled as `sampling` says (one for all rows, or one per
-        row); a seeded row draws from its own stream, so its answer does not depend on the rows beside it."""
+        row); a seeded row draws from its own stream, so its answer does not depend on the rows beside it.
+        Rows that fail on their own raise RowsFailed with the others' results."""
         from transformers import LogitsProcessorList
 
         samplings = [sampling] * len(rows) if isinstance(sampling, Sampling) else list(sampling)
@@ -448,7 +515,7 @@ class Engine(AdapterServer):
             raise ValueError(f"{len(samplings)} samplings for {len(rows)} rows")
         decoders = [RowDecoder(self.decode, row, self.end_ids) for row in rows]
         batch = pad_batch([{"input_ids": row.input_ids} for row in rows], self.tokenizer.pad_token_id)
-        chosen = _RowSampling(samplings, self.end_ids, self.device)
+        chosen = _RowSampling(samplings, decoders, self.end_ids, self.device)
         with self.lock:
             self.model.generate(
                 batch["input_ids"].to(self.device),
@@ -463,4 +530,7 @@ class Engine(AdapterServer):
                 stopping_criteria=[_RowsDone(decoders)],
                 logits_processor=LogitsProcessorList([chosen]),
             )
+        errors = {i: decoder.error for i, decoder in enumerate(decoders) if decoder.error is not None}
+        if errors:
+            raise RowsFailed([None if i in errors else d.close() for i, d in enumerate(decoders)], errors)
         return [decoder.close() for decoder in decoders]

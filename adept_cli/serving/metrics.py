@@ -21,6 +21,7 @@ class Metrics:
     queue_seconds: float = 0.0
     generated_tokens: int = 0
     busy_seconds: float = 0.0
+    isolated_batches: int = 0  # model calls that failed whole and ran again in halves (one bad row)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_request(self, route: str, status: int) -> None:
@@ -51,6 +52,7 @@ class Metrics:
                 "mean_queue_seconds": self.queue_seconds / self.rows if self.rows else 0.0,
                 "generated_tokens": self.generated_tokens,
                 "busy_seconds": self.busy_seconds,
+                "isolated_batches": self.isolated_batches,
                 "tokens_per_second": self.generated_tokens / self.busy_seconds if self.busy_seconds else 0.0,
             }
 
@@ -70,6 +72,7 @@ class Metrics:
             ("mean_queue_seconds", "gauge"),
             ("generated_tokens", "counter"),
             ("busy_seconds", "counter"),
+            ("isolated_batches", "counter"),
             ("tokens_per_second", "gauge"),
         ):
             suffix = "_total" if kind == "counter" else ""

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from .engine import RequestError, Sampling
 
@@ -44,24 +44,30 @@ class Body(BaseModel):
         return data
 
 
+# JSON's own types, nothing coerced: `true` is not a count, nor "16" a number (a bool once read as 1)
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]  # an integer is a number too
+Bool = Annotated[bool, Strict()]
+
+
 class CompletionRequest(Body):
     model: str
     prompt: str | list[str]
-    max_tokens: int = Field(16, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: Int = Field(16, ge=1)
+    temperature: Float = Field(1.0, ge=0.0, le=2.0)
+    top_p: Float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=-(2**63) + 1, le=2**63 - 1)  # what a torch generator takes
-    min_tokens: int = Field(0, ge=0)  # vLLM's extension: no end token before this many
-    n: int = 1
-    stream: bool = False
+    seed: Int | None = Field(None, ge=-(2**63) + 1, le=2**63 - 1)  # what a torch generator takes
+    min_tokens: Int = Field(0, ge=0)  # vLLM's extension: no end token before this many
+    n: Int = 1
+    stream: Bool = False
     # Accepted for compatibility with OpenAI clients; only their neutral values can be honoured.
-    best_of: int | None = None
-    echo: bool = False
-    logprobs: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logit_bias: dict[str, float] | None = None
+    best_of: Int | None = None
+    echo: Bool = False
+    logprobs: Int | None = None
+    presence_penalty: Float = 0.0
+    frequency_penalty: Float = 0.0
+    logit_bias: dict[str, Float] | None = None
     suffix: str | None = None
     user: str | None = None
     stream_options: dict[str, Any] | None = None

@@ -106,14 +106,16 @@ async def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
     if adapter is None:
         raise RequestError("/v1/predict needs an adapter with a task; the base model has none", "no_task")
     queries = await run_in_threadpool(_task_queries, engine, adapter, _as_rows(body.inputs, "inputs"))
+    label = f"POST /v1/predict pred-{uuid.uuid4().hex[:12]} ({body.model})"
     if engine.predict_kind(adapter) == "classification":
         words = list(engine.get(adapter).task.label_words)
-        jobs = [Job(adapter, score=(query, words)) for query in queries]
+        jobs = [Job(adapter, score=(query, words), request=label) for query in queries]
         scores = await _results([batcher.submit(job) for job in jobs])
         predictions = [label_answer(words, row) for row in scores]
     else:
         rows = await run_in_threadpool(lambda: [engine.predict_generation_row(adapter, q) for q in queries])
-        generated = await _results([batcher.submit(Job(adapter, generation=row, sampling=Sampling())) for row in rows])
+        jobs = [Job(adapter, generation=row, sampling=Sampling(), request=label) for row in rows]
+        generated = await _results([batcher.submit(job) for job in jobs])
         predictions = [{"text": result.text} for result in generated]
     return {"object": "list", "model": body.model, "predictions": predictions}
 
@@ -137,8 +139,9 @@ async def completions(request: Request, body: CompletionRequest) -> Any:
     reply["model"] = body.model
     if body.stream:
         return StreamingResponse(_stream(batcher, rows, adapter, sampling, reply), media_type="text/event-stream")
+    label = f"POST /v1/completions {reply['id']} ({body.model})"
     results: list[Generated] = await _results(
-        [batcher.submit(Job(adapter, generation=row, sampling=sampling)) for row in rows]
+        [batcher.submit(Job(adapter, generation=row, sampling=sampling, request=label)) for row in rows]
     )
     choices = [_choice(index, result.text, result.finish_reason) for index, result in enumerate(results)]
     prompt_tokens = sum(result.prompt_tokens for result in results)
@@ -152,11 +155,12 @@ async def _stream(
     batcher: Batcher, rows: list[GenerationRow], adapter: str | None, sampling: Sampling, reply: dict[str, Any]
 ) -> AsyncIterator[str]:
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
+    label = f"POST /v1/completions {reply['id']} ({reply['model']}, streamed)"
     gone = threading.Event()  # the client went away: its rows stop at the next step
     for index, row in enumerate(rows):
         row.on_text = lambda piece, index=index: _post(loop, events, (index, piece, None))
         row.cancelled = gone.is_set
-        future = batcher.submit(Job(adapter, generation=row, sampling=sampling))
+        future = batcher.submit(Job(adapter, generation=row, sampling=sampling, request=label))
         future.add_done_callback(lambda done, index=index: _post(loop, events, (index, None, done)))
     try:
         open_rows = len(rows)

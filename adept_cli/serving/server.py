@@ -5,18 +5,23 @@ end the process with status 0.
 Every connection is held to a deadline: a client has `request_timeout` seconds from connecting (or from
 its last answer) to send a whole request, headers and body, or the connection is closed; so idle, slow-
 header and half-sent-body connections cannot pile up or keep a shutdown waiting. The shutdown itself
-waits at most `shutdown_timeout` seconds for requests in flight."""
+waits at most `shutdown_timeout` seconds from the signal for requests in flight, a model call that is
+still running included: past it, `serve` returns the requests left unfinished, and `adept serve` names
+them and exits with status 1 (the model call cannot be interrupted, so the process ends around it)."""
 
 from __future__ import annotations
 
 import signal
 import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import AdeptError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+GRACE = 5.0  # seconds past the shutdown deadline for the requests it ended to be answered
 
 
 class ServeError(AdeptError, OSError):
@@ -94,15 +99,18 @@ def serve(
     log_level: str = "warning",
     request_timeout: float = 30.0,
     shutdown_timeout: float = 60.0,
-) -> None:
-    """Serve `app` on `sock` until SIGTERM or SIGINT, then drain (at most `shutdown_timeout` s) and return."""
+) -> list[Any]:
+    """Serve `app` on `sock` until SIGTERM or SIGINT, then drain for at most `shutdown_timeout` seconds
+    from the signal, a model call still running included, and return the jobs left unfinished (none when
+    everything finished in time)."""
     import uvicorn
 
     config = uvicorn.Config(
         app,
         log_level=log_level,
         http=_deadline_protocol(request_timeout),
-        timeout_graceful_shutdown=shutdown_timeout,
+        # uvicorn's own limit, a backstop: at the deadline the requests still waiting are answered (503)
+        timeout_graceful_shutdown=shutdown_timeout + GRACE,
         access_log=False,
     )
     server = uvicorn.Server(config)
@@ -117,6 +125,17 @@ def serve(
             on_ready(url_of(sock))
 
     server.startup = startup
+    handle_exit = server.handle_exit
+
+    def exit_by(sig: int, frame: Any) -> None:  # the deadline counts from the first signal
+        if app.state.shutdown_deadline is None:
+            app.state.shutdown_deadline = time.monotonic() + shutdown_timeout
+            deadline = threading.Timer(shutdown_timeout, app.state.abandon)
+            deadline.daemon = True
+            deadline.start()
+        handle_exit(sig, frame)
+
+    server.handle_exit = exit_by
     try:
         server.run(sockets=[sock])
     finally:
@@ -124,3 +143,4 @@ def serve(
             signal.signal(sig, handler)
     if not server.started:
         raise ServeError("the server did not start (see the log above)")
+    return list(app.state.dropped)

@@ -38,15 +38,7 @@ from ..errors import AdeptError
 from ..export import embedding_lora_files
 from ..hf import ModelError, auto_model_class, load_config, model_folder
 from ..prompt.adapter import PromptAdapter
-from ..prompt.adapter_files import (
-    ADAPTER_WEIGHTS,
-    AdapterSource,
-    load_adapter_state,
-    read_adapter_config,
-    read_weights,
-)
-from ..prompt.methods import config_from_dict
-from ..prompt.model import resolve_sizes
+from ..prompt.adapter_files import AdapterSource, BaseFacts, checked_adapter, load_adapter_state, read_adapter_config
 from ..tasks.example import Example
 from .batcher import Job
 from .engine import AdapterServer, Generated, GenerationRow, RowDecoder
@@ -112,15 +104,11 @@ class VllmEngine(AdapterServer):
             asyncio.run_coroutine_threadsafe(self.llm.remove_lora(lora.lora_int_id), self.loop).result()
 
     def _read_adapter(self, source: AdapterSource) -> PromptAdapter:
-        metadata = read_adapter_config(source.directory)
-        dim = self.table.shape[1]
-        if metadata["model_kind"] != "causal" or metadata["dim"] != dim:
-            raise VllmError(
-                f"{source.directory} is for a {metadata['model_kind']} model of width {metadata['dim']}; "
-                f"{self.model_name} is causal with width {dim}"
-            )
-        adapter = PromptAdapter(resolve_sizes(config_from_dict(metadata["method_config"]), dim), dim)
-        load_adapter_state(adapter, read_weights(source.directory / ADAPTER_WEIGHTS), source.directory)
+        vocab, dim = self.table.shape
+        base = BaseFacts(self.model_name, "causal", int(dim), int(vocab), self.context)
+        config, state = checked_adapter(source.directory, read_adapter_config(source.directory), base)
+        adapter = PromptAdapter(config, base.dim)
+        load_adapter_state(adapter, state, source.directory)
         return adapter.eval()
 
     def _write_lora(self, name: str, factors: tuple[torch.Tensor, torch.Tensor] | None) -> Path:
@@ -161,7 +149,12 @@ class VllmEngine(AdapterServer):
 
         self.llm = asyncio.run_coroutine_threadsafe(create(), self.loop).result()
 
-    def stop(self) -> None:
+    def abandon(self) -> list[Job]:
+        """vLLM ends its own requests when it shuts down: nothing to fail here."""
+        return []
+
+    def stop(self, timeout: float | None = None) -> list[Job]:
+        """Shut vLLM down (it ends its own requests; `timeout` is the built-in runner's to bound)."""
         llm, self.llm = self.llm, None
         if llm is not None:  # in the loop's thread, where its output task runs: it ends quietly there
 
@@ -171,6 +164,7 @@ class VllmEngine(AdapterServer):
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=120)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
+        return []
 
     def submit(self, job: Job) -> Future:
         return asyncio.run_coroutine_threadsafe(self._run(job), self.loop)

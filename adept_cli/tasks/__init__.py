@@ -20,6 +20,14 @@ def get_task(name: str, run_code: bool = True) -> Task:
     return get_builtin_task(name)
 
 
+def task_code(name: str) -> tuple[str, ...]:
+    """The metric functions (`module.function`) a task file names: Python code that scoring imports and
+    runs. Read without importing anything; () for a built-in task."""
+    if not is_task_file(name):
+        return ()
+    return tuple(metric for metric in get_task(name, run_code=False).metrics if "." in metric)
+
+
 def is_task_file(name: str) -> bool:
     """Whether `name` names a task file (get_task's rule) rather than a built-in task."""
     return name.endswith((".yaml", ".yml")) or Path(name).is_file()
@@ -35,5 +43,6 @@ __all__ = [
     "TaskError",
     "get_task",
     "is_task_file",
+    "task_code",
     "load_task_data",
 ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import string
 import sys
 from collections.abc import Callable
@@ -224,11 +225,31 @@ def _data_files(spec: dict[str, Any], base: Path, problems: list[str]) -> tuple[
     return tuple((str(split), str((base / str(file)).resolve())) for split, file in files.items())
 
 
+# A template's {field:spec} may pad or cut a field, within bounds: {text:>999999999} once took every byte
+# of memory the machine had, one row at a time.
+MAX_FORMAT_WIDTH = 1024
+_FORMAT_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d+))?[bcdeEfFgGnosxX%]?")
+
+
 def _check_template(template: str, problems: list[str]) -> None:
+    """A str.format template over the row's fields by name: no attribute or item lookups (a row's field
+    is text or a number, nothing to look inside), no nested fields, widths and precisions at most
+    MAX_FORMAT_WIDTH."""
     try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        parts = [(name, spec) for _, name, spec, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as error:
         problems.append(f"template is not a valid format string ({error})")
         return
-    if not fields:
+    if not parts:
         problems.append("template uses no {field}: every input would be the same text")
+    for name, spec in parts:
+        if not name.isidentifier():
+            problems.append(f"template field {{{name}}}: name a field of the row (letters, digits, _), nothing more")
+            continue
+        found = _FORMAT_SPEC.fullmatch(spec or "")
+        if "{" in (spec or "") or found is None:
+            problems.append(f"template field {{{name}:{spec}}}: not a format spec adept takes (e.g. {{{name}:>20}})")
+            continue
+        sizes = [int(value) for value in (found["width"], found["precision"]) if value]
+        if any(size > MAX_FORMAT_WIDTH for size in sizes):
+            problems.append(f"template field {{{name}:{spec}}}: widths and precisions are at most {MAX_FORMAT_WIDTH}")

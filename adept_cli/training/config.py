@@ -209,8 +209,8 @@ def _task_name(task: str) -> str:
     """A task's name for labels and folder names: a task file's own `name`, else the file's stem."""
     if task.endswith((".yaml", ".yml")):
         try:
-            spec = yaml.safe_load(Path(task).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            spec = read_yaml(task, TrainConfigError, "task file")
+        except TrainConfigError:
             spec = None  # the task check names what is wrong with it
         if isinstance(spec, dict) and isinstance(spec.get("name"), str) and spec["name"].strip():
             return re.sub(r"[^A-Za-z0-9._-]+", "-", spec["name"]).strip("-.") or Path(task).stem
@@ -265,7 +265,7 @@ def coerce(name: str, value: Any, where: str) -> Any:
     try:
         return _coerce_to(kind, value)
     except (TypeError, ValueError):
-        raise TrainConfigError(f"{where}: {name} must be {_type_name(kind)}; got {value!r}") from None
+        raise TrainConfigError(f"{where}: {name} must be {_type_name(kind)}; got {shown(value)}") from None
 
 
 def _coerce_to(kind: Any, value: Any) -> Any:
@@ -300,6 +300,15 @@ def _coerce_to(kind: Any, value: Any) -> Any:
             raise TypeError
         return str(value)
     raise TypeError(f"unsupported field type {kind}")
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` cut short, computed without walking all of a huge value (a YAML file's aliases)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, 80, 80
+    return short.repr(value)
 
 
 def _type_name(kind: Any) -> str:
@@ -534,3 +543,22 @@ def recorded_environment(path: str | os.PathLike) -> dict[str, Any]:
 def load_run_config(path: str | os.PathLike) -> TrainConfig:
     """The resolved config saved in a run directory."""
     return build_config(recipe=path)
+
+
+def positions_problem(config: TrainConfig, target_length: int | None = None) -> str | None:
+    """Why the base cannot take the run's prompt slots, inputs and (on a causal model) targets in its
+    positions, read from the model's config alone (None when it can)."""
+    from ..hf import load_config
+    from ..hf import positions_problem as problem_of
+    from ..prompt.methods import method_config
+    from ..tasks import get_task
+
+    model_config = load_config(config.model)
+    prompt = method_config(config.method, **method_settings(config)).prompt_len if config.uses_prompt else 0
+    target = target_length or config.max_target_length
+    lengths = {config.max_length or get_task(name, run_code=False).max_length for name in config.tasks}
+    for length in sorted(lengths, reverse=True):
+        problem = problem_of(model_config, config.model, prompt, length, target)
+        if problem:
+            return problem
+    return None

@@ -15,10 +15,8 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,8 +30,8 @@ from ..evaluation.execution import sandbox_for
 from ..files import atomic_directory, write_json_atomic, write_text_atomic
 from ..hf import quantization_problem, unwrap
 from ..prompt.model import PromptTunedModel
-from ..run_dir import DISK_ERRORS, RunDir, RunDirError, read_metrics
-from .checkpoint import list_checkpoints, rng_state, set_rng_state, write_checkpoint
+from ..run_dir import RunDir, RunDirError, read_metrics
+from .checkpoint import rng_state, set_rng_state, write_checkpoint
 from .config import ENVIRONMENT_KEY, TrainConfig, TrainConfigError
 from .mixture import MixtureOrder, mixture_weights
 from .progress import RunReporter
@@ -141,6 +139,32 @@ class LoopState:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopState:
+        """A checkpoint's trainer_state.json, each field checked (a number where a number belongs)."""
+        state = cls(**data)  # an unknown field: TypeError
+
+        def numbers(value: Any, keys: Any = None) -> bool:
+            values = value.values() if keys is None else [value.get(k) for k in keys]
+            return isinstance(value, dict) and all(_is_number(v) for v in values)
+
+        fine = {
+            "step": _is_number(state.step, int) and state.step >= 0,
+            "best_metric": state.best_metric is None or _is_number(state.best_metric),
+            "best_step": state.best_step is None or _is_number(state.best_step, int),
+            "tokens_seen": _is_number(state.tokens_seen, int),
+            "best_per_task": state.best_per_task is None or numbers(state.best_per_task),
+            "log_window": state.log_window is None or numbers(state.log_window, ("loss", "targets")),
+        }
+        wrong = [name for name, ok in fine.items() if not ok]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} of the wrong type")
+        return state
+
+
+def _is_number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
 
 @dataclass
 class Run:
@@ -177,7 +201,8 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
     reporter = RunReporter(run_dir.metrics, accelerator, config, console)
     if any(part.task.kind == "code" for part in parts):  # know now, not at the first evaluation, if code can run
         reporter.note(f"generated code runs in: {sandbox_for(config.allow_unsafe_exec).describe()}")
-    with claimed_run_dir(run_dir, accelerator, config, resuming=resume is not None):
+    # every write of the run, from its first, fails on a full disk with one line naming the file
+    with run_dir.writing(), claimed_run_dir(run_dir, accelerator, config, resuming=resume is not None):
         saved = find_resume_checkpoint(run_dir, resume, accelerator.process_index, reporter.note)
         set_seed(config.seed)
         trainable = setup_model(config, parts, accelerator.device)
@@ -226,12 +251,19 @@ def run_environment(model: Any) -> dict[str, Any]:
 def restore(run: Run, saved: dict[str, Any] | None) -> None:
     """Continue from a checkpoint (its metrics lines after it dropped), or start the log afresh."""
     if saved is not None:
-        load_trainable_state(run.raw, saved["trainable"], str(saved["path"]))
-        run.optimizer.load_state_dict(saved["optimizer"])
-        run.scheduler.load_state_dict(saved["scheduler"])
-        if saved["rng"] is not None:
-            set_rng_state(saved["rng"])
-        run.state = LoopState(**saved["loop"])
+        try:
+            load_trainable_state(run.raw, saved["trainable"], str(saved["path"]))
+            run.optimizer.load_state_dict(saved["optimizer"])
+            run.scheduler.load_state_dict(saved["scheduler"])
+            if saved["rng"] is not None:
+                set_rng_state(saved["rng"])
+            run.state = LoopState.from_dict(saved["loop"])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as error:
+            # well-formed files whose contents do not fit this run (another model, or made by hand)
+            raise RunDirError(
+                f"the checkpoint {saved['path']} does not fit this run ({type(error).__name__}: {str(error)[:160]}); "
+                "remove it to resume from the one before, or start afresh"
+            ) from None
         run.reporter.note(f"resumed from {saved['path']} at step {run.state.step}")
     if run.accelerator.is_main_process:
         truncate_metrics(run.dir, run.state.step, run.reporter.note)
@@ -428,28 +460,11 @@ def validate_and_keep_best(run: Run) -> None:
         if len(run.parts) > 1:
             state.best_per_task = {part.name: result.main for part, result in zip(run.parts, results)}
         if run.accelerator.is_main_process:
-            with disk_guard(run, run.dir.best), atomic_directory(run.dir.best) as scratch:
+            with run.dir.writing(run.dir.best), atomic_directory(run.dir.best) as scratch:
                 save_trained(run.raw, scratch, run.eval_settings)
         run.accelerator.wait_for_everyone()
     log_parts(run, "validation", results, best=improved)
     run.model.train()
-
-
-@contextmanager
-def disk_guard(run: Run, target: Path) -> Iterator[None]:
-    """A full disk (or quota, or a read-only or failing one) while writing `target`: one error naming it and
-    the last intact checkpoint, instead of a traceback from deep inside torch or safetensors."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno not in DISK_ERRORS:
-            raise
-        done = [path for path in list_checkpoints(run.dir) if path != target]
-        kept = f"the last checkpoint, {done[-1]}, is intact" if done else "no checkpoint has been written yet"
-        raise RunDirError(
-            f"cannot write {target}: {error.strerror}; {kept}. Free space, then continue with "
-            f"adept train -o {run.dir.path} --resume auto"
-        ) from None
 
 
 def save_checkpoint(run: Run) -> None:
@@ -460,7 +475,7 @@ def save_checkpoint(run: Run) -> None:
         loss = run.accelerator.reduce(run.window["loss"].clone(), reduction="sum").item()
         run.state.log_window = {"loss": loss, "targets": run.window["targets"]}
     if run.accelerator.is_main_process:
-        with disk_guard(run, run.dir.checkpoint(run.state.step)):
+        with run.dir.writing(run.dir.checkpoint(run.state.step)):
             write_checkpoint(
                 run.dir,
                 run.state.step,

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from ..evaluation.metrics import format_metric
-from ..run_dir import DISK_ERRORS, RunDirError
+from ..run_dir import RunDir
 
 
 class RunReporter:
@@ -84,16 +84,8 @@ class RunReporter:
     def _write(self, record: dict[str, Any]) -> None:
         if not self.main:
             return
-        try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        except OSError as error:
-            if error.errno not in DISK_ERRORS:
-                raise
-            raise RunDirError(
-                f"cannot write {self.path}: {error.strerror}; the checkpoints already written are intact. Free "
-                f"space, then continue with adept train -o {self.path.parent} --resume auto"
-            ) from None
+        with RunDir(self.path.parent).writing(self.path), open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
         if self.tracking:
             prefix = "/".join(str(part) for part in (record["kind"], record.get("task")) if part)
             values = {f"{prefix}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}

@@ -31,7 +31,7 @@ from ..run_dir import RunDir, RunDirError
 from ..tasks import TaskData, get_task, load_task_data
 from ..tasks.few_shot import draw_k_shot
 from ..tasks.spec import Task
-from .checkpoint import list_checkpoints, read_checkpoint
+from .checkpoint import UnverifiedCheckpoint, read_checkpoint
 from .config import TrainConfig, TrainConfigError, dump_config, load_run_config
 from .trackers import make_trackers, require_packages, tracker_names
 from .trainable import build_model, parameter_groups
@@ -108,7 +108,7 @@ def claimed_run_dir(run: RunDir, accelerator: Any, config: TrainConfig, resuming
     try:
         with run.lock():
             run.remove_leftovers()
-            if not resuming and (run.holds_a_run() or list_checkpoints(run)):
+            if not resuming and (run.holds_a_run() or run.checkpoint_folders()):
                 raise TrainConfigError(
                     f"{run.path} already holds a run; continue it with --resume auto, or choose another --output-dir"
                 )
@@ -123,25 +123,31 @@ def claimed_run_dir(run: RunDir, accelerator: Any, config: TrainConfig, resuming
 
 
 def find_resume_checkpoint(run: RunDir, resume: str | None, rank: int, note: Any) -> dict[str, Any] | None:
-    """The state to resume from: `auto` takes the newest intact checkpoint of the run (a damaged one is
-    named and skipped), a path takes that checkpoint; None starts from scratch."""
+    """The state to resume from: `auto` takes the newest verified checkpoint of the run (a damaged or
+    unverified one is named and skipped), a path takes that checkpoint (one without checksums, from an
+    earlier version, with a warning; a damaged one never); None starts from scratch."""
     if resume is None:
         return None
     if resume != "auto":
         path = Path(resume)
         if not (path / "trainer_state.json").is_file():
             raise TrainConfigError(f"--resume {path}: not a checkpoint directory (no trainer_state.json)")
-        return {"path": path, **read_checkpoint(path, rank)}
-    found = list_checkpoints(run)
-    damage = []
-    for path in reversed(found):
+        try:
+            return {"path": path, **read_checkpoint(path, rank)}
+        except UnverifiedCheckpoint as error:
+            note(f"warning: {error}; resuming from it because --resume names it")
+            return {"path": path, **read_checkpoint(path, rank, verified=False)}
+    damage: list[RunDirError] = []
+    for path in reversed(run.checkpoint_folders()):
         try:
             return {"path": path, **read_checkpoint(path, rank)}
         except RunDirError as error:
-            damage.append(str(error))
+            damage.append(error)
             note(f"warning: {error}; trying the checkpoint before it")
     if damage:
-        raise RunDirError(f"no intact checkpoint in {run.checkpoints}: {'; '.join(damage)}")
+        unverified = any(isinstance(error, UnverifiedCheckpoint) for error in damage)
+        hint = "; to resume from one without checksums anyway, name it: --resume PATH" if unverified else ""
+        raise RunDirError(f"no verified checkpoint in {run.checkpoints}: {'; '.join(map(str, damage))}{hint}")
     note(f"no checkpoint in {run.checkpoints}; starting from scratch")
     return None
 

@@ -19,10 +19,11 @@ from ..prompt.adapter_files import (
     ADAPTER_WEIGHTS,
     FORMAT,
     AdapterError,
+    BaseFacts,
     adapter_source,
+    checked_adapter,
     load_adapter_state,
     read_adapter_config,
-    read_weights,
 )
 from ..prompt.config import ConfigError
 from ..prompt.methods import config_from_dict
@@ -64,7 +65,9 @@ def initialize_from(model: PromptTunedModel, config: TrainConfig) -> Path:
     ]
     if differ:
         raise InitError(f"{where}: the sizes differ: {'; '.join(differ)}; set them to the source's values")
-    state = read_weights(directory / ADAPTER_WEIGHTS)
+    state = checked_adapter(directory, metadata, BaseFacts.of(model.base, config.model))[1]
+    if "prompt" not in state:
+        raise InitError(f"{where}: {ADAPTER_WEIGHTS} holds no prompt")
     state["prompt"] = _fitted_prompt(state["prompt"], model.prompt_len, config.init_from_resize, where)
     load_adapter_state(model.adapter, state, directory)
     return directory
