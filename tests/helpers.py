@@ -8,9 +8,13 @@ GPT-2 weights exist offline); the Llama is the real pretrained stories260K.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 import torch
@@ -32,6 +36,47 @@ def shared_dir() -> Path:
             pytrace=False,
         )
     return candidate
+
+
+# What a test may need that a machine may lack. A test that lacks one skips, naming it (`missing`); where
+# ADEPT_REQUIRE lists it (CI says there what it provides: .ci/run), conftest.py turns that skip into a
+# failure, so a green CI run never hides a part it did not test.
+FEATURES = {
+    "sandbox": "bubblewrap and util-linux's unshare, each isolating generated code (Linux namespaces)",
+    "root": "running as root, with a system python3 and setpriv, to play a normal user and a container's root",
+    "cgroup": "a cgroup adept can make, to bound a program's memory as a whole",
+    "user-namespaces": "unshare --user --mount, to make a small disk for the tests of a full one",
+    "kernel-headers": "the kernel's system-call tables (linux-libc-dev)",
+    "vllm": "the vLLM environment .venv-vllm (bash .ci/vllm-env)",
+    "bitsandbytes": "bitsandbytes with its CPU backend (the test extra)",
+    "trackers": "mlflow and wandb (the test extra)",
+    "lm-eval": "lm-evaluation-harness and rouge-score (the test extra)",
+    "gpu": "CUDA GPUs (two or more for FSDP)",
+}
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.01) -> None:
+    """Wait for `condition()` to hold, polling it every `every` s: events are waited for, never guessed with
+    a sleep. `timeout` is a deadline only a broken run reaches (a loaded machine is slow, not that slow)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}")
+        time.sleep(every)
+
+
+def missing(feature: str, reason: str) -> NoReturn:
+    """Skip a test that lacks `feature` (one of FEATURES), saying why; a failure where CI requires it."""
+    assert feature in FEATURES, feature
+    pytest.skip(f"{reason} [needs {feature}]", allow_module_level=True)
+
+
+def import_or_missing(module: str, feature: str) -> Any:
+    """`module`, imported, or the test skipped (failed under CI) as lacking `feature`."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        missing(feature, f"cannot import {module} ({error})")
 
 
 def data_dir() -> Path:

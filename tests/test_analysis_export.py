@@ -54,6 +54,7 @@ def probe(run: Path, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_shift_probe_dept_offsets_and_metric_move(runs) -> None:
     report = probe(runs["dept"])
     assert report["mode"] == "cyclic offset shift" and [r["shift"] for r in report["rows"]] == [0, 5, 20]
@@ -63,6 +64,7 @@ def test_shift_probe_dept_offsets_and_metric_move(runs) -> None:
     assert any(r["metric"] != rows[0]["metric"] for r in rows[1:]), rows
 
 
+@pytest.mark.slow
 def test_shift_probe_adept_offsets_do_not_move(runs) -> None:
     report = probe(runs["adept"])
     assert report["mode"] == "input shift" and report["filler"]
@@ -70,6 +72,7 @@ def test_shift_probe_adept_offsets_do_not_move(runs) -> None:
     assert report["rows"][0]["change"] == 0.0
 
 
+@pytest.mark.slow
 def test_shift_probe_pt_reports_the_metric_only(runs) -> None:
     report = probe(runs["pt"])
     assert all(r["max_offset_change"] is None for r in report["rows"])
@@ -225,6 +228,7 @@ def _assert_generation_checked(warnings: list[str], plain: dict, model, batch: d
         assert "use_cache=False" in warnings[0]
 
 
+@pytest.mark.slow
 def test_merged_export_of_a_causal_run_runs_without_adept(runs, tmp_path) -> None:
     out = tmp_path / "merged"
     result = runner.invoke(app, ["export", "--run", str(runs["adept"]), "--format", "merged", "-o", str(out), "--json"])
@@ -275,6 +279,7 @@ def test_merged_export_under_peft_matches_only_unpadded_or_right_padded_causal_r
 
 
 @pytest.mark.parametrize("model_name", ["bart", "t5"])
+@pytest.mark.slow
 def test_merged_export_of_a_seq2seq_model_gives_the_same_logits(tmp_path, model_name) -> None:
     model, tokenizer = wrap("adept", model_name)
     perturb(model)
@@ -286,6 +291,7 @@ def test_merged_export_of_a_seq2seq_model_gives_the_same_logits(tmp_path, model_
     torch.testing.assert_close(torch.tensor(plain["logits"]), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_peft_export_of_a_pt_run_loads_in_vanilla_peft(runs, tmp_path) -> None:
     out = tmp_path / "peft"
     result = runner.invoke(app, ["export", "--run", str(runs["pt"]), "--format", "peft", "-o", str(out), "--json"])
@@ -417,11 +423,13 @@ def test_prompt_embeddings_give_the_adapters_logits_on_the_plain_base(method) ->
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_shift_probe_draws_every_method_in_one_figure(runs, tmp_path) -> None:
     import matplotlib.image as mpimg
 
     picture = tmp_path / "shifts.png"
     args = [arg for method in ("dept", "adept", "pt") for arg in ("--run", str(runs[method]))]
+    args += ["--limit", "8"]  # the figure's content, not the split's size, is under test
     result = runner.invoke(app, ["shift-probe", *args, "--shifts", "0,5,20", "--plot", str(picture), "--json"])
     assert result.exit_code == 0, result.output
     pixels = mpimg.imread(picture)
@@ -431,7 +439,7 @@ def test_shift_probe_draws_every_method_in_one_figure(runs, tmp_path) -> None:
     assert [run["method"] for run in drawn] == ["dept", "adept", "pt"] == [run["method"] for run in printed]
     for run, alone in zip(drawn, printed):
         assert run["rows"] == alone["rows"]
-    assert drawn[0]["rows"] == probe(runs["dept"])["rows"]  # the same numbers as the run probed alone
+    assert drawn[0]["rows"] == probe(runs["dept"], "--limit", "8")["rows"]  # as the run probed alone
 
 
 def test_offsets_plot_holds_every_tokens_norms(runs, tmp_path) -> None:
@@ -450,6 +458,7 @@ def test_offsets_plot_holds_every_tokens_norms(runs, tmp_path) -> None:
     assert bad.exit_code == 2 and "expected a .png" in bad.output
 
 
+@pytest.mark.slow
 def test_a_merged_export_prints_no_library_noise(runs, tmp_path) -> None:
     """The libraries' warnings about adept's own check calls are not the user's concern (issue: a FutureWarning,
     PEFT UserWarnings and a bitsandbytes kernel line on every export)."""

@@ -29,6 +29,7 @@ def smollm_tokenizer():
     return load_tokenizer("smollm2-135m")
 
 
+@pytest.mark.slow
 def test_the_models_own_template_wraps_the_input_as_its_generation_prompt(smollm_tokenizer) -> None:
     tokenizer = smollm_tokenizer
     encoder = Encoder(tokenizer, False, 256, 16, chat_format(tokenizer, "auto", seq2seq=False))

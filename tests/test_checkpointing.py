@@ -46,6 +46,7 @@ def test_checkpointing_gives_the_same_loss_and_gradients_with_less_saved(method,
         assert saved_ckpt < 0.6 * saved, (saved_ckpt, saved)
 
 
+@pytest.mark.slow
 def test_a_checkpointed_run_trains_like_an_ordinary_one(tmp_path) -> None:
     import json
 

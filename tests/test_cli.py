@@ -58,7 +58,11 @@ def test_readme_commands_are_the_ones_ci_runs() -> None:
     install = setup.split(activate, 1)[1].split(" && adept ", 1)[0]
     assert "-c requirements.lock" in install and install in ci
     test_line = tests.split(activate, 1)[1]
-    assert "-c requirements.lock" in test_line and test_line.endswith("python -m pytest -q") and test_line in ci
+    assert "-c requirements.lock" in test_line and "python -m pytest -q" in test_line and test_line in ci
+    assert "--cov=adept_cli" in test_line and "-m " not in test_line  # the whole suite, with its coverage
+    quick = blocks[2].split(activate, 1)[1]
+    assert quick == 'python -m pytest -q -m "not slow"'  # the quick loop, as DEVELOPERS.md gives it too
+    assert quick in (REPO / "DEVELOPERS.md").read_text()
     assert "venv" in ci
 
 
@@ -82,6 +86,7 @@ def _one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_settings_and_paths_answer_before_torch_loads(tmp_path) -> None:
     (tmp_path / "a-file").write_text("")
     not_a_model = tmp_path / "not-a-model"
@@ -101,6 +106,7 @@ def test_bad_settings_and_paths_answer_before_torch_loads(tmp_path) -> None:
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_outputs_are_one_line(tmp_path) -> None:
     (tmp_path / "a-file").write_text("")
     for args, message in [
@@ -117,6 +123,7 @@ def test_unwritable_outputs_are_one_line(tmp_path) -> None:
         assert "torch imported: False" in result.stderr, args
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_is_one_quick_line_not_retries() -> None:
     # Port 9 on this machine refuses at once: the same answer an offline machine gives without DNS.
     result = _adept(
@@ -184,6 +191,7 @@ def _broken_lines(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("columns", ["80", "120"])
+@pytest.mark.slow
 def test_help_is_wrapped_not_broken_mid_sentence(columns) -> None:
     """Every command's help at 80 and 120 columns: no description broken mid-sentence, no <bool> on flags."""
     from adept_cli.cli import app as root

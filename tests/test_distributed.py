@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from adept_cli.training import build_config, train
 
-from .helpers import SMOKE, STORIES, model_path, read_jsonl
+from .helpers import SMOKE, STORIES, missing, model_path, read_jsonl
 
 SETTINGS = [
     "scoring=rank",
@@ -72,12 +72,14 @@ def single_process_run(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 def test_two_process_training_matches_one_process(single_process_run) -> None:
     done = _launch(single_process_run / "two", "--multi_gpu")
     assert "2 processes" in done.stdout + done.stderr
     _assert_same_training(single_process_run, "one", "two")
 
 
+@pytest.mark.slow
 def test_fsdp_two_processes_match_one_process_or_say_why_not(single_process_run) -> None:
     """FSDP (full shard, use_orig_params) over two processes equals one process. Accelerate runs FSDP on
     accelerators only: with fewer than two here, the launch must fail with adept's one-line reason, and
@@ -89,7 +91,7 @@ def test_fsdp_two_processes_match_one_process_or_say_why_not(single_process_run)
         reason = next(line for line in done.stderr.splitlines() if line.startswith("error:"))
         assert "FSDP" in reason and "recipes/accelerate/ddp.yaml" in reason
         assert "no available devices" not in done.stderr  # not Accelerate's traceback from deep inside
-        pytest.skip(f"FSDP cannot run on this machine ({torch.cuda.device_count()} GPUs): {reason}")
+        missing("gpu", f"FSDP cannot run on this machine ({torch.cuda.device_count()} GPUs): {reason}")
     _launch(single_process_run / "fsdp", *fsdp)
     _assert_same_training(single_process_run, "one", "fsdp")
 

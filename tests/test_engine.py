@@ -187,6 +187,7 @@ def test_rows_of_different_samplings_share_one_generate_call_and_keep_their_own_
             assert result.text == tokenizer.decode(expected[:end], skip_special_tokens=True)
 
 
+@pytest.mark.slow
 def test_the_batcher_runs_every_generation_row_of_a_batch_together(tmp_path) -> None:
     from adept_cli.serving.batcher import Batcher, Job
 

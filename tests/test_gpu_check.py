@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_on_a_cpu_at_tiny_sizes(tmp_path: Path) -> None:
     output = tmp_path / "gpu_check.json"
     done = subprocess.run(

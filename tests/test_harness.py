@@ -12,7 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-pytest.importorskip("lm_eval", reason="lm-evaluation-harness is in the test extra")
+from .helpers import STORIES, import_or_missing, model_path, read_jsonl, stories_config
+
+import_or_missing("lm_eval", "lm-eval")
 
 from adept_cli.cli import app  # noqa: E402
 from adept_cli.encoding import IGNORE_INDEX, pad_batch  # noqa: E402
@@ -21,8 +23,6 @@ from adept_cli.integrations.lm_eval import AdeptLM, HarnessError, cut_at  # noqa
 from adept_cli.tasks import get_task  # noqa: E402
 from adept_cli.trained import load_base, load_from_run  # noqa: E402
 from adept_cli.training import train  # noqa: E402
-
-from .helpers import STORIES, model_path, read_jsonl, stories_config  # noqa: E402
 
 runner = CliRunner()
 ROWS = 12
@@ -96,6 +96,7 @@ def continuation_log_prob(model, tokenizer, context: str, continuation: str, max
         return float(sequence_log_prob(model, pad_batch(features, tokenizer.pad_token_id), False)[0])
 
 
+@pytest.mark.slow
 def test_lm_eval_scores_the_run_as_adept_does(scored) -> None:
     tmp, rows = scored
     from adept_cli.evaluation.evaluate import max_new_tokens
@@ -192,6 +193,7 @@ def test_chat_templates_come_from_the_adapter_or_are_refused(scored) -> None:
     assert model.apply_chat_template([{"role": "user", "content": "hi"}]) == "[user] hi\n"
 
 
+@pytest.mark.slow
 def test_the_command_gives_one_line_for_a_bad_run() -> None:
     result = runner.invoke(
         app, ["lm-eval", "run", "--model", "adept", "--model_args", "run=/no/such/run", "--tasks", "rte"]

@@ -64,6 +64,7 @@ def _plant(checkpoint: Path, mark: Path) -> None:
 
 
 @pytest.mark.parametrize("checksums", ["rewritten to match", "deleted", "listing only some files"])
+@pytest.mark.slow
 def test_no_checkpoint_file_runs_code_whatever_checksums_json_says(interrupted, tmp_path, checksums) -> None:
     mark = tmp_path / "ran"
     newest = RunDir(interrupted).checkpoint(4)
@@ -233,6 +234,7 @@ def _task_with_code(folder: Path, mark: Path) -> Path:
     return task
 
 
+@pytest.mark.slow
 def test_a_run_folder_from_someone_else_runs_no_code_of_theirs(tmp_path) -> None:
     """Its config.yaml may name a task file whose metric is Python code: resuming, evaluating or probing the
     run without naming that task refuses, saying how to trust it; predict and offsets need no metric code."""

@@ -20,7 +20,7 @@ from adept_cli.tasks.instructions import instruction_example, query_example
 from adept_cli.tasks.spec import TaskError
 from adept_cli.training import train
 
-from .helpers import STORIES, load_tokenizer, read_jsonl, stories_config
+from .helpers import STORIES, import_or_missing, load_tokenizer, read_jsonl, stories_config
 
 runner = CliRunner()
 CHATML = (
@@ -144,8 +144,9 @@ def test_task_files_declare_formats_and_metrics_or_say_what_is_wrong(tmp_path) -
         load_task_file(spec)
 
 
+@pytest.mark.slow
 def test_rouge_l_equals_the_rouge_score_package() -> None:
-    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer", reason="rouge-score comes with lm-eval")
+    rouge_scorer = import_or_missing("rouge_score.rouge_scorer", "lm-eval")
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     generator = random.Random(0)
     vocabulary = WORDS + ["The", "a,", "Cat's", "42", "x-y"]
@@ -210,6 +211,7 @@ def test_a_metric_function_that_fails_is_named(tmp_path) -> None:
         score(broken, [example], ["c"])
 
 
+@pytest.mark.slow
 def test_train_eval_and_predict_an_instruction_task_with_a_template_and_a_metric_function(tmp_path) -> None:
     module = (
         "def starts_right(predictions, references):\n"

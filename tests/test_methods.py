@@ -62,6 +62,7 @@ def test_the_built_in_methods_are_registered_and_a_registered_one_is_known_every
         stories_config(Path("unused"), "method=scaled", "bottleneck=3")
 
 
+@pytest.mark.slow
 def test_a_fourth_method_trains_saves_reloads_and_serves_in_a_mixed_batch(scaled, tmp_path) -> None:
     results = train(stories_config(tmp_path, "method=scaled", "steps=6", "lr_offsets=0.05", "scoring=rank"))
     run = tmp_path / "run"

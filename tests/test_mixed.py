@@ -39,6 +39,7 @@ def rows_and_names():
 
 
 @pytest.mark.parametrize("model_name", ["gpt2", "llama", "t5"])
+@pytest.mark.slow
 def test_a_mixed_forward_equals_each_adapter_alone(model_name) -> None:
     models, tokenizer = singles(model_name)
     mixed = mixed_model(model_name, models)

@@ -18,7 +18,7 @@ from adept_cli.training import build_config
 from adept_cli.training.config import CPU_FORWARD_TOKENS
 from adept_cli.training.plan import PlanError, measure_peak, plan_memory
 
-from .helpers import STORIES, model_path
+from .helpers import STORIES, import_or_missing, model_path
 
 runner = CliRunner()
 TOLERANCE = 0.25  # the issue's bound: within 25% of the measured peak
@@ -36,10 +36,12 @@ def within_tolerance(config, target: int) -> float:
 
 
 @pytest.mark.parametrize("overrides", [(), ("gradient_checkpointing=true",), ("method=dept",), ("method=pt",)])
+@pytest.mark.slow
 def test_stories260k_estimate_is_within_25_percent(overrides) -> None:
     within_tolerance(settings(model_path(STORIES), *overrides), target=8)
 
 
+@pytest.mark.slow
 def test_checkpointing_plans_less_memory_as_it_measures_less() -> None:
     plain, checkpointed = settings(model_path(STORIES)), settings(model_path(STORIES), "gradient_checkpointing=true")
     assert plan_memory(checkpointed, 8).activation_bytes < 0.6 * plan_memory(plain, 8).activation_bytes
@@ -47,17 +49,19 @@ def test_checkpointing_plans_less_memory_as_it_measures_less() -> None:
 
 
 @pytest.mark.parametrize("overrides", [(), ("gradient_checkpointing=true",)])
+@pytest.mark.slow
 def test_a_tiny_random_t5_estimate_is_within_25_percent(t5_dir, overrides) -> None:
     within_tolerance(settings(t5_dir, *overrides, batch_size=4, max_length=64), target=16)
 
 
+@pytest.mark.slow
 def test_smollm2_estimate_is_within_25_percent() -> None:
     within_tolerance(settings("smollm2-135m", batch_size=4, max_length=128), target=8)
 
 
 @pytest.mark.parametrize("quantization", ["4bit", "8bit"])
 def test_quantized_weights_match_what_bitsandbytes_stores(quantization) -> None:
-    pytest.importorskip("bitsandbytes")
+    import_or_missing("bitsandbytes", "bitsandbytes")
     planned = plan_memory(settings(model_path(STORIES), f"quantization={quantization}"), 8).weights_bytes
     model = load_model(model_path(STORIES), quantization=quantization)
     stored = {}
@@ -71,6 +75,7 @@ def test_quantized_weights_match_what_bitsandbytes_stores(quantization) -> None:
     assert planned < 0.4 * plan_memory(settings(model_path(STORIES)), 8).weights_bytes
 
 
+@pytest.mark.slow
 def test_the_plan_reads_no_weights(monkeypatch) -> None:
     def no_weights(*args, **kwargs):
         raise AssertionError("weights were loaded")
@@ -113,6 +118,7 @@ def test_cli_json_and_errors() -> None:
         plan_memory(settings(model_path(STORIES), "method=full"))
 
 
+@pytest.mark.slow
 def test_a_default_shaped_step_on_a_cpu_is_bounded_and_planned() -> None:
     """32 rows of the task's full length (sst2: 256 input tokens and its longest label word): on a CPU the
     step goes through forwards of at most CPU_FORWARD_TOKENS tokens, which bounds its peak, and the plan
@@ -127,6 +133,7 @@ def test_a_default_shaped_step_on_a_cpu_is_bounded_and_planned() -> None:
     assert measured < 0.35 * whole  # activations of at most 2,048 tokens, not 32 x 258
 
 
+@pytest.mark.slow
 def test_measuring_prints_no_profiler_lines() -> None:
     command = [sys.executable, "-m", "adept_cli", "plan", "-m", model_path(STORIES), "--batch-size", "2"]
     command += ["--max-length", "16", "--target-length", "2", "--measure"]

@@ -25,6 +25,7 @@ def runs(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_several_runs_are_overlaid_and_the_numbers_kept(runs, tmp_path) -> None:
     import matplotlib.image as mpimg
 

@@ -16,11 +16,11 @@ from adept_cli.training import train
 from adept_cli.training.checkpoint import read_state
 from adept_cli.training.config import TrainConfigError
 
-from .helpers import STORIES, model_path, read_jsonl, stories_config
+from .helpers import STORIES, import_or_missing, missing, model_path, read_jsonl, stories_config
 
-bitsandbytes = pytest.importorskip("bitsandbytes", reason="bitsandbytes is in the test extra")
+bitsandbytes = import_or_missing("bitsandbytes", "bitsandbytes")
 if "cpu" not in getattr(bitsandbytes, "supported_torch_devices", ()):
-    pytest.skip("this bitsandbytes has no CPU backend", allow_module_level=True)
+    missing("bitsandbytes", "this bitsandbytes has no CPU backend")
 
 
 def test_settings_are_checked(tmp_path) -> None:
@@ -57,6 +57,7 @@ def quantized_run(tmp_path_factory):
     return tmp / "run", results
 
 
+@pytest.mark.slow
 def test_a_4bit_base_trains_with_fp32_adapter_and_optimizer_state(quantized_run) -> None:
     run, results = quantized_run
     losses = [r["loss"] for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "train"]

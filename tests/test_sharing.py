@@ -169,6 +169,7 @@ def test_a_sliding_window_model_falls_back() -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow
 def test_training_runs_give_the_same_curve_shared_or_not(tmp_path, method) -> None:
     from adept_cli.training import train
 

@@ -11,11 +11,11 @@ import pytest
 from adept_cli.training import train
 from adept_cli.training.config import TrainConfigError
 
-from .helpers import read_jsonl, stories_config
+from .helpers import import_or_missing, read_jsonl, stories_config
 
 
 def test_mlflow_gets_the_metrics_and_the_config(tmp_path, monkeypatch) -> None:
-    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    import_or_missing("mlflow", "trackers")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its local file store behind this
     train(stories_config(tmp_path, "steps=4", "log_every=2", "eval_every=4", "report_to=mlflow",
@@ -35,8 +35,9 @@ def test_mlflow_gets_the_metrics_and_the_config(tmp_path, monkeypatch) -> None:
     assert run.data.params["method"] == "adept" and run.data.params["steps"] == "4"
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_its_run(tmp_path, monkeypatch) -> None:
-    pytest.importorskip("wandb", reason="the wandb extra is not installed")
+    import_or_missing("wandb", "trackers")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     train(stories_config(tmp_path, "steps=4", "log_every=2", "eval_every=4", "report_to=wandb"))

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO
+from .helpers import REPO, missing
+
+pytestmark = pytest.mark.slow  # one vLLM check of about two minutes serves every test here
 
 VLLM_PYTHON = Path(os.environ.get("ADEPT_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 
@@ -21,7 +23,7 @@ VLLM_PYTHON = Path(os.environ.get("ADEPT_VLLM_PYTHON", REPO / ".venv-vllm" / "bi
 @pytest.fixture(scope="module")
 def check(tmp_path_factory) -> dict:
     if not VLLM_PYTHON.is_file():
-        pytest.skip(f"no vLLM environment at {VLLM_PYTHON}: build it with bash .ci/vllm-env (or set ADEPT_VLLM_PYTHON)")
+        missing("vllm", f"no vLLM environment at {VLLM_PYTHON}: bash .ci/vllm-env builds it (or set ADEPT_VLLM_PYTHON)")
     work = tmp_path_factory.mktemp("vllm")
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
     done = subprocess.run(

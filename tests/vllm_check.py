@@ -25,13 +25,13 @@ NEW_TOKENS = 12
 VLLM_FLAGS = "--max-num-batched-tokens 48 --max-num-seqs 8"  # small steps: prefills and decodes mix
 
 
-def adapters(work: Path) -> dict[str, Path]:
+def adapters(work: Path, base: torch.nn.Module) -> dict[str, Path]:
     """A PT and an ADePT adapter with non-trivial tensors, recording SST-2 as their task."""
     from adept_cli import AdeptConfig, PromptTunedModel, PromptTuningConfig, save_adapter
-    from adept_cli.hf import load_model, load_tokenizer
+    from adept_cli.hf import load_tokenizer
     from adept_cli.prompt.adapter_files import EVALUATION_KEY
 
-    base, tokenizer = load_model(MODEL), load_tokenizer(MODEL)
+    tokenizer = load_tokenizer(MODEL)
     evaluation = {"task": "sst2", "max_length": 64, "max_target_length": 4, "scoring": "rank"}
     out = {}
     for seed, (name, config) in enumerate(
@@ -46,12 +46,12 @@ def adapters(work: Path) -> dict[str, Path]:
     return out
 
 
-def expected(paths: dict[str, Path]) -> dict:
+def expected(paths: dict[str, Path], base: torch.nn.Module) -> dict:
     """What adept's own engine answers."""
-    from adept_cli.hf import load_model, load_tokenizer
+    from adept_cli.hf import load_tokenizer
     from adept_cli.serving.engine import Engine, GenerationRow, Sampling
 
-    engine = Engine(load_model(MODEL), load_tokenizer(MODEL), MODEL)
+    engine = Engine(base, load_tokenizer(MODEL), MODEL)
     for name, path in paths.items():
         engine.add(name, path)
     rows = [(name, prompt) for name in (*paths, None) for prompt in PROMPTS]
@@ -173,8 +173,11 @@ def plain_vllm_export(paths: dict[str, Path], work: Path) -> dict:
 def main() -> None:
     work = Path(sys.argv[1])
     work.mkdir(parents=True, exist_ok=True)
-    paths = adapters(work)
-    result = {"expected": expected(paths)}
+    from adept_cli.hf import load_model
+
+    base = load_model(MODEL)  # read once: each adapter is made on a copy, the engine gets the original
+    paths = adapters(work, base)
+    result = {"expected": expected(paths, base)}
     started = time.monotonic()
     server = Server(paths)
     result["startup_seconds"] = time.monotonic() - started
