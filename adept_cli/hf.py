@@ -275,7 +275,7 @@ def load_config(name: str) -> Any:
     """The model's config only (no weights are downloaded)."""
     from transformers import AutoConfig
 
-    return _load("config", resolve_model(name), AutoConfig.from_pretrained)
+    return _load("config", _read_from(resolve_model(name)), AutoConfig.from_pretrained)
 
 
 WIDTH_FIELDS = ("hidden_size", "d_model", "n_embd")
@@ -309,7 +309,7 @@ def model_dim(name: str) -> int:
 def load_tokenizer(name: str, padding_side: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = _load("tokenizer", resolve_model(name), AutoTokenizer.from_pretrained)
+    tokenizer = _load("tokenizer", _read_from(resolve_model(name)), AutoTokenizer.from_pretrained)
     if tokenizer.pad_token is None:
         # Causal LMs often ship without a pad token; padded positions are masked out anyway.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -448,14 +448,13 @@ def dense_checkpoint(name: str) -> Path:
     transformers and vLLM load like any checkpoint. Unpacking a GGUF file takes tens of seconds on a CPU,
     so it is done once and kept in the cache folder, keyed by the file's sha256; an entry that is
     unfinished or damaged (a kill while writing, a truncated file) is rebuilt."""
-    from .files import atomic_directory, sha256_file
+    from .files import atomic_directory
 
     source = resolve_model(name)
     if not source.gguf_file:
         raise ModelError(f"{name} is not a GGUF model: load its checkpoint directly")
     gguf = Path(source.path) / source.gguf_file
-    digest = sha256_file(gguf)
-    folder = cache_folder() / "dense" / f"{gguf.stem}-{digest[:16]}"
+    folder, digest = _dense_folder(gguf)
     if _dense_entry_intact(folder, digest):
         return folder
     model = _unpacked_gguf(source, load_config(name))
@@ -472,6 +471,31 @@ def dense_checkpoint(name: str) -> Path:
             "ADEPT_CACHE to a writable folder with room for them"
         ) from None
     return folder
+
+
+def _dense_folder(gguf: Path) -> tuple[Path, str]:
+    """Where a GGUF file's unpacked copy lives in the cache, and the file's sha256 (hashed once per process
+    and file version)."""
+    stat = gguf.stat()
+    return _dense_folder_of(str(gguf), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _dense_folder_of(gguf: str, size: int, mtime: int) -> tuple[Path, str]:
+    from .files import sha256_file
+
+    digest = sha256_file(gguf)
+    return cache_folder() / "dense" / f"{Path(gguf).stem}-{digest[:16]}", digest
+
+
+def _read_from(source: ModelSource) -> ModelSource:
+    """Where to read a model's config and tokenizer: a GGUF file's unpacked copy once the cache holds it
+    whole (the GGUF file itself makes transformers parse all its metadata: about 10 s for SmolLM2-135M, on
+    every command), else the source itself."""
+    if not source.gguf_file:
+        return source
+    folder, digest = _dense_folder(Path(source.path) / source.gguf_file)
+    return ModelSource(source.name, str(folder)) if _dense_entry_intact(folder, digest) else source
 
 
 def _dense_entry_intact(folder: Path, digest: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from .helpers import STORIES, import_or_missing, model_path, read_jsonl, stories_config
+from .helpers import STORIES, import_or_missing, model_path, read_jsonl
 
 import_or_missing("lm_eval", "lm-eval")
 
@@ -22,7 +22,6 @@ from adept_cli.evaluation.evaluate import sequence_log_prob  # noqa: E402
 from adept_cli.integrations.lm_eval import AdeptLM, HarnessError, cut_at  # noqa: E402
 from adept_cli.tasks import get_task  # noqa: E402
 from adept_cli.trained import load_base, load_from_run  # noqa: E402
-from adept_cli.training import train  # noqa: E402
 
 runner = CliRunner()
 ROWS = 12
@@ -53,10 +52,11 @@ metric_list:
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
-    """A short ADePT run on RTE, and `adept eval --scoring generate` of its first test rows."""
+def scored(tmp_path_factory, finished_run):
+    """The session's short ADePT run on RTE (read only) at tmp/run, and `adept eval --scoring generate` of
+    its first test rows."""
     tmp = tmp_path_factory.mktemp("harness")
-    train(stories_config(tmp, "steps=4", "eval_every=4", "scoring=rank"))
+    (tmp / "run").symlink_to(finished_run)
     predictions = tmp / "adept-eval.jsonl"
     result = runner.invoke(
         app,
