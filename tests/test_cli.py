@@ -59,7 +59,7 @@ def test_readme_commands_are_the_ones_ci_runs() -> None:
     assert "-c requirements.lock" in install and install in ci
     test_line = tests.split(activate, 1)[1]
     assert "-c requirements.lock" in test_line and "python -m pytest -q" in test_line and test_line in ci
-    assert "--cov=adept_cli" in test_line and 'not slow' not in test_line  # the whole suite, with its coverage
+    assert "--cov=adept_cli" in test_line and "not slow" not in test_line  # the whole suite, with its coverage
     quick = blocks[2].split(activate, 1)[1]
     assert quick == 'python -m pytest -q -m "not slow"'  # the quick loop, as DEVELOPERS.md gives it too
     assert quick in (REPO / "DEVELOPERS.md").read_text()
