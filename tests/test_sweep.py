@@ -79,7 +79,7 @@ def test_the_plot_is_a_real_picture(finished) -> None:
 
 def test_a_sweep_killed_mid_run_continues_where_it_stopped(tmp_path) -> None:
     folder = tmp_path / "killed"
-    grid = ["--grid", "lr_prompt=3e-2,3e-1", "--seeds", "1,2", "steps=24", "checkpoint_every=4"]
+    grid = ["--grid", "lr_prompt=3e-2,3e-1", "--seeds", "1,2", "steps=8", "checkpoint_every=2", "eval_every=4"]
     command = [sys.executable, "-m", "adept_cli", "sweep", *base_args(), *grid, "-o", str(folder)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "COLUMNS": "300"})  # fmt: skip
