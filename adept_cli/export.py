@@ -403,8 +403,7 @@ def prompt_embeddings(model: PromptTunedModel, input_ids: list[int] | torch.Tens
     if model.is_seq2seq:
         raise ExportError("prompt embeddings are for causal models (a seq2seq prompt enters the encoder)")
     ids = torch.as_tensor(input_ids, device=model.adapter.prompt.device).reshape(1, -1)
-    extended = model.insert_prompt(ids)
-    return model.adapted_embedding(extended["input_ids"])[0]
+    return model.prompted_embeddings(ids)[0]
 
 
 def embeddings_as_base64(embeddings: torch.Tensor) -> str:

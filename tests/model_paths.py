@@ -6,7 +6,8 @@ uniform batch (forward with labels: logits, loss and the adapter's gradients; fo
 batch; cached greedy generation), a mixed batch (the three adapters and a base row: forward and
 cached generation), each with the prompt shared and not (causal models; seq2seq models cannot share).
 Each result is kept as the sha256 of its bytes and its sum (the sum only to show how far a changed
-result moved).
+result moved). Causal logits at padding columns are not defined (the model may give any values there):
+they are set to 0 before the fingerprint.
 
     python -m tests.model_paths           # compare with tests/data/model_paths.json
     python -m tests.model_paths --write   # record them (only from code known to be right)
@@ -41,6 +42,10 @@ def fingerprint(tensor: torch.Tensor) -> dict:
     }
 
 
+def attended(logits: torch.Tensor, attention_mask: torch.Tensor, seq2seq: bool) -> torch.Tensor:
+    return logits if seq2seq else logits.masked_fill(attention_mask.unsqueeze(-1) == 0, 0.0)
+
+
 def _adapter_model(model_name: str, method: str, share: str) -> tuple[PromptTunedModel, object]:
     base, tokenizer = MODEL_FACTORIES[model_name]()
     torch.manual_seed(1)
@@ -54,14 +59,14 @@ def _uniform(model_name: str, method: str, share: str) -> Iterator[tuple[str, to
     batch = training_batch(model, tokenizer)
     output = model(**batch)
     output.loss.backward()
-    yield "logits", output.logits
+    yield "logits", attended(output.logits, batch["attention_mask"], model.is_seq2seq)
     yield "loss", output.loss
     for name, parameter in sorted(model.adapter.named_parameters()):
         yield f"grad.{name}", parameter.grad
     with torch.no_grad():
         prompts = generation_batch(model, tokenizer)
         if not model.is_seq2seq:
-            yield "left_padded_logits", model(**prompts).logits
+            yield "left_padded_logits", attended(model(**prompts).logits, prompts["attention_mask"], False)
         yield "generated", model.generate(**prompts, **GENERATE, pad_token_id=tokenizer.pad_token_id)
 
 
@@ -76,7 +81,8 @@ def _mixed(model_name: str, share: str) -> Iterator[tuple[str, torch.Tensor]]:
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     decoder = {"decoder_input_ids": torch.tensor([[0, 5, 9]] * len(texts))} if mixed.is_seq2seq else {}
     with torch.no_grad():
-        yield "logits", mixed(batch["input_ids"], names, batch["attention_mask"], **decoder).logits
+        logits = mixed(batch["input_ids"], names, batch["attention_mask"], **decoder).logits
+        yield "logits", attended(logits, batch["attention_mask"], mixed.is_seq2seq)
         options = dict(GENERATE, pad_token_id=tokenizer.pad_token_id)
         yield "generated", mixed.generate(batch["input_ids"], names, batch["attention_mask"], **options)
 

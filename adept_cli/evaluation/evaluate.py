@@ -166,7 +166,7 @@ def _rows_at_the_end(
     adapter models count them from the mask; a plain model is given them). Unchanged where the model
     cannot be given positions (`parameters`: its forward's), or the batch is not right-padded."""
     mask = inputs.get("attention_mask")
-    plain = not getattr(called_model(model), "positions_from_mask", False)
+    plain = not getattr(called_model(model), "counts_positions_from_mask", False)
     if mask is None or not bool(mask[:, 0].all()) or (plain and "position_ids" not in parameters):
         return inputs, labels
     width = mask.shape[1]

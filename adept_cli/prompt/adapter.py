@@ -3,11 +3,17 @@ model uses. The built-in methods' offset networks are in `offsets.py`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from .config import MethodConfig
 from .methods import get_method
+
+# Vocabulary-sampled prompt init draws from the first ids of the vocabulary, which SentencePiece and
+# BPE vocabularies order roughly by frequency (Lester et al. sample frequent tokens).
+VOCAB_INIT_POOL = 5000
 
 
 class PromptAdapter(nn.Module):
@@ -39,3 +45,31 @@ class PromptAdapter(nn.Module):
     def prompt_rows(self) -> torch.Tensor:
         """The l x d soft prompt as the model reads it."""
         return self.method.prompt_rows(self)
+
+
+def initialise_prompt(adapter: PromptAdapter, embedding: nn.Module, vocab_size: int, tokenizer: Any) -> None:
+    """Fill a fresh adapter's soft prompt as its config says: sampled vocabulary rows, a text's rows, or
+    random values of the vocabulary's spread."""
+    config = adapter.config
+    prompt_len = adapter.prompt_len
+    if prompt_len == 0:
+        return
+    device = embedding.weight.device
+    pool = min(VOCAB_INIT_POOL, vocab_size)
+    with torch.no_grad():
+        if config.prompt_init == "random":
+            sample = embedding(torch.arange(pool, device=device)).float()
+            adapter.prompt.normal_(0.0, float(sample.std()))
+            return
+        if config.prompt_init == "text":
+            if tokenizer is None:
+                raise ValueError("prompt_init='text' needs the tokenizer; pass tokenizer= when wrapping the model")
+            ids = tokenizer(config.prompt_init_text, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"prompt_init_text {config.prompt_init_text!r} tokenises to nothing")
+            ids = torch.tensor((ids * (prompt_len // len(ids) + 1))[:prompt_len], device=device)
+        elif prompt_len <= pool:
+            ids = torch.randperm(pool, device=device)[:prompt_len]
+        else:
+            ids = torch.randint(pool, (prompt_len,), device=device)
+        adapter.prompt.copy_(embedding(ids).float())

@@ -5,7 +5,7 @@ hidden states and keys / values are the same in every row of every batch. `Promp
 adapter's l prompt positions once (batch 1), and the rows run only their own tokens on top of that key /
 value cache, with the positions they have without sharing (l, l + 1, ... after the prompt; pads masked).
 The model computed is the same; the work per step falls from B x (l + n) to l + B x n positions. Rows of
-different adapters each get their own adapter's prompt, aligned to the longest (`PromptCache.prefix`).
+different adapters each get their own adapter's prompt, aligned to the longest (`PromptCache.for_rows`).
 
 - With gradients (training) the prompt pass runs once per forward and the gradient reaches the prompt
   through the shared keys and values.
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..hf import cache_argument, is_seq2seq, returned_cache
+from .rows import RowPlan, installed
 
 
 def sharing_problem(base: nn.Module) -> str | None:
@@ -91,43 +92,35 @@ class PromptCache:
             self._layers[name] = kept
         return kept[1]
 
-    def cache(self, model: Any, name: str, rows: int) -> Any:
-        """A fresh `DynamicCache` holding adapter `name`'s prompt for `rows` rows (views, no copies)."""
+    def for_rows(self, model: Any, plan: RowPlan, rows: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """The prompts of `rows` rows as a `DynamicCache` of P = the longest prompt's columns, each row's
+        prompt at the end of the block (left-padded), with its (rows, P) attention mask and (rows, P) slot
+        ids. Each row's tokens then follow its own prompt at the positions they have without sharing
+        (l_k, l_k + 1, ...). A one-adapter plan shares views of one cached prompt; `rows` may then exceed
+        the plan's rows (beams)."""
         from transformers import DynamicCache
 
-        layers = self.layers(model, name)
-        return DynamicCache(
-            ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in layers]
-        )
-
-    def prefix(self, model: Any, adapters: list[str | None]) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """For rows of different adapters: (a `DynamicCache` with every row's prompt at the end of a block of
-        P = max l_k columns, left-padded; its (rows, P) attention mask; the (rows, P) slot ids). Each row's
-        tokens then follow its own prompt at the positions they have without sharing (l_k, l_k + 1, ...)."""
-        from transformers import DynamicCache
-
-        embedding = model.adapted_embedding
-        lengths = embedding.prompt_lengths(adapters)
-        width, rows = max(lengths), len(adapters)
-        device = embedding.weight.device
+        device = model.adapted_embedding.weight.device
+        if plan.uniform:
+            name, length = plan.names[0], plan.prompt_lengths[0]
+            layers = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self.layers(model, name)]
+            first = plan.first_slots[0]
+            slots = torch.arange(first, first + length, device=device).expand(rows, -1)
+            mask = torch.ones((rows, length), dtype=torch.long, device=device)
+            return DynamicCache(ddp_cache_data=layers), mask, slots
+        names, lengths = plan.names, plan.prompt_lengths
+        width = plan.longest_prompt
         mask = torch.zeros((rows, width), dtype=torch.long, device=device)
         slots = torch.zeros((rows, width), dtype=torch.long, device=device)
-        for row, (name, length) in enumerate(zip(adapters, lengths)):
+        for row, (first, length) in enumerate(zip(plan.first_slots, lengths)):
             if length:
-                start = model.vocab_size + embedding.starts[name]
                 mask[row, width - length :] = 1
-                slots[row, width - length :] = torch.arange(start, start + length, device=device)
-        by_adapter = {
-            name: [row for row, other in enumerate(adapters) if other == name] for name in dict.fromkeys(adapters)
-        }
-        layers = {
-            name: self.layers(model, name)
-            for name in by_adapter
-            if name is not None and embedding.adapters[name].prompt_len
-        }
-        first = next(iter(layers.values()))
+                slots[row, width - length :] = torch.arange(first, first + length, device=device)
+        by_adapter = {name: [row for row, other in enumerate(names) if other == name] for name in dict.fromkeys(names)}
+        prompted = [name for name, length in dict(zip(names, lengths)).items() if name is not None and length]
+        layers = {name: self.layers(model, name) for name in prompted}
         data = []
-        for index, (k0, v0) in enumerate(first):
+        for index, (k0, v0) in enumerate(next(iter(layers.values()))):
             keys = k0.new_zeros((rows, k0.shape[1], width, k0.shape[3]))
             values = v0.new_zeros((rows, v0.shape[1], width, v0.shape[3]))
             for name, adapter_layers in layers.items():
@@ -154,7 +147,7 @@ def _prompt_pass(model: Any, name: str) -> list[tuple[torch.Tensor, torch.Tensor
     ids = torch.arange(start, start + length, device=device).unsqueeze(0)
     positions = torch.arange(length, device=device).unsqueeze(0)
     # The inner model: the prompt's keys and values are wanted, not its logits.
-    with model._rows([name]):
+    with installed(embedding, embedding.plan([name])):
         return _cache_layers(model.base.base_model, ids, positions)
 
 
@@ -164,8 +157,3 @@ def _cache_layers(inner: nn.Module, ids: torch.Tensor, positions: torch.Tensor) 
 
     output = inner(input_ids=ids, position_ids=positions, use_cache=True, **{cache_argument(inner): DynamicCache()})
     return [(layer.keys, layer.values) for layer in returned_cache(output).layers]
-
-
-def content_positions(attention_mask: torch.Tensor, prompt_len: int | torch.Tensor) -> torch.Tensor:
-    """The positions the content tokens have behind an l-token prompt: l, l + 1, ... (pads 0, masked)."""
-    return (attention_mask.long().cumsum(-1) - 1 + prompt_len).masked_fill(attention_mask == 0, 0)
