@@ -341,7 +341,8 @@ def measure_generation(shape: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def measure_serving(shape: str, args: argparse.Namespace) -> dict[str, Any]:
     from adept_cli import save_adapter
-    from adept_cli.serving.engine import Engine, GenerationRow, Sampling
+    from adept_cli.serving.engine import Engine
+    from adept_cli.serving.protocol import GenerationRow, Sampling
 
     sizes = args.sizes
     base = build_model(shape, args.tiny, args.device)

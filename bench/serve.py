@@ -247,8 +247,9 @@ def run_load(submit, sources: list[str], clients: int, requests: int, single: bo
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from adept_cli.serving.batcher import Batcher, Job
-    from adept_cli.serving.engine import Engine, GenerationRow, Sampling
+    from adept_cli.serving.batcher import Batcher
+    from adept_cli.serving.engine import Engine
+    from adept_cli.serving.protocol import GenerationRow, Job, Sampling
 
     base, tokenizer = model_for(args.model)
     sources = [example.source for example in sst2_examples("validation", 64)]

@@ -50,8 +50,7 @@ def requests_of(sentences: list[str], count: int) -> list[tuple[str, str, int]]:
 
 def submitter(runner: Any, engine: Any, base: bool):
     """`submit(adapter_index, request)` for run_load: a Job for the runner (a Batcher, or the vLLM engine)."""
-    from adept_cli.serving.batcher import Job
-    from adept_cli.serving.engine import GenerationRow, Sampling
+    from adept_cli.serving.protocol import GenerationRow, Job, Sampling
 
     encoder = engine.get("a0").encoder  # the same input ids for every server
 

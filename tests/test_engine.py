@@ -11,7 +11,8 @@ from adept_cli import save_adapter
 from adept_cli.encoding import Encoder
 from adept_cli.evaluation.evaluate import label_scores
 from adept_cli.prompt.adapter_files import EVALUATION_KEY
-from adept_cli.serving.engine import Engine, GenerationRow, RowDecoder, Sampling
+from adept_cli.serving.engine import Engine, RowDecoder
+from adept_cli.serving.protocol import GenerationRow, Sampling
 from adept_cli.tasks import Example, get_task
 
 from .helpers import INPUTS, MODEL_FACTORIES, perturb, wrap
@@ -138,7 +139,7 @@ def test_a_merged_export_serves_beside_the_adapters_and_answers_as_the_adapter(t
 
 
 def test_a_multi_task_adapter_needs_its_task_named(tmp_path) -> None:
-    from adept_cli.serving.engine import RequestError
+    from adept_cli.serving.protocol import RequestError
 
     model, tokenizer = wrap("pt", "llama")
     save_adapter(model, tmp_path / "mixed", extra={EVALUATION_KEY: {"tasks": ["rte", "mrpc"], "max_length": 48}})
@@ -189,7 +190,8 @@ def test_rows_of_different_samplings_share_one_generate_call_and_keep_their_own_
 
 @pytest.mark.slow
 def test_the_batcher_runs_every_generation_row_of_a_batch_together(tmp_path) -> None:
-    from adept_cli.serving.batcher import Batcher, Job
+    from adept_cli.serving.batcher import Batcher
+    from adept_cli.serving.protocol import Job
 
     engine, _, tokenizer = setup("llama", tmp_path)
     calls = []
@@ -212,3 +214,64 @@ def test_the_batcher_runs_every_generation_row_of_a_batch_together(tmp_path) -> 
     batcher.stop()
     assert calls == [4]
     assert [r.completion_tokens <= 3 + i for i, r in enumerate(results)] == [True] * 4
+
+
+def test_the_app_asks_an_engine_only_what_the_interface_offers() -> None:
+    """Both engines implement `ServingEngine`, and the app serves any object that does: here one written
+    in this file, answering from a table."""
+    import inspect
+    from concurrent.futures import Future
+
+    from fastapi.testclient import TestClient
+
+    from adept_cli.serving.app import create_app
+    from adept_cli.serving.metrics import Metrics
+    from adept_cli.serving.protocol import Generated, ServedAdapter, ServingEngine
+    from adept_cli.serving.vllm_engine import VllmEngine
+
+    members = [name for name in dir(ServingEngine) if not name.startswith("_")]
+    for engine_class in (Engine, VllmEngine):
+        for name in members:
+            wanted = inspect.signature(getattr(ServingEngine, name)).parameters
+            got = inspect.signature(getattr(engine_class, name)).parameters
+            assert list(got) == list(wanted), (engine_class.__name__, name)
+    assert set(ServingEngine.__annotations__) == {"model_name", "adapters", "metrics"}
+
+    class TableEngine:
+        model_name, adapters, metrics = "table", {}, Metrics()
+        started = stopped = 0
+
+        def add(self, name, path, task=None, allowed=None) -> ServedAdapter:
+            raise AssertionError("not asked")
+
+        remove = get = predict_kind = predict_generation_row = task_query = add
+
+        def resolve(self, name):
+            return None
+
+        def prompt_ids(self, adapter, text, max_tokens):
+            return [len(text)]
+
+        def start(self):
+            self.started += 1
+
+        def submit(self, job):
+            future = Future()
+            future.set_result(Generated(f"{job.generation.input_ids[0]} chars", "stop", 1, 2))
+            return future
+
+        def stop(self, timeout=None):
+            self.stopped += 1
+            return []
+
+        def abandon(self):
+            return []
+
+    engine = TableEngine()
+    with TestClient(create_app(engine)) as http:
+        answer = http.post("/v1/completions", json={"model": "table", "prompt": "hello"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["text"] == "5 chars" and answer.json()["usage"]["total_tokens"] == 3
+        assert http.get("/v1/models").json()["data"][0]["id"] == "table"
+        assert 'route="/v1/completions"' in http.get("/metrics").text
+    assert (engine.started, engine.stopped) == (1, 1)

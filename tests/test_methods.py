@@ -15,7 +15,8 @@ from torch import nn
 from adept_cli import MixedAdapterModel, load_adapter, save_adapter
 from adept_cli.prompt.config import ConfigError, MethodConfig
 from adept_cli.prompt.methods import PromptMethod, get_method, method_names, register_method, unregister_method
-from adept_cli.serving.engine import Engine, GenerationRow, Sampling
+from adept_cli.serving.engine import Engine
+from adept_cli.serving.protocol import GenerationRow, Sampling
 from adept_cli.training import TrainConfigError, train
 
 from .helpers import INPUTS, METHODS, MODEL_FACTORIES, STORIES, model_path, perturb, read_jsonl, stories_config, wrap

@@ -127,3 +127,78 @@ def test_the_shared_prompt_gives_what_running_every_prompt_does(model_name) -> N
         again = shared(batch["input_ids"][:1], ["dept"], batch["attention_mask"][:1]).logits
         alone = unshared(batch["input_ids"][:1], ["dept"], batch["attention_mask"][:1]).logits
     torch.testing.assert_close(again[mask[:1]], alone[mask[:1]], atol=1e-4, rtol=1e-4)
+
+
+def test_calls_in_two_threads_each_see_their_own_rows_and_leave_nothing_behind() -> None:
+    """Thread A generates with one set of adapters; between two of its decoding steps thread B is inside a
+    forward with others. Each gets what it gets alone, and after both nothing of either is left on the
+    model: a call without adapters uses the default."""
+    import threading
+
+    models, tokenizer = singles("llama")
+    mixed = mixed_model("llama", models)
+    ids = tokenizer(INPUTS[:2], return_tensors="pt", padding=True)
+    options = {"max_new_tokens": 4, "do_sample": False, "eos_token_id": None, "pad_token_id": 0}
+    a_names, b_names = ["dept", "adept"], ["pt", None]
+    a_alone = mixed.generate(ids["input_ids"], a_names, ids["attention_mask"], **options)
+    with torch.no_grad():
+        b_alone = mixed(ids["input_ids"], b_names, ids["attention_mask"]).logits
+    a_paused, b_inside, a_may_go, b_may_go = (threading.Event() for _ in range(4))
+    steps = {"a": 0}
+
+    def pause(module, args, kwargs):
+        if threading.current_thread().name == "a":
+            steps["a"] += 1
+            if steps["a"] == 2:  # A's second decoding step, before its embedding runs
+                a_paused.set()
+                assert a_may_go.wait(60)
+        elif threading.current_thread().name == "b":
+            b_inside.set()
+            assert b_may_go.wait(60)
+
+    results = {}
+    handle = mixed.base.register_forward_pre_hook(pause, with_kwargs=True)
+    layer = mixed.base.model.layers[0].register_forward_pre_hook(
+        lambda m, a, k: pause(m, a, k) if threading.current_thread().name == "b" else None, with_kwargs=True
+    )
+    try:
+        a = threading.Thread(
+            name="a",
+            target=lambda: results.setdefault(
+                "a", mixed.generate(ids["input_ids"], a_names, ids["attention_mask"], **options)
+            ),
+        )
+        a.start()
+        assert a_paused.wait(60)
+
+        def run_b():
+            with torch.no_grad():
+                results["b"] = mixed(ids["input_ids"], b_names, ids["attention_mask"]).logits
+
+        b = threading.Thread(name="b", target=run_b)
+        handle.remove()  # B pauses in its first layer, after its embedding: inside its call
+        handle = mixed.base.register_forward_pre_hook(
+            lambda m, a, k: pause(m, a, k) if threading.current_thread().name == "a" else None, with_kwargs=True
+        )
+        b.start()
+        assert b_inside.wait(60)
+        a_may_go.set()  # A's remaining steps run while B is inside its call
+        a.join(60)
+        b_may_go.set()
+        b.join(60)
+    finally:
+        handle.remove()
+        layer.remove()
+    assert torch.equal(results["a"], a_alone)
+    assert torch.equal(results["b"], b_alone)
+    mixed.adapted_embedding.default = "pt"
+    with torch.no_grad():
+        assert torch.equal(mixed.base.get_input_embeddings()(ids["input_ids"]), _embedded_with(mixed, "pt", ids))
+
+
+def _embedded_with(model, name: str, batch) -> torch.Tensor:
+    from adept_cli.prompt.rows import installed
+
+    embedding = model.adapted_embedding
+    with installed(embedding, embedding.plan([name])):
+        return embedding(batch["input_ids"])

@@ -19,8 +19,9 @@ from adept_cli.files import sha256_file
 from adept_cli.hf import load_model, load_tokenizer
 from adept_cli.prompt.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, EVALUATION_KEY, WEIGHTS_CHECKSUM
 from adept_cli.serving.app import create_app
-from adept_cli.serving.batcher import Batcher, Job
-from adept_cli.serving.engine import Engine, GenerationRow, RowsFailed, Sampling
+from adept_cli.serving.batcher import Batcher
+from adept_cli.serving.engine import Engine
+from adept_cli.serving.protocol import GenerationRow, Job, RowsFailed, Sampling
 
 from .helpers import STORIES, model_path, perturb, wrap
 
@@ -150,7 +151,7 @@ def test_a_model_call_that_fails_whole_runs_again_without_the_bad_row(engine) ->
 
 
 def client(engine: Engine, folder: Path) -> TestClient:
-    return TestClient(create_app(engine, Batcher(engine, 8, 1.0), adapter_dirs=[str(folder)]))
+    return TestClient(create_app(engine, adapter_dirs=[str(folder)]))
 
 
 def crafted(folder: Path, kind: str) -> Path:
@@ -231,7 +232,7 @@ def test_a_link_inside_the_folder_to_weights_outside_is_refused(engine, tmp_path
 
 def test_a_bool_is_not_a_count_and_the_bearer_scheme_is_any_case(engine, tmp_path) -> None:
     name = engine.model_name
-    app = create_app(engine, Batcher(engine, 8, 1.0), api_key="k3y")
+    app = create_app(engine, api_key="k3y")
     with TestClient(app) as http:
         for field, value in (("max_tokens", True), ("temperature", True), ("seed", False), ("stream", 1)):
             body = {"model": name, "prompt": "Once", field: value}

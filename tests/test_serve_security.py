@@ -47,7 +47,7 @@ def engine():
 
 
 def client(engine: Engine, folders: list[Path]) -> TestClient:
-    return TestClient(create_app(engine, Batcher(engine, 8, 1.0), adapter_dirs=[str(f) for f in folders]))
+    return TestClient(create_app(engine, adapter_dirs=[str(f) for f in folders]))
 
 
 def add(http: TestClient, name: str, path: str, task: str | None = None):
@@ -153,7 +153,7 @@ def test_removing_an_adapter_fails_its_queued_requests_with_404(engine, tmp_path
     """What DELETE does to requests in flight (docs/predicting.md): it waits for the batch that is running;
     requests still queued for the adapter then fail with 404, and requests for other adapters go on."""
     from adept_cli.prompt.model import AdapterNotFound
-    from adept_cli.serving.batcher import Job
+    from adept_cli.serving.protocol import Job
 
     engine.add("doomed", adapter(tmp_path / "doomed"))
     engine.add("kept", adapter(tmp_path / "kept"))

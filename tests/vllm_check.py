@@ -49,7 +49,8 @@ def adapters(work: Path, base: torch.nn.Module) -> dict[str, Path]:
 def expected(paths: dict[str, Path], base: torch.nn.Module) -> dict:
     """What adept's own engine answers."""
     from adept_cli.hf import load_tokenizer
-    from adept_cli.serving.engine import Engine, GenerationRow, Sampling
+    from adept_cli.serving.engine import Engine
+    from adept_cli.serving.protocol import GenerationRow, Sampling
 
     engine = Engine(base, load_tokenizer(MODEL), MODEL)
     for name, path in paths.items():

@@ -85,7 +85,7 @@ def _sentence(solution: BudgetSolution, max_length: int) -> str:
     title, size, extra = _described(solution.method, max_length)
     return (
         f"{title} d = {solution.dim}, l = {solution.prompt_len}{extra}: "
-        f"{size} r = {solution.bottleneck}, {solution.trainable_params:,} trainable parameters "
+        f"{size} r = {solution.size}, {solution.trainable_params:,} trainable parameters "
         f"(budget {solution.budget:,})"
     )
 
@@ -102,8 +102,8 @@ def _print_table(rows: list[BudgetSolution], max_length: int) -> None:
     table.add_column(f"{size} r", justify="right")
     table.add_column("trainable parameters", justify="right")
     for row in rows:
-        if row.bottleneck is None:
+        if row.size is None:
             table.add_row(str(row.prompt_len), "does not fit", "-")
         else:
-            table.add_row(str(row.prompt_len), str(row.bottleneck), f"{row.trainable_params:,}")
+            table.add_row(str(row.prompt_len), str(row.size), f"{row.trainable_params:,}")
     console.print(table)

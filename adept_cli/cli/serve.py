@@ -142,14 +142,11 @@ def serve_command(
             f"change the adapters (set --api-key or ${API_KEY_ENV})"
         )
 
-    engine = _load(pairs, tasks, model, device, engine_name, vllm_args)
+    engine = _load(pairs, tasks, model, device, engine_name, vllm_args, (max_batch_size, max_wait_ms))
     from ..serving.app import create_app
-    from ..serving.batcher import Batcher
     from ..serving.server import serve
 
-    # vLLM batches requests itself: its engine is its own runner
-    batcher = engine if engine_name == "vllm" else Batcher(engine, max_batch_size, max_wait_ms)
-    app = create_app(engine, batcher, api_key, [str(folder) for folder in adapter_dir or []])
+    app = create_app(engine, api_key, [str(folder) for folder in adapter_dir or []])
 
     def ready(url: str) -> None:
         names = ", ".join(engine.adapters) or "none"
@@ -185,8 +182,16 @@ def _parse_tasks(values: list[str], names: list[str]) -> dict[str, str]:
 
 
 def _load(
-    pairs: list[tuple[str, Path]], tasks: dict[str, str], model: str | None, device: str, engine: str, vllm_args: str
+    pairs: list[tuple[str, Path]],
+    tasks: dict[str, str],
+    model: str | None,
+    device: str,
+    engine: str,
+    vllm_args: str,
+    batching: tuple[int, float],
 ):
+    """The engine, its adapters loaded. `batching` (max batch size, max wait in ms) is for adept's own
+    engine; vLLM batches requests itself."""
     import torch
 
     from ..hf import load_model, load_tokenizer, same_model
@@ -211,7 +216,7 @@ def _load(
 
             served = VllmEngine(base_name, load_tokenizer(base_name), vllm_args)
         else:
-            served = Engine(load_model(base_name).to(target), load_tokenizer(base_name), base_name)
+            served = Engine(load_model(base_name).to(target), load_tokenizer(base_name), base_name, *batching)
         for name, path, _ in sources:
             served.add(name, path, tasks.get(name))
     not_shared = getattr(getattr(served, "model", None), "not_shared_because", None)

@@ -1,7 +1,8 @@
 """The method core: the registry of methods (`methods/`: one file per method with its config, counts,
 modules and abilities), what every method config shares (`config`), the parameter-budget solver
-(`budget`), the trainable modules (`modules`), the adapter model (`model`), the shared prompt
-(`sharing`) and adapter files (`io`).
+(`budget`), the adapter and its offset networks (`adapter`, `offsets`), the adapter model (`model`:
+the facade; `rows`: each call's row plan and the prompt layout; `embedding`: the adapted embedding;
+`sharing`: the shared prompt), merged exports (`merged`) and adapter files (`adapter_files`, `io`).
 
 Configs, the registry and the budget maths import without torch; import the others from their modules.
 """

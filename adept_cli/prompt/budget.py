@@ -33,16 +33,27 @@ class BudgetSolution:
     dim: int
     prompt_len: int
     budget: int
-    bottleneck: int | None  # None: nothing with r >= 1 fits
+    size: int | None  # the method's size (ADePT's bottleneck, DePT's rank); None: nothing with r >= 1 fits
     trainable_params: int | None
 
+    @property
+    def size_field(self) -> str:
+        """What `size` is called in the method's settings ("bottleneck", "rank")."""
+        return _sized(self.method).size_field
+
+    @property
+    def bottleneck(self) -> int | None:
+        """`size`, by the name earlier versions gave it for every method (kept for scripts reading it)."""
+        return self.size
+
     def to_dict(self) -> dict:
+        # "bottleneck" holds every method's size: the key `adept budget --json` has always written
         return {
             "method": self.method,
             "dim": self.dim,
             "prompt_len": self.prompt_len,
             "budget": self.budget,
-            "bottleneck": self.bottleneck,
+            "bottleneck": self.size,
             "trainable_params": self.trainable_params,
         }
 
@@ -113,7 +124,7 @@ def solve_table(
     budget: int | None = None,
     max_length: int = DEFAULT_MAX_LENGTH,
 ) -> list[BudgetSolution]:
-    """One row per prompt length; rows where nothing fits have bottleneck None."""
+    """One row per prompt length; rows where nothing fits have size None."""
     budget = default_budget(dim) if budget is None else budget
     rows = []
     for prompt_len in prompt_lens:
@@ -133,4 +144,4 @@ def resolve_sizes(config: MethodConfig, dim: int) -> MethodConfig:
     max_length = getattr(config, "max_length", None)
     extra = {} if max_length is None else {"max_length": max_length}
     solution = solve(config.method, dim, config.prompt_len, config.budget, **extra)
-    return replace(config, **{field: solution.bottleneck})
+    return replace(config, **{field: solution.size})

@@ -112,10 +112,6 @@ class AdapterModel(nn.Module):
         return self._embedding_owner().get_input_embeddings()
 
     @property
-    def adapter_names(self) -> list[str]:
-        return list(self.adapted_embedding.adapters)
-
-    @property
     def not_shared_because(self) -> str | None:
         """Why the default adapter's prompt is not shared (None when it is)."""
         if self._base_problem is not None:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import AdeptError
-from .engine import AdapterOutsideFolders, RequestError
+from .protocol import AdapterOutsideFolders, RequestError
 
 
 class AdapterFolders:

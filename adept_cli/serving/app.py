@@ -1,6 +1,6 @@
 """The HTTP API of `adept serve`, in the OpenAI style so existing clients work unchanged. This module
-assembles the app (state, error handlers, the key and size guard); the routes are in `routes.py`, the
-request and error shapes in `protocol.py`.
+assembles the app (state, error handlers, the key and size guard) around any `ServingEngine`; the routes
+are in `routes.py`, the request and error shapes and the engine interface in `protocol.py`.
 
 - `GET /v1/models`: the adapters and the base model itself.
 - `POST /v1/completions`: `model` names an adapter (or the base); a prompt string or a list of them;
@@ -33,123 +33,107 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..errors import AdeptError
-from ..prompt.model import AdapterNotFound
 from . import routes
 from .adapter_folders import AdapterFolders
-from .batcher import Batcher, ServerStopping
-from .engine import Engine, RequestError
-from .protocol import MAX_BODY_BYTES, error_response
+from .metrics import Metrics
+from .protocol import HTTP_ERRORS, MAX_BODY_BYTES, RequestError, ServingEngine, error_answer, error_response
 
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/predict", "/v1/adapters")
 
 
-def create_app(
-    engine: Engine, batcher: Batcher, api_key: str | None = None, adapter_dirs: list[str] | None = None
-) -> FastAPI:
-    """`adapter_dirs`: the folders POST /v1/adapters may load from (none: adding over HTTP is off)."""
-    metrics = batcher.metrics
-    folders = AdapterFolders(adapter_dirs or [])
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher.start()
-        try:
-            yield
-        finally:  # uvicorn has drained the connections: finish what is queued, within what is left of the
-            # shutdown deadline (server.serve sets it when the signal comes), then stop
-            deadline = app.state.shutdown_deadline
-            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            app.state.dropped = await run_in_threadpool(batcher.stop, left)
-
-    app = FastAPI(title="adept", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine, app.state.batcher, app.state.adapter_folders = engine, batcher, folders
+def create_app(engine: ServingEngine, api_key: str | None = None, adapter_dirs: list[str] | None = None) -> FastAPI:
+    """The app serving `engine`. `adapter_dirs`: the folders POST /v1/adapters may load from (none: adding
+    over HTTP is off)."""
+    app = FastAPI(title="adept", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine, app.state.adapter_folders = engine, AdapterFolders(adapter_dirs or [])
     app.state.started, app.state.created = int(time.time()), {}  # when each model was added, for /v1/models
-    app.state.shutdown_deadline, app.state.dropped = None, []  # see lifespan
-    app.state.abandon = batcher.abandon  # server.serve calls it at the shutdown deadline
+    app.state.shutdown_deadline, app.state.dropped = None, []  # see _lifespan
+    app.state.abandon = engine.abandon  # server.serve calls it at the shutdown deadline
     for router in (routes.information, routes.adapters, routes.work):
         app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(HTTPException, _http_error)
+    for kind in (RequestError, *HTTP_ERRORS, Exception):
+        app.add_exception_handler(kind, _answer)
+    app.middleware("http")(_guard(api_key, engine.metrics))
+    return app
 
-    # -- errors --------------------------------------------------------------------------------------
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = error.errors()
-        if any(problem.get("type") == "json_invalid" for problem in problems):
-            return error_response(400, "the request body is not valid JSON", "invalid_json")
-        parts = []
-        for problem in problems[:5]:
-            where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
-            parts.append(f"{where}: {problem.get('msg')}")
-        return error_response(422, "; ".join(parts), "invalid_field")
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    engine: ServingEngine = app.state.engine
+    engine.start()
+    try:
+        yield
+    finally:  # uvicorn has drained the connections: finish what is queued, within what is left of the
+        # shutdown deadline (server.serve sets it when the signal comes), then stop
+        deadline = app.state.shutdown_deadline
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        app.state.dropped = await run_in_threadpool(engine.stop, left)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return error_response(error.status_code, f"{request.method} {request.url.path}: {error.detail}", code)
 
-    @app.exception_handler(AdapterNotFound)
-    async def not_found(request: Request, error: AdapterNotFound) -> JSONResponse:
-        return error_response(404, str(error), "model_not_found", "invalid_request_error")
+async def _answer(request: Request, error: Exception) -> JSONResponse:
+    return error_answer(error)
 
-    @app.exception_handler(RequestError)
-    async def bad_request(request: Request, error: RequestError) -> JSONResponse:
-        return error_response(error.status, str(error), error.code)
 
-    @app.exception_handler(ServerStopping)
-    async def stopping(request: Request, error: ServerStopping) -> JSONResponse:
-        return error_response(503, str(error), "server_stopping", "server_error")
+async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = error.errors()
+    if any(problem.get("type") == "json_invalid" for problem in problems):
+        return error_response(400, "the request body is not valid JSON", "invalid_json")
+    parts = []
+    for problem in problems[:5]:
+        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
+        parts.append(f"{where}: {problem.get('msg')}")
+    return error_response(422, "; ".join(parts), "invalid_field")
 
-    @app.exception_handler(AdeptError)
-    async def user_error(request: Request, error: AdeptError) -> JSONResponse:
-        return error_response(400, str(error), "invalid_request")
 
-    @app.exception_handler(RecursionError)
-    async def too_deep(request: Request, error: RecursionError) -> JSONResponse:
-        return error_response(400, "the request body is nested too deeply", "nested_too_deeply")
+async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return error_response(error.status_code, f"{request.method} {request.url.path}: {error.detail}", code)
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, error: Exception) -> JSONResponse:
-        return error_response(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
 
-    @app.middleware("http")
+def _guard(api_key: str | None, metrics: Metrics) -> Callable:
+    """The middleware every request passes: the API key, the body's framing and size, its count."""
+
     async def guard(request: Request, call_next: Callable) -> Any:
         path = request.url.path
         route = path if path in ROUTES else ("/v1/adapters/{name}" if path.startswith("/v1/adapters/") else "other")
-        response = _refusal(request, path)
+        response = _refusal(request, path, api_key)
         if response is None:
             _read_body_as_json(request)
             response = await call_next(request)
         metrics.count_request(route, response.status_code)
         return response
 
-    def _refusal(request: Request, path: str) -> JSONResponse | None:
-        if api_key and path != "/health" and not _bearer_matches(request.headers.get("authorization", ""), api_key):
-            return error_response(401, "missing or wrong API key (send Authorization: Bearer KEY)", "invalid_api_key")
-        length = request.headers.get("content-length")
-        if "transfer-encoding" in request.headers:
-            # a chunked body has no length to check before it is read, and one that also states a
-            # Content-Length is framed by the chunks, not by it (RFC 9112 6.3): refused either way
-            if length is not None:
-                return error_response(
-                    400, "a request may not give both Transfer-Encoding and Content-Length", "conflicting_framing"
-                )
+    return guard
+
+
+def _refusal(request: Request, path: str, api_key: str | None) -> JSONResponse | None:
+    if api_key and path != "/health" and not _bearer_matches(request.headers.get("authorization", ""), api_key):
+        return error_response(401, "missing or wrong API key (send Authorization: Bearer KEY)", "invalid_api_key")
+    length = request.headers.get("content-length")
+    if "transfer-encoding" in request.headers:
+        # a chunked body has no length to check before it is read, and one that also states a
+        # Content-Length is framed by the chunks, not by it (RFC 9112 6.3): refused either way
+        if length is not None:
             return error_response(
-                411, "send the body with a Content-Length header (chunked bodies are not accepted)", "length_required"
+                400, "a request may not give both Transfer-Encoding and Content-Length", "conflicting_framing"
             )
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
-            return error_response(411, "send the body with a Content-Length header", "length_required")
-        length = length or "0"
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            return error_response(413, f"the request body is over {MAX_BODY_BYTES} bytes", "body_too_large")
-        return None
+        return error_response(
+            411, "send the body with a Content-Length header (chunked bodies are not accepted)", "length_required"
+        )
+    if length is None and request.method in ("POST", "PUT", "PATCH"):
+        return error_response(411, "send the body with a Content-Length header", "length_required")
+    length = length or "0"
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return error_response(413, f"the request body is over {MAX_BODY_BYTES} bytes", "body_too_large")
+    return None
 
-    def _read_body_as_json(request: Request) -> None:
-        # Every body here is JSON; `curl -d` labels it a form, which FastAPI would not parse.
-        headers = [(key, value) for key, value in request.scope["headers"] if key != b"content-type"]
-        request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
 
-    return app
+def _read_body_as_json(request: Request) -> None:
+    # Every body here is JSON; `curl -d` labels it a form, which FastAPI would not parse.
+    headers = [(key, value) for key, value in request.scope["headers"] if key != b"content-type"]
+    request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
 
 
 def _bearer_matches(header: str, key: str) -> bool:

@@ -19,45 +19,30 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import AdeptError
-from ..tasks.example import Example
-from .engine import Engine, GenerationRow, RowsFailed, Sampling
 from .metrics import Metrics
+from .protocol import Generated, GenerationRow, Job, RowsFailed, Sampling, ServedAdapter, ServerStopping
 
 _STOP = object()
 
 
-class ServerStopping(AdeptError, RuntimeError):
-    """The server's shutdown deadline passed before this request's batch finished."""
+class ModelRunner(Protocol):
+    """What the batcher runs batches on (adept's `engine.Engine`): adapters change only under `lock`."""
 
+    lock: Any
 
-@dataclass
-class Job:
-    """One row of work: a scoring row (adapter, source text, candidates) or a generation row."""
-
-    adapter: str | None
-    score: tuple[Example | str, Sequence[str]] | None = None  # (input, candidates)
-    generation: GenerationRow | None = None
-    sampling: Sampling | None = None
-    request: str = ""  # the request it belongs to ("POST /v1/completions cmpl-..."), to name it if dropped
-    future: Future = field(default_factory=Future)
-    enqueued: float = field(default_factory=time.monotonic)
-
-    def group(self) -> str:
-        return "score" if self.score is not None else "generate"
-
-    def cancelled(self) -> bool:
-        return self.generation is not None and self.generation.cancelled()
+    def get(self, name: str) -> ServedAdapter: ...
+    def score(self, rows: Sequence[tuple[str | None, Any, Sequence[str]]]) -> list[list[float]]: ...
+    def generate(self, rows: Sequence[GenerationRow], sampling: Sequence[Sampling]) -> list[Generated]: ...
 
 
 class Batcher:
     """The model thread and its queue (see the module docstring)."""
 
     def __init__(
-        self, engine: Engine, max_batch_size: int = 32, max_wait_ms: float = 10.0, metrics: Metrics | None = None
+        self, engine: ModelRunner, max_batch_size: int = 32, max_wait_ms: float = 10.0, metrics: Metrics | None = None
     ):
         if max_batch_size < 1 or max_wait_ms < 0:
             raise AdeptError("max_batch_size must be >= 1 and max_wait_ms >= 0")

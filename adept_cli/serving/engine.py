@@ -12,131 +12,37 @@ answer and a whole one are the same text.
 from __future__ import annotations
 
 import functools
-import secrets
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..encoding import Encoder, chat_format, pad_batch
-from ..errors import AdeptError
 from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
 from ..hf import context_limit, is_seq2seq, positions_problem
 from ..prompt.adapter_files import AdapterSource, adapter_source
 from ..prompt.model import AdapterNotFound, MixedAdapterModel
 from ..tasks.example import Example, RowError
-from ..tasks.spec import Task
 from ..trained import DEFAULT_TARGET_LENGTH, checked_evaluation
+from .batcher import Batcher
+from .metrics import Metrics
+from .protocol import (
+    AdapterOutsideFolders,
+    Generated,
+    GenerationRow,
+    Job,
+    RequestError,
+    RowsFailed,
+    Sampling,
+    ServedAdapter,
+)
 
 # Inputs without a task (completions, plain text) are cut to this many tokens only when the model itself
 # states no limit (relative-position models such as T5).
 SCORE_CHUNK_ON_CPU = 8
-
-
-class RequestError(AdeptError, ValueError):
-    """A request the server cannot answer as asked (HTTP 400); the message says why."""
-
-    def __init__(self, message: str, code: str = "invalid_request", status: int = 400):
-        super().__init__(message)
-        self.code = code
-        self.status = 409 if code == "adapter_exists" else status
-
-
-class AdapterOutsideFolders(RequestError):
-    """A path that is not an adapter under the folders the server allows (HTTP 403). The message is the
-    same whether or not the path exists, so a client learns nothing about the rest of the machine."""
-
-    def __init__(self, path: str):
-        super().__init__(
-            f"{path!r} is not a run or adapter directory under the folders this server loads adapters from "
-            "(adept serve --adapter-dir)",
-            "adapter_not_allowed",
-            403,
-        )
-
-
-@dataclass
-class ServedAdapter:
-    name: str
-    method: str
-    source: str  # the run or adapter directory it was loaded from
-    prompt_len: int
-    task: Task | None  # formats /v1/predict inputs; None: completions only
-    encoder: Encoder  # the source / target lengths it was trained with
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "task": self.task.name if self.task else None,
-            "prompt_len": self.prompt_len,
-            "source": self.source,
-        }
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How one row's next token is chosen. Rows of different samplings share a `generate` call: each is
-    applied to its own row (`_RowSampling`)."""
-
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    seed: int | None = None  # its own random stream: the row's answer does not depend on its company
-    min_tokens: int = 0  # no end token before this many new tokens
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
-
-    def sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> int:
-        """A sampled row's next token from its logits, as transformers samples (temperature, then nucleus
-        over the sorted probabilities keeping at least one token; no top-k, which OpenAI's sampling lacks)."""
-        scaled = logits.float() / self.temperature
-        if scaled.isnan().any() or scaled.isposinf().any():
-            # a temperature so small (1e-320 is valid) that logits / T overflows: its limit, computed exactly,
-            # is to draw among the largest logits (0 after the shift; every other one -inf)
-            scaled = (logits.double() - logits.double().max()) / self.temperature
-        logits = scaled
-        if self.top_p < 1.0:
-            ordered, order = logits.sort()
-            outside = ordered.softmax(-1).cumsum(-1) <= 1 - self.top_p
-            outside[-1] = False
-            logits = logits.masked_fill(outside.scatter(0, order, outside), float("-inf"))
-        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
-
-
-@dataclass
-class GenerationRow:
-    adapter: str | None  # None: the base model alone
-    input_ids: list[int]
-    max_tokens: int
-    stop: Sequence[str] = ()
-    on_text: Callable[[str], None] | None = None  # each new piece of text, as it is decoded
-    cancelled: Callable[[], bool] = lambda: False
-    # Text already handed to `on_text`: a row run again (its batch failed for another row's sake) hands
-    # out only what comes after it; it is the same text, as every row draws from its own seeded stream.
-    sent: str = ""
-    # The stream of a sampled row that gave no seed: chosen once, so that running it again draws the same.
-    private_seed: int = field(default_factory=lambda: secrets.randbits(63))
-
-
-class RowsFailed(Exception):
-    """Some rows of a `generate` call failed on their own (their sampling, their client's callback); the
-    others finished. `results[i]` is row i's result, None where `errors` holds its error."""
-
-    def __init__(self, results: list[Generated | None], errors: dict[int, BaseException]):
-        super().__init__(f"{len(errors)} of {len(results)} rows failed: {next(iter(errors.values()))}")
-        self.results, self.errors = results, errors
-
-
-@dataclass
-class Generated:
-    text: str
-    finish_reason: str  # stop | length | cancelled
-    prompt_tokens: int
-    completion_tokens: int
 
 
 class RowDecoder:
@@ -285,9 +191,9 @@ class _RowsDone:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class AdapterServer:
-    """What every engine shares: the adapters by name, the task that formats each one's /v1/predict rows,
-    and turning requests into token ids. A subclass runs the model (`Engine`: adept's own, in this
+class AdapterCatalog:
+    """What every engine holds besides its model: the adapters by name, the task that formats each one's
+    /v1/predict rows, and turning requests into token ids. A subclass runs the model (`Engine`: adept's own, in this
     process; `serving.vllm_engine.VllmEngine`: vLLM) and loads or drops an adapter's weights
     (`_load`, `_unload`). Adapter changes hold `lock`; the tokenizer, which a fast tokenizer does not
     allow from two threads at once, is used under `text_lock`."""
@@ -452,14 +358,17 @@ class AdapterServer:
         return GenerationRow(adapter, ids, new_tokens)
 
 
-class Engine(AdapterServer):
+class Engine(AdapterCatalog):
     """adept's own engine: the frozen base and its adapters in one `MixedAdapterModel`; rows of different
     adapters share one forward pass (see the module docstring). Every model call holds `lock`, so
     adapters come and go between batches, never during one."""
 
-    def __init__(self, base: Any, tokenizer: Any, model_name: str):
+    def __init__(self, base: Any, tokenizer: Any, model_name: str, max_batch_size: int = 32, max_wait_ms: float = 10.0):
         super().__init__(tokenizer, model_name, base)
         self.model = MixedAdapterModel(base.eval(), model_name)
+        self.batching = (max_batch_size, max_wait_ms)
+        self.metrics = Metrics()
+        self.batcher = Batcher(self, max_batch_size, max_wait_ms, self.metrics)
         self.device = next(base.parameters()).device
         # A CPU's time is proportional to the padded tokens, whatever the batch: length-sorted chunks pad
         # less. An accelerator gains from width: one forward pass.
@@ -471,6 +380,22 @@ class Engine(AdapterServer):
 
     def _unload(self, name: str) -> None:
         self.model.remove_adapter(name)
+
+    # -- serving: requests wait in the batcher's queue for company (see `batcher`) --------------------
+
+    def start(self) -> None:
+        if self.batcher.thread.ident is not None:  # a thread runs once: a restarted server gets a new one
+            self.batcher = Batcher(self, *self.batching, self.metrics)
+        self.batcher.start()
+
+    def submit(self, job: Job) -> Future:
+        return self.batcher.submit(job)
+
+    def stop(self, timeout: float | None = None) -> list[Job]:
+        return self.batcher.stop(timeout)
+
+    def abandon(self) -> list[Job]:
+        return self.batcher.abandon()
 
     # -- work --------------------------------------------------------------------------------------
 

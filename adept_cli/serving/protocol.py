@@ -1,20 +1,36 @@
-"""The HTTP API's shapes: request bodies (pydantic models, unknown fields refused), the error body
-`{"error": {"message", "type", "code"}}`, and the limits every request is held to."""
+"""What the server and its engines agree on, in one place: the engine interface (`ServingEngine`, which
+adept's own engine and the vLLM engine both implement), the work a request hands an engine (`Job`,
+`GenerationRow`, `Sampling`) and what comes back (`Generated`, `ServedAdapter`), the HTTP API's request
+bodies (pydantic models, unknown fields refused) and limits, and every error with the HTTP answer it
+maps to (`HTTP_ERRORS`; bodies `{"error": {"message", "type", "code"}}`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
+import torch
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
-from .engine import RequestError, Sampling
+from ..errors import AdeptError
+from ..prompt.model import AdapterNotFound
+
+if TYPE_CHECKING:
+    from ..encoding import Encoder
+    from ..tasks.example import Example
+    from ..tasks.spec import Task
+    from .metrics import Metrics
 
 MAX_ROWS_PER_REQUEST = 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_STOP_CHARS = 256
 ADAPTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-ROUTES = ("/health", "/metrics", "/v1/models", "/v1/completions", "/v1/predict", "/v1/adapters")
 
 
 class Body(BaseModel):
@@ -104,8 +120,184 @@ class AdapterRequest(Body):
     task: str | None = Field(default=None, min_length=1, max_length=4096)
 
 
+# -- errors and the HTTP answers they map to ---------------------------------------------------------------
+
+
+class RequestError(AdeptError, ValueError):
+    """A request the server cannot answer as asked (HTTP 400); the message says why."""
+
+    def __init__(self, message: str, code: str = "invalid_request", status: int = 400):
+        super().__init__(message)
+        self.code = code
+        self.status = 409 if code == "adapter_exists" else status
+
+
+class AdapterOutsideFolders(RequestError):
+    """A path that is not an adapter under the folders the server allows (HTTP 403). The message is the
+    same whether or not the path exists, so a client learns nothing about the rest of the machine."""
+
+    def __init__(self, path: str):
+        super().__init__(
+            f"{path!r} is not a run or adapter directory under the folders this server loads adapters from "
+            "(adept serve --adapter-dir)",
+            "adapter_not_allowed",
+            403,
+        )
+
+
+class ServerStopping(AdeptError, RuntimeError):
+    """The server's shutdown deadline passed before this request's batch finished."""
+
+
+# (status, code, type) of each error a route may raise; RequestError carries its own status and code.
+HTTP_ERRORS: dict[type[BaseException], tuple[int, str, str | None]] = {
+    AdapterNotFound: (404, "model_not_found", "invalid_request_error"),
+    ServerStopping: (503, "server_stopping", "server_error"),
+    RecursionError: (400, "nested_too_deeply", None),
+    AdeptError: (400, "invalid_request", None),
+}
+
+
+def error_answer(error: BaseException) -> JSONResponse:
+    """The HTTP answer to an error a route raised (500 for one nobody foresaw)."""
+    if isinstance(error, RequestError):
+        return error_response(error.status, str(error), error.code)
+    for kind, (status, code, error_type) in HTTP_ERRORS.items():
+        if isinstance(error, kind):
+            message = "the request body is nested too deeply" if kind is RecursionError else str(error)
+            return error_response(status, message, code, error_type)
+    return error_response(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
+
+
 def error_response(status: int, message: str, code: str, kind: str | None = None) -> JSONResponse:
     kind = kind or {401: "authentication_error", 404: "not_found_error", 500: "server_error"}.get(
         status, "invalid_request_error"
     )
     return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status)
+
+
+# -- the work an engine is handed, and what it answers -------------------------------------------------
+
+
+@dataclass
+class ServedAdapter:
+    name: str
+    method: str
+    source: str  # the run or adapter directory it was loaded from
+    prompt_len: int
+    task: Task | None  # formats /v1/predict inputs; None: completions only
+    encoder: Encoder  # the source / target lengths it was trained with
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "task": self.task.name if self.task else None,
+            "prompt_len": self.prompt_len,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one row's next token is chosen. Rows of different samplings share a `generate` call: each is
+    applied to its own row (`_RowSampling`)."""
+
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None  # its own random stream: the row's answer does not depend on its company
+    min_tokens: int = 0  # no end token before this many new tokens
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> int:
+        """A sampled row's next token from its logits, as transformers samples (temperature, then nucleus
+        over the sorted probabilities keeping at least one token; no top-k, which OpenAI's sampling lacks)."""
+        scaled = logits.float() / self.temperature
+        if scaled.isnan().any() or scaled.isposinf().any():
+            # a temperature so small (1e-320 is valid) that logits / T overflows: its limit, computed exactly,
+            # is to draw among the largest logits (0 after the shift; every other one -inf)
+            scaled = (logits.double() - logits.double().max()) / self.temperature
+        logits = scaled
+        if self.top_p < 1.0:
+            ordered, order = logits.sort()
+            outside = ordered.softmax(-1).cumsum(-1) <= 1 - self.top_p
+            outside[-1] = False
+            logits = logits.masked_fill(outside.scatter(0, order, outside), float("-inf"))
+        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+
+
+@dataclass
+class GenerationRow:
+    adapter: str | None  # None: the base model alone
+    input_ids: list[int]
+    max_tokens: int
+    stop: Sequence[str] = ()
+    on_text: Callable[[str], None] | None = None  # each new piece of text, as it is decoded
+    cancelled: Callable[[], bool] = lambda: False
+    # Text already handed to `on_text`: a row run again (its batch failed for another row's sake) hands
+    # out only what comes after it; it is the same text, as every row draws from its own seeded stream.
+    sent: str = ""
+    # The stream of a sampled row that gave no seed: chosen once, so that running it again draws the same.
+    private_seed: int = field(default_factory=lambda: secrets.randbits(63))
+
+
+class RowsFailed(Exception):
+    """Some rows of a `generate` call failed on their own (their sampling, their client's callback); the
+    others finished. `results[i]` is row i's result, None where `errors` holds its error."""
+
+    def __init__(self, results: list[Generated | None], errors: dict[int, BaseException]):
+        super().__init__(f"{len(errors)} of {len(results)} rows failed: {next(iter(errors.values()))}")
+        self.results, self.errors = results, errors
+
+
+@dataclass
+class Generated:
+    text: str
+    finish_reason: str  # stop | length | cancelled
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Job:
+    """One row of work: a scoring row (adapter, source text, candidates) or a generation row."""
+
+    adapter: str | None
+    score: tuple[Example | str, Sequence[str]] | None = None  # (input, candidates)
+    generation: GenerationRow | None = None
+    sampling: Sampling | None = None
+    request: str = ""  # the request it belongs to ("POST /v1/completions cmpl-..."), to name it if dropped
+    future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+    def group(self) -> str:
+        return "score" if self.score is not None else "generate"
+
+    def cancelled(self) -> bool:
+        return self.generation is not None and self.generation.cancelled()
+
+
+class ServingEngine(Protocol):
+    """What the HTTP routes ask of an engine: adept's own (`engine.Engine`, batching with
+    `batcher.Batcher`) and vLLM's (`vllm_engine.VllmEngine`) both implement it."""
+
+    model_name: str
+    adapters: Mapping[str, ServedAdapter]
+    metrics: Metrics
+
+    def add(
+        self, name: str, path: str | Path, task: str | None = None, allowed: Callable[[Path], bool] | None = None
+    ) -> ServedAdapter: ...
+    def remove(self, name: str) -> None: ...
+    def get(self, name: str) -> ServedAdapter: ...
+    def resolve(self, name: str) -> str | None: ...
+    def prompt_ids(self, adapter: str | None, text: str, max_tokens: int) -> list[int]: ...
+    def task_query(self, adapter: str, row: dict[str, Any] | str) -> Example: ...
+    def predict_kind(self, adapter: str) -> str: ...
+    def predict_generation_row(self, adapter: str, query: Example) -> GenerationRow: ...
+    def start(self) -> None: ...
+    def submit(self, job: Job) -> Future: ...
+    def stop(self, timeout: float | None = None) -> list[Job]: ...
+    def abandon(self) -> list[Job]: ...

@@ -1,5 +1,6 @@
-"""The routes of `adept serve`, at module level: each reads the engine, the batcher and the server's
-bookkeeping from `request.app.state` (set by `app.create_app`)."""
+"""The routes of `adept serve`, at module level: each reads the engine (any `protocol.ServingEngine`)
+and the server's bookkeeping from `request.app.state` (set by `app.create_app`), and asks the engine
+only what the interface offers."""
 
 from __future__ import annotations
 
@@ -20,21 +21,27 @@ from ..predicting import label_answer
 from ..prompt.model import AdapterNotFound
 from ..tasks import is_task_file
 from .adapter_folders import AdapterFolders
-from .batcher import Batcher, Job
-from .engine import Engine, Generated, GenerationRow, RequestError, Sampling, ServedAdapter
-from .protocol import MAX_ROWS_PER_REQUEST, AdapterRequest, CompletionRequest, PredictRequest
+from .protocol import (
+    MAX_ROWS_PER_REQUEST,
+    AdapterRequest,
+    CompletionRequest,
+    Generated,
+    GenerationRow,
+    Job,
+    PredictRequest,
+    RequestError,
+    Sampling,
+    ServedAdapter,
+    ServingEngine,
+)
 
 information = APIRouter()
 adapters = APIRouter()
 work = APIRouter()
 
 
-def _engine(request: Request) -> Engine:
+def _engine(request: Request) -> ServingEngine:
     return request.app.state.engine
-
-
-def _batcher(request: Request) -> Batcher:
-    return request.app.state.batcher
 
 
 # -- information ------------------------------------------------------------------------------------
@@ -48,7 +55,7 @@ async def health(request: Request) -> dict[str, Any]:
 
 @information.get("/metrics")
 async def metrics(request: Request, format: str = "prometheus") -> Any:
-    counted = _batcher(request).metrics
+    counted = _engine(request).metrics
     if format == "json":
         return counted.snapshot()
     return PlainTextResponse(counted.prometheus(), media_type="text/plain; version=0.0.4")
@@ -101,7 +108,7 @@ async def remove_adapter(request: Request, name: str) -> dict[str, Any]:
 
 @work.post("/v1/predict")
 async def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
-    engine, batcher = _engine(request), _batcher(request)
+    engine = _engine(request)
     adapter = engine.resolve(body.model)
     if adapter is None:
         raise RequestError("/v1/predict needs an adapter with a task; the base model has none", "no_task")
@@ -110,19 +117,19 @@ async def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
     if engine.predict_kind(adapter) == "classification":
         words = list(engine.get(adapter).task.label_words)
         jobs = [Job(adapter, score=(query, words), request=label) for query in queries]
-        scores = await _results([batcher.submit(job) for job in jobs])
+        scores = await _results([engine.submit(job) for job in jobs])
         predictions = [label_answer(words, row) for row in scores]
     else:
         rows = await run_in_threadpool(lambda: [engine.predict_generation_row(adapter, q) for q in queries])
         jobs = [Job(adapter, generation=row, sampling=Sampling(), request=label) for row in rows]
-        generated = await _results([batcher.submit(job) for job in jobs])
+        generated = await _results([engine.submit(job) for job in jobs])
         predictions = [{"text": result.text} for result in generated]
     return {"object": "list", "model": body.model, "predictions": predictions}
 
 
 @work.post("/v1/completions")
 async def completions(request: Request, body: CompletionRequest) -> Any:
-    engine, batcher = _engine(request), _batcher(request)
+    engine = _engine(request)
     problem = body.unsupported()
     if problem:
         raise RequestError(problem, "unsupported_parameter")
@@ -138,10 +145,10 @@ async def completions(request: Request, body: CompletionRequest) -> Any:
     reply = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time())}
     reply["model"] = body.model
     if body.stream:
-        return StreamingResponse(_stream(batcher, rows, adapter, sampling, reply), media_type="text/event-stream")
+        return StreamingResponse(_stream(engine, rows, adapter, sampling, reply), media_type="text/event-stream")
     label = f"POST /v1/completions {reply['id']} ({body.model})"
     results: list[Generated] = await _results(
-        [batcher.submit(Job(adapter, generation=row, sampling=sampling, request=label)) for row in rows]
+        [engine.submit(Job(adapter, generation=row, sampling=sampling, request=label)) for row in rows]
     )
     choices = [_choice(index, result.text, result.finish_reason) for index, result in enumerate(results)]
     prompt_tokens = sum(result.prompt_tokens for result in results)
@@ -152,7 +159,7 @@ async def completions(request: Request, body: CompletionRequest) -> Any:
 
 
 async def _stream(
-    batcher: Batcher, rows: list[GenerationRow], adapter: str | None, sampling: Sampling, reply: dict[str, Any]
+    engine: ServingEngine, rows: list[GenerationRow], adapter: str | None, sampling: Sampling, reply: dict[str, Any]
 ) -> AsyncIterator[str]:
     loop, events = asyncio.get_running_loop(), asyncio.Queue()
     label = f"POST /v1/completions {reply['id']} ({reply['model']}, streamed)"
@@ -160,7 +167,7 @@ async def _stream(
     for index, row in enumerate(rows):
         row.on_text = lambda piece, index=index: _post(loop, events, (index, piece, None))
         row.cancelled = gone.is_set
-        future = batcher.submit(Job(adapter, generation=row, sampling=sampling, request=label))
+        future = engine.submit(Job(adapter, generation=row, sampling=sampling, request=label))
         future.add_done_callback(lambda done, index=index: _post(loop, events, (index, None, done)))
     try:
         open_rows = len(rows)
@@ -181,7 +188,7 @@ async def _stream(
         gone.set()
 
 
-def _task_queries(engine: Engine, adapter: str, rows: list) -> list:
+def _task_queries(engine: ServingEngine, adapter: str, rows: list) -> list:
     queries = []
     for index, row in enumerate(rows):
         try:

@@ -40,9 +40,9 @@ from ..hf import ModelError, auto_model_class, load_config, model_folder
 from ..prompt.adapter import PromptAdapter
 from ..prompt.adapter_files import AdapterSource, BaseFacts, checked_adapter, load_adapter_state, read_adapter_config
 from ..tasks.example import Example
-from .batcher import Job
-from .engine import AdapterServer, Generated, GenerationRow, RowDecoder
+from .engine import AdapterCatalog, RowDecoder
 from .metrics import Metrics
+from .protocol import Generated, GenerationRow, Job
 
 ZERO_LORA = "adept-zero"  # the LoRA of rows that need no offsets (see the module docstring)
 CPU_KV_CACHE_BYTES = 1 << 30  # vLLM's CPU default reserves 92% of the machine's memory
@@ -52,7 +52,7 @@ class VllmError(AdeptError, RuntimeError):
     """vLLM cannot serve this model or adapter as asked; the message says why and what can."""
 
 
-class VllmEngine(AdapterServer):
+class VllmEngine(AdapterCatalog):
     """The adapter side of `adept serve` over vLLM; it is also the server's runner (`submit`, `start`,
     `stop`, `metrics`), since vLLM batches requests itself."""
 
@@ -75,7 +75,7 @@ class VllmEngine(AdapterServer):
         self.thread = threading.Thread(target=self.loop.run_forever, name="adept-vllm", daemon=True)
         self.llm: Any = None
 
-    # -- adapters (AdapterServer) ------------------------------------------------------------------------
+    # -- adapters (AdapterCatalog) ------------------------------------------------------------------------
 
     def _load(self, name: str, source: AdapterSource) -> int:
         if source.method == "merged":

@@ -2,8 +2,9 @@
 
 Unknown keys are errors (with the closest known key suggested), values are coerced to the field's type,
 and every problem is reported at once. Settings of one method (`bottleneck`, DePT's `rank`, `lora_rank`,
-...) are an error on a run of another method, never silently ignored. The prompt methods' defaults and
-checks live in `adept_cli.prompt.config` alone; this module imports neither torch nor transformers.
+...) are an error on a run of another method, never silently ignored. Each prompt method's settings,
+defaults and checks are its config class in `adept_cli.prompt.methods`; this module asks the registry
+for them and imports neither torch nor transformers.
 """
 
 from __future__ import annotations

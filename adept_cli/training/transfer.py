@@ -30,8 +30,6 @@ from ..prompt.methods import config_from_dict
 from ..prompt.model import PromptTunedModel
 from .config import TrainConfig
 
-INIT_RESIZE = ("truncate", "repeat")
-
 
 class InitError(AdeptError, ValueError):
     """`init_from` names no adapter, or one that does not fit this run; the message says what differs."""

@@ -4,7 +4,7 @@ solver, the adapter modules, training, export and analysis ask instead of testin
 A method subclasses `PromptMethod` in a file of its own, sets the class attributes and overrides what
 differs from a plain soft prompt, then is registered with one line (`methods/__init__.py`). Files here
 import without torch (settings are checked and budgets solved before torch loads): the torch modules a
-method builds come from `prompt/modules.py` or from the method's `build_parts`, which runs only once
+method builds come from `prompt/offsets.py` or from the method's `build_parts`, which runs only once
 torch is in use.
 """
 
