@@ -21,9 +21,10 @@ from .files import atomic_directory
 from .hf import auto_model_class, hub_name, is_seq2seq, keep_generic_4bit_kernel
 from .prompt.adapter_files import EVALUATION_FILE, EVALUATION_KEY, MERGED_PROMPT_FOLDER
 from .prompt.io import save_adapter
+from .prompt.methods import EXPORT_FORMATS
 from .prompt.model import PromptTunedModel
 
-FORMATS = ("adept", "peft", "merged", "vllm")
+FORMATS = EXPORT_FORMATS
 CHECK_TOLERANCE = 1e-4
 CHECK_NEW_TOKENS = 8  # greedy tokens compared per probe row
 PROBE_TEXTS = ("The quick brown fox jumps over the lazy dog.", "Is it true? Answer:")

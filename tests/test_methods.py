@@ -13,13 +13,25 @@ import torch
 from torch import nn
 
 from adept_cli import MixedAdapterModel, load_adapter, save_adapter
-from adept_cli.prompt.config import ConfigError, MethodConfig
+from adept_cli.prompt.config import ConfigError, MethodConfig, help_field
 from adept_cli.prompt.methods import PromptMethod, get_method, method_names, register_method, unregister_method
 from adept_cli.serving.engine import Engine
 from adept_cli.serving.protocol import GenerationRow, Sampling
 from adept_cli.training import TrainConfigError, train
 
-from .helpers import INPUTS, METHODS, MODEL_FACTORIES, STORIES, model_path, perturb, read_jsonl, stories_config, wrap
+from .helpers import (
+    INPUTS,
+    METHODS,
+    MODEL_FACTORIES,
+    SHORT_RUN,
+    SMOKE,
+    STORIES,
+    model_path,
+    perturb,
+    read_jsonl,
+    stories_config,
+    wrap,
+)
 
 
 @dataclass
@@ -109,3 +121,114 @@ def test_a_fourth_method_trains_saves_reloads_and_serves_in_a_mixed_batch(scaled
         end = [i for i, token in enumerate(expected.tolist()) if token == tokenizer.eos_token_id][:1]
         text = tokenizer.decode(expected[: end[0] if end else None], skip_special_tokens=True)
         assert answer.text == text, name
+
+
+# -- a method with a setting of its own, defined and registered here ------------------------------------
+
+
+@dataclass
+class GatedPromptConfig(MethodConfig):
+    """A soft prompt, and each token's embedding scaled by a learned gate of that embedding."""
+
+    method: ClassVar[str] = "gated"
+
+    gate_bias: float = help_field("the gates' starting bias: embeddings start scaled by 2 sigmoid(bias)", default=0.0)
+
+
+class TokenGate(nn.Module):
+    def __init__(self, dim: int, bias: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+
+    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
+        return 2 * torch.sigmoid(embeds @ self.weight + self.bias).unsqueeze(-1)
+
+
+class GatedPrompt(PromptMethod):
+    name = "gated"
+    title = "gated PT"
+    config_class = GatedPromptConfig
+    settings = ("gate_bias",)
+    offsets_follow = "tokens"
+
+    def build_parts(self, config: GatedPromptConfig, dim: int) -> dict[str, Any]:
+        return {"gate": TokenGate(dim, config.gate_bias)}
+
+    def offsets(self, adapter: Any, ids: Any, embeds: Any, positions: Any) -> Any:
+        return (adapter.gate(embeds.to(adapter.prompt.dtype)) - 1).to(embeds.dtype) * embeds
+
+
+@pytest.fixture
+def gated():
+    register_method(GatedPrompt())  # the one call
+    yield
+    unregister_method("gated")
+
+
+@pytest.mark.slow
+def test_a_method_defined_in_a_test_file_trains_resumes_evaluates_predicts_serves_and_exports(gated, tmp_path) -> None:
+    import json
+    import shutil
+
+    import yaml
+    from fastapi.testclient import TestClient
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from adept_cli.cli import app
+    from adept_cli.prompt.adapter_files import ADAPTER_WEIGHTS
+    from adept_cli.run_dir import RunDir
+    from adept_cli.serving.app import create_app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["train", "--list-settings"])
+    assert "gate_bias" in listed.output and "gated: the gates' starting bias" in listed.output
+    run = tmp_path / "run"
+    settings = ["method=gated", "gate_bias=0.5", *SHORT_RUN, "scoring=rank"]
+    trained = runner.invoke(
+        app, ["train", "--recipe", str(SMOKE), "-m", model_path(STORIES), "-o", str(run), *settings]
+    )
+    assert trained.exit_code == 0, trained.output
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["method"] == "gated" and recorded["gate_bias"] == 0.5
+    weights = load_file(str(run / "best" / ADAPTER_WEIGHTS))
+    assert float(weights["gate.bias"]) != 0.5  # started at its setting, then trained
+    refused = runner.invoke(
+        app, ["train", "--recipe", str(SMOKE), "-o", str(tmp_path / "x"), "method=pt", "gate_bias=1"]
+    )
+    assert refused.exit_code != 0 and "gate_bias applies to method gated, not pt" in refused.output
+
+    # cut back to its step-2 checkpoint, it resumes to the very same adapter
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "results.json").unlink()
+    shutil.rmtree(RunDir(copy).checkpoint(4))
+    resumed = runner.invoke(app, ["train", "-o", str(copy), "--resume", "auto"])
+    assert resumed.exit_code == 0 and "step_00000002" in resumed.output, resumed.output
+    again = load_file(str(copy / "best" / ADAPTER_WEIGHTS))
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+
+    evaluated = runner.invoke(app, ["eval", "--run", str(run), "--split", "test", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    results = json.loads((run / "results.json").read_text())
+    assert json.loads(evaluated.stdout)["metrics"] == results["test"]
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"premise": "A cat sat.", "hypothesis": "A cat sat."}\n')
+    predicted = runner.invoke(app, ["predict", "--run", str(run), "--input", str(rows), "-o", "-"])
+    assert predicted.exit_code == 0, predicted.output
+    label = json.loads(predicted.stdout.strip().splitlines()[-1])["label"]
+
+    base, tokenizer = MODEL_FACTORIES["llama"]()
+    engine = Engine(base.eval(), tokenizer, model_path(STORIES))
+    engine.add("gated", run)
+    with TestClient(create_app(engine)) as http:
+        answer = http.post("/v1/predict", json={"model": "gated", "inputs": json.loads(rows.read_text())})
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] == label, answer.text
+
+    exported = runner.invoke(app, ["export", "--run", str(run), "--format", "adept", "-o", str(tmp_path / "out")])
+    assert exported.exit_code == 0, exported.output
+    assert load_adapter(tmp_path / "out").config.gate_bias == 0.5
+    merged = runner.invoke(app, ["export", "--run", str(run), "--format", "merged", "-o", str(tmp_path / "m")])
+    assert merged.exit_code != 0 and "gated" in merged.output

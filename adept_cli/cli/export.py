@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..prompt.methods import formats_help
 from .common import console, examples, fail, print_json, user_errors, warn, writable_problem
 
 EXAMPLES = examples(
@@ -38,7 +39,7 @@ LIBRARY_NOISE = (
 @user_errors
 def export_command(
     run: Annotated[Path, typer.Option("--run", help="Run directory (its best adapter is exported).")],
-    format: Annotated[str, typer.Option("--format", "-f", help="adept | peft | merged | vllm.")] = "adept",
+    format: Annotated[str, typer.Option("--format", "-f", help=f"{formats_help()}.")] = "adept",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Directory to write.")] = None,
     push_to_hub: Annotated[
         str | None, typer.Option("--push-to-hub", help="Also upload the export to this hub repo (needs a network).")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..prompt.methods import method_names
 from .common import console, examples, fail, print_json, require_at_least, user_errors
 
 EXAMPLES = examples(
@@ -28,7 +29,7 @@ def plan_command(
     settings: Annotated[list[str] | None, typer.Argument(help="Training settings as key=value.")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="Recipe YAML with training settings.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Hub id, directory, .gguf or embedded.")] = None,
-    method: Annotated[str | None, typer.Option("--method", help="adept | dept | pt.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help=f"{' | '.join(method_names())}.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Examples per optimizer step.")] = None,
     max_length: Annotated[int | None, typer.Option("--max-length", help="Input tokens per example.")] = None,
     target_length: Annotated[

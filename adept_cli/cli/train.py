@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..prompt.methods import training_method_names
 from .common import console, examples, fail, print_json, user_errors, warn, writable_problem
 
 EXAMPLES = examples(
@@ -34,7 +35,7 @@ def train(
     task: Annotated[
         str | None, typer.Option("--task", "-t", help="Task name or task YAML file; a,b,c trains on a mixture.")
     ] = None,
-    method: Annotated[str | None, typer.Option("--method", help="adept | dept | pt | lora | full.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help=f"{' | '.join(training_method_names())}.")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="YAML recipe (see recipes/).")] = None,
     output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     data_dir: Annotated[
@@ -54,7 +55,7 @@ def train(
     if list_settings:
         defaults = TrainConfig().to_dict()
         for name, text in field_help().items():
-            console.print(f"[bold]{name}[/] = {defaults[name]!r}  [dim]{text}[/]", highlight=False)
+            console.print(f"[bold]{name}[/] = {defaults.get(name)!r}  [dim]{text}[/]", highlight=False)
         return
     options = {"model": model, "task": task, "method": method, "output_dir": output_dir, "data_dir": data_dir}
     config = build_config(recipe, options, overrides)

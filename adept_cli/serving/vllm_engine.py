@@ -81,7 +81,7 @@ class VllmEngine(AdapterCatalog):
         if source.method == "merged":
             raise VllmError(f"{source.directory} is a merged export; serve the run or its adept adapter instead")
         adapter = self._read_adapter(source)
-        refusal = adapter.method.export_refusal("vllm")
+        refusal = None if "vllm" in adapter.method.engines else adapter.method.export_refusal("vllm")
         if refusal:
             raise VllmError(f"{source.directory}: {refusal}")
         factors = adapter.method.token_offset_factors(adapter, self.table)

@@ -1,8 +1,11 @@
-"""The training config: one flat dataclass, filled from defaults < recipe YAML < command-line `key=value`.
+"""The training config: one flat set of settings, filled from defaults < recipe YAML < command-line `key=value`.
 
 Unknown keys are errors (with the closest known key suggested), values are coerced to the field's type,
-and every problem is reported at once. Settings of one method (`bottleneck`, DePT's `rank`, `lora_rank`,
-...) are an error on a run of another method, never silently ignored. Each prompt method's settings,
+and every problem is reported at once. Each method's own settings (`bottleneck`, DePT's `rank`,
+`lora_rank`, ...) come from the registry of methods: the built-in ones are fields of `TrainConfig`,
+generated from their settings classes; those of a method registered later are kept in `method_options`
+and read the same way (`config.setting(name)`, or as an attribute). A setting of one method is an error
+on a run of another, never silently ignored. Each prompt method's settings,
 defaults and checks are its config class in `adept_cli.prompt.methods`; this module asks the registry
 for them and imports neither torch nor transformers.
 """
@@ -14,7 +17,7 @@ import math
 import os
 import re
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +26,16 @@ import yaml
 from ..errors import AdeptError
 from ..files import read_yaml
 from ..hf import DEFAULT_MODEL, QUANTIZATIONS
-from ..prompt.config import SHARE_PROMPT, ConfigError, MethodConfig
-from ..prompt.methods import get_method, method_config, method_names
+from ..prompt.config import SHARE_PROMPT, ConfigError
+from ..prompt.methods import (
+    get_method,
+    method_config,
+    method_names,
+    setting_names,
+    settings_of,
+    training_method_names,
+)
 
-OTHER_METHODS = ("lora", "full")  # trained through the same loop, not prompt methods
 RUN_FORMAT_VERSION = 1  # of config.yaml; version 0 (no field) is read and upgraded
 ENVIRONMENT_KEY = "environment"  # in config.yaml and results.json: versions and facts, not settings
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -52,29 +61,46 @@ def _f(default: Any, help: str, **kwargs: Any) -> Any:
 
 
 def training_methods() -> tuple[str, ...]:
-    return (*method_names(), *OTHER_METHODS)
+    return training_method_names()
 
 
-def _method_setting(name: str) -> Any:
-    """A field for a method config's setting: unset (the method config holds its default); its help is
-    the method config's own, with the methods it applies to and their defaults."""
-    owners = [method for method in map(get_method, method_names()) if name in fields_of(method.config_class)]
-    found = fields_of(owners[0].config_class)[name]
-    defaults = {method.name: fields_of(method.config_class)[name].default for method in owners}
-    shown = ""
-    if len(set(map(repr, defaults.values()))) > 1:  # say each method's default where they differ
-        shown = " (default: " + ", ".join(f"{value} for {method}" for method, value in defaults.items()) + ")"
-    elif "(default" not in found.metadata["help"] and found.default is not None:
-        shown = f" (default {found.default})"
-    return _f(None, f"{' / '.join(defaults)}: {found.metadata['help']}{shown}")
-
-
-def fields_of(config_class: type[MethodConfig]) -> dict[str, Any]:
+def fields_of(config_class: type) -> dict[str, Any]:
     return {f.name: f for f in fields(config_class)}
 
 
+def setting_owners() -> dict[str, list[Any]]:
+    """Every method setting of the registry, with the methods it belongs to."""
+    owners: dict[str, list[Any]] = {}
+    for method in map(get_method, training_method_names()):
+        for name in setting_names(method):
+            owners.setdefault(name, []).append(method)
+    return owners
+
+
+def method_setting_field(name: str, owners: list[Any]) -> tuple[str, Any, Any]:
+    """(name, type, field) of a method's setting as an `adept train` setting: unset by default (the
+    method's settings class holds its default), its help the settings class's own, with the methods it
+    applies to and their defaults."""
+    found = fields_of(owners[0].config_class)[name]
+    kind = typing.get_type_hints(owners[0].config_class)[name]
+    defaults = {method.name: _default_of(fields_of(method.config_class)[name]) for method in owners}
+    shown = ""
+    if len(set(map(repr, defaults.values()))) > 1:  # say each method's default where they differ
+        shown = " (default: " + ", ".join(f"{value} for {method}" for method, value in defaults.items()) + ")"
+    elif "(default" not in found.metadata["help"] and _default_of(found) is not None:
+        shown = f" (default {_default_of(found)})"
+    optional = kind if type(None) in typing.get_args(kind) else kind | None
+    return name, optional, _f(None, f"{' / '.join(defaults)}: {found.metadata['help']}{shown}")
+
+
+def _default_of(setting: Any) -> Any:
+    return setting.default_factory() if callable(setting.default_factory) else setting.default
+
+
 @dataclass
-class TrainConfig:
+class TrainSettings:
+    """The settings of every run; `TrainConfig` adds each registered method's own (see the module docstring)."""
+
     # -- what ------------------------------------------------------------------------------------
     model: str = _f(DEFAULT_MODEL, "hub id, local directory, .gguf file or embedded name of the frozen base model")
     task: str = _f("sst2", "task name or task YAML file; several (a list, or a,b,c): one adapter on a mixture")
@@ -94,11 +120,7 @@ class TrainConfig:
         False, "recompute the base's activations in the backward pass: far less activation memory, more time"
     )
 
-    # -- method ----------------------------------------------------------------------------------
-    prompt_len: int | None = _method_setting("prompt_len")
-    prompt_init: str | None = _method_setting("prompt_init")
-    prompt_init_text: str | None = _method_setting("prompt_init_text")
-    budget: int | None = _method_setting("budget")
+    # -- method (each method's own settings: see TrainConfig) -------------------------------------
     share_prompt: str | None = _f(
         None, "pt / dept / adept, causal models: auto (default) | on | off: compute the prompt once per batch"
     )
@@ -108,13 +130,6 @@ class TrainConfig:
     init_from_resize: str | None = _f(
         None, "pt / dept / adept: truncate | repeat: fit an init_from prompt of another length"
     )
-    bottleneck: int | None = _method_setting("bottleneck")
-    dropout: float | None = _method_setting("dropout")
-    rank: int | None = _method_setting("rank")
-    lora_rank: int | None = _f(None, "lora: rank (default 16)")
-    lora_alpha: int | None = _f(None, "lora: scaling alpha (default 32)")
-    lora_dropout: float | None = _f(None, "lora: dropout (default 0.05)")
-    lora_target_modules: list[str] | None = _f(None, "lora: target modules (default: PEFT's choice for the model)")
 
     # -- data ------------------------------------------------------------------------------------
     max_length: int | None = _f(None, "maximum input tokens, also DePT's s (default: the task's, 256 for most)")
@@ -172,8 +187,28 @@ class TrainConfig:
         False, "code tasks: run generated code unisolated where no sandbox (bubblewrap / unshare) works"
     )
 
+    # The settings of methods registered after this module was imported (name -> value).
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": ""})
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        settings = asdict(self)
+        options = settings.pop("method_options")
+        return {**settings, **options}  # one flat mapping, as config.yaml holds it
+
+    def setting(self, name: str) -> Any:
+        """A method setting's value (None: unset)."""
+        return getattr(self, name, None)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names that are not fields: the settings of methods registered later
+        options = self.__dict__.get("method_options")
+        if options is None or name.startswith("_"):
+            raise AttributeError(name)
+        if name in options:
+            return options[name]
+        if name in setting_owners():
+            return None
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
 
     @property
     def uses_prompt(self) -> bool:
@@ -206,6 +241,14 @@ class TrainConfig:
         return Path("runs") / name
 
 
+TrainConfig = make_dataclass(
+    "TrainConfig",
+    [method_setting_field(name, owners) for name, owners in setting_owners().items()],
+    bases=(TrainSettings,),
+    namespace={"__module__": __name__, "__doc__": "A run's settings: TrainSettings and every built-in method's own."},
+)
+
+
 def _task_name(task: str) -> str:
     """A task's name for labels and folder names: a task file's own `name`, else the file's stem."""
     if task.endswith((".yaml", ".yml")):
@@ -218,25 +261,31 @@ def _task_name(task: str) -> str:
     return Path(task).stem
 
 
-FIELDS = {f.name: f for f in fields(TrainConfig)}
-# Settings of every prompt method: the prompt's, and how it runs or starts (not in the method config).
-PROMPT_SETTINGS = ("prompt_len", "prompt_init", "prompt_init_text", "budget")
+FIELDS = {f.name: f for f in fields(TrainConfig) if f.name != "method_options"}
+# How a prompt method's run runs or starts (settings of the run, not of the method's config).
 RUNTIME_FIELDS = ("share_prompt", "init_from", "init_from_resize")
-LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
 
 
 def method_fields() -> dict[str, tuple[str, ...]]:
     """Settings that belong to some methods only (set on a run of another method, they are an error),
-    with the methods they belong to; read from the registry of prompt methods."""
-    owners: dict[str, tuple[str, ...]] = {name: method_names() for name in (*PROMPT_SETTINGS, *RUNTIME_FIELDS)}
-    for method in map(get_method, method_names()):
-        for name in method.settings:
-            owners[name] = (*owners.get(name, ()), method.name)
-    return {**owners, **{name: ("lora",) for name in LORA_SETTINGS}}
+    with the methods they belong to; read from the registry."""
+    owners = {name: tuple(method.name for method in methods) for name, methods in setting_owners().items()}
+    return {**owners, **{name: method_names() for name in RUNTIME_FIELDS}}
 
 
 def field_help() -> dict[str, str]:
-    return {name: f.metadata["help"] for name, f in FIELDS.items()}
+    """Every `adept train` setting's help, the settings of methods registered later included."""
+    helps = {name: f.metadata["help"] for name, f in FIELDS.items()}
+    for name, owners in setting_owners().items():
+        helps.setdefault(name, method_setting_field(name, owners)[2].metadata["help"])
+    return helps
+
+
+def setting_type(name: str) -> Any:
+    """The type `adept train` reads setting `name` as."""
+    if name in FIELDS:
+        return typing.get_type_hints(TrainConfig)[name]
+    return method_setting_field(name, setting_owners()[name])[1]
 
 
 def _unknown_key_message(key: str, where: str) -> str:
@@ -247,7 +296,7 @@ def _unknown_key_message(key: str, where: str) -> str:
 
 def coerce(name: str, value: Any, where: str) -> Any:
     """`value` as the type of field `name` (YAML reads 1e-4 as a string; the command line gives strings)."""
-    kind = typing.get_type_hints(TrainConfig)[name]
+    kind = setting_type(name)
     if name == "task" and isinstance(value, (list, tuple)):  # a recipe's list of tasks: one "a,b,c" string
         value = ",".join(str(item).strip() for item in value)
     optional = type(None) in typing.get_args(kind)
@@ -380,20 +429,22 @@ def build_config(
         layers.append((str(recipe), read_recipe(recipe)))
     layers.append(("command-line option", {k: v for k, v in (options or {}).items() if v is not None}))
     layers.append(("override", parse_overrides(overrides or [])))
+    options: dict[str, Any] = {}  # settings of methods registered after TrainConfig was made
     for where, layer in layers:
         for key, value in layer.items():
-            if key not in FIELDS:
+            late = key not in FIELDS and key in setting_owners()
+            if key not in FIELDS and not late:
                 problems.append(_unknown_key_message(key, where))
                 continue
             try:
-                values[key] = coerce(key, value, where)
+                (options if late else values)[key] = coerce(key, value, where)
             except TrainConfigError as error:
                 problems.append(str(error))
     model = values.get("model")
     if isinstance(model, str) and not Path(model).is_absolute() and Path(model).exists():
         # a local model as an absolute path: the run (and its adapters) then work from any folder
         values["model"] = str(Path(model).resolve())
-    config = TrainConfig(**values)
+    config = TrainConfig(**values, method_options={k: v for k, v in options.items() if v is not None})
     problems += config_problems(config)
     if problems:
         raise TrainConfigError("; ".join(problems))
@@ -404,16 +455,12 @@ def config_problems(config: TrainConfig) -> list[str]:
     """Every range / consistency problem of a config, without loading any model or data."""
     problems = []
     for name, methods in method_fields().items():
-        if (
-            getattr(config, name, None) is not None
-            and config.method in training_methods()
-            and config.method not in methods
-        ):
+        if config.setting(name) is not None and config.method in training_methods() and config.method not in methods:
             problems.append(
                 f"{name} applies to method {' / '.join(methods)}, not {config.method} "
                 f"(set {name}=null to drop a recipe's value)"
             )
-    if config.uses_prompt:
+    if config.method in training_methods():
         try:
             method_config(config.method, **method_settings(config))
         except ConfigError as error:
@@ -450,8 +497,6 @@ def config_problems(config: TrainConfig) -> list[str]:
         "validation_limit",
         "test_limit",
         "checkpoint_every",
-        "lora_rank",
-        "lora_alpha",
         "mix_cap",
     ):
         positive(name)
@@ -469,8 +514,6 @@ def config_problems(config: TrainConfig) -> list[str]:
             problems.append(f"{name} must be > 0; got {getattr(config, name)}")
     if config.weight_decay < 0:
         problems.append(f"weight_decay must be >= 0; got {config.weight_decay}")
-    if config.lora_dropout is not None and not 0 <= config.lora_dropout < 1:
-        problems.append(f"lora_dropout must be in [0, 1); got {config.lora_dropout}")
     if len(config.adam_betas) != 2 or not all(0 <= b < 1 for b in config.adam_betas):
         problems.append(f"adam_betas must be two numbers in [0, 1); got {config.adam_betas}")
     if config.max_grad_norm is not None and config.max_grad_norm <= 0:
@@ -497,8 +540,10 @@ def config_problems(config: TrainConfig) -> list[str]:
         problems.append("init_from_resize needs init_from (the adapter whose prompt it fits)")
     if config.k_shot is not None and config.train_limit is not None:
         problems.append("set k_shot or train_limit, not both (k_shot draws its own training examples)")
-    if config.quantization != "none" and config.method == "full":
-        problems.append("quantization: full fine-tuning cannot train a quantized base; use a prompt method or lora")
+    trains_base = config.method in training_methods() and get_method(config.method).trains_base_weights
+    if config.quantization != "none" and trains_base:
+        title = get_method(config.method).title
+        problems.append(f"quantization: {title} cannot train a quantized base; use a prompt method or lora")
     if config.batch_size % config.grad_accum:
         problems.append(f"batch_size {config.batch_size} is not divisible by grad_accum {config.grad_accum}")
     return problems
@@ -516,12 +561,9 @@ def config_warnings(config: TrainConfig) -> list[str]:
 
 
 def method_settings(config: TrainConfig) -> dict[str, Any]:
-    """The settings given for the prompt method config (its file in `adept_cli.prompt.methods`), which
+    """The settings given for the method's settings class (its file in `adept_cli.prompt.methods`), which
     holds the defaults of those left unset."""
-    names = [
-        name for name, methods in method_fields().items() if config.method in methods and name not in RUNTIME_FIELDS
-    ]
-    return {name: getattr(config, name) for name in names if getattr(config, name) is not None}
+    return settings_of(config)
 
 
 def dump_config(config: TrainConfig, environment: dict[str, Any] | None = None) -> str:

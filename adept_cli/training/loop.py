@@ -461,7 +461,7 @@ def validate_and_keep_best(run: Run) -> None:
             state.best_per_task = {part.name: result.main for part, result in zip(run.parts, results)}
         if run.accelerator.is_main_process:
             with run.dir.writing(run.dir.best), atomic_directory(run.dir.best) as scratch:
-                save_trained(run.raw, scratch, run.eval_settings)
+                save_trained(run.raw, run.config.method, scratch, run.eval_settings)
         run.accelerator.wait_for_everyone()
     log_parts(run, "validation", results, best=improved)
     run.model.train()
@@ -492,7 +492,7 @@ def save_checkpoint(run: Run) -> None:
 def finish(run: Run) -> dict[str, Any]:
     """Test the best adapter (what `adept eval --run` would load) and write results.json."""
     config, state, accelerator, parts = run.config, run.state, run.accelerator, run.parts
-    restore_trained(run.raw, run.dir.best)
+    restore_trained(run.raw, config.method, run.dir.best)
     tests = evaluate_parts(run, "test")
     log_parts(run, "test", tests, best=False)
     trainable_params, total_params = count_parameters(run.raw)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..encoding import Encoder
 from ..errors import AdeptError
 from ..hf import auto_model_class, enable_gradient_checkpointing, is_seq2seq, load_config, load_tokenizer
+from ..prompt.methods import method_names
 from ..tasks import get_task
 from .config import TrainConfig
 from .setup import DTYPES
@@ -75,7 +76,8 @@ def plan_memory(
     from .trainable import build_model
 
     if not config.uses_prompt:
-        raise PlanError(f"adept plan covers the prompt methods (adept, dept, pt); got method {config.method}")
+        covered = ", ".join(method_names())
+        raise PlanError(f"adept plan covers the prompt methods ({covered}); got method {config.method}")
     model_config = load_config(config.model)
     tokenizer = load_tokenizer(config.model)
     micro_rows, source, target = _batch_shape(config, tokenizer, is_seq2seq(model_config), target_tokens, processes)

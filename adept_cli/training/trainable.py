@@ -1,6 +1,6 @@
-"""What differs between methods in training: building the trainable model, its optimizer groups, and
-saving / restoring its trained weights. PT, DePT and ADePT use `PromptTunedModel`; `lora` goes through
-the `peft` library; `full` trains every weight. The loop itself is the same for all five.
+"""What differs between methods in training, asked of each method in the registry
+(`adept_cli.prompt.methods`): building the trainable model, its optimizer groups, and saving / restoring
+its trained result. The loop itself is the same for every method.
 """
 
 from __future__ import annotations
@@ -9,70 +9,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from ..errors import AdeptError
-from ..files import write_json_atomic
-from ..hf import auto_model_class, hub_name, is_seq2seq, load_model
-from ..prompt.adapter_files import ADAPTER_WEIGHTS, EVALUATION_FILE, EVALUATION_KEY, AdapterError, read_weights
-from ..prompt.io import load_adapter, write_adapter
-from ..prompt.methods import get_method, method_config, method_names
-from ..prompt.model import DEFAULT_ADAPTER, PromptTunedModel
-from .config import TrainConfig, method_settings
-
-# LoRA's defaults: the paper's decoder-only baseline rank, PEFT's usual alpha and dropout.
-LORA_DEFAULTS = {"lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05}
-
-
-def content_positions_of_inputs(config: TrainConfig, source_length: int, seq2seq: bool) -> int:
-    """Every content position an input can have (DePT's s): the source, and the target for causal inputs."""
-    return source_length if seq2seq else source_length + config.max_target_length
+from ..prompt.adapter_files import AdapterError
+from ..prompt.methods import get_method
+from ..prompt.model import DEFAULT_ADAPTER
+from .config import TrainConfig
 
 
 def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: int, init_prompt: bool = True) -> Any:
     """The base model made trainable by `config.method` (the base stays frozen for adapters); without
     `init_prompt` the prompt keeps its random start (the memory plan traces a base with no weights)."""
-    if config.uses_prompt:
-        positions = content_positions_of_inputs(config, source_length, is_seq2seq(base))
-        settings = get_method(config.method).settings_for_inputs(method_settings(config), positions)
-        return PromptTunedModel(
-            base,
-            method_config(config.method, **settings),
-            tokenizer,
-            base_model_name=config.model,
-            init_prompt=init_prompt,
-            share_prompt=config.share_prompt or "auto",
-        )
-    if config.method == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        def setting(name: str) -> Any:
-            value = getattr(config, name)
-            return LORA_DEFAULTS[name] if value is None else value
-
-        lora = LoraConfig(
-            r=setting("lora_rank"),
-            lora_alpha=setting("lora_alpha"),
-            lora_dropout=setting("lora_dropout"),
-            target_modules=config.lora_target_modules,
-            task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq(base) else TaskType.CAUSAL_LM,
-        )
-        model = get_peft_model(base, lora)
-        # name the base as users load it (the embedded model's hub id, not its local GGUF folder)
-        model.peft_config["default"].base_model_name_or_path = hub_name(config.model)
-        return model
-    base.requires_grad_(True)
-    return base
+    return get_method(config.method).build(config, base, tokenizer, source_length, init_prompt)
 
 
 def parameter_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:
-    """Two learning rates for prompt methods (soft prompt; offset network), one otherwise."""
-    if isinstance(model, PromptTunedModel):
-        rates = {"prompt": config.lr_prompt, "offsets": config.lr_offsets}
-        tensors = model.adapter.method.parameter_groups(model.adapter)
-        groups = [{"params": tensors[name], "lr": rates[name], "name": name} for name in rates if tensors.get(name)]
-        return [g for g in groups if g["params"][0].numel()]
-    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr, "name": "weights"}]
+    """One optimizer group per learning rate the method names (two for DePT / ADePT: the soft prompt and
+    the offset network), empty groups left out."""
+    method = get_method(config.method)
+    tensors = method.trainable_groups(model)
+    groups = [
+        {"params": tensors[name], "lr": getattr(config, setting), "name": name}
+        for name, setting in method.learning_rates.items()
+        if tensors.get(name)
+    ]
+    return [group for group in groups if sum(p.numel() for p in group["params"])]
 
 
 def trainable_state(model: Any) -> dict[str, torch.Tensor]:
@@ -98,35 +59,15 @@ def load_trainable_state(model: Any, state: dict[str, torch.Tensor], where: str)
             parameter.copy_(state[name].to(parameter.device, parameter.dtype))
 
 
-def save_trained(model: Any, directory: Path, evaluation: dict[str, Any]) -> None:
-    """The deployable result: an adept adapter, a PEFT LoRA adapter, or the whole fine-tuned model, with
-    the settings evaluation needs (in the adept adapter's config, else in a file beside the weights)."""
-    if isinstance(model, PromptTunedModel):
-        write_adapter(model, directory, {EVALUATION_KEY: evaluation})
-    else:
-        model.save_pretrained(directory, safe_serialization=True)
-        write_json_atomic(directory / EVALUATION_FILE, evaluation)
+def save_trained(model: Any, method: str, directory: Path, evaluation: dict[str, Any]) -> None:
+    """The deployable result (an adept adapter, a PEFT LoRA adapter, the whole fine-tuned model, ...),
+    with the settings evaluation needs."""
+    get_method(method).save(model, directory, evaluation)
 
 
-def restore_trained(model: Any, directory: Path) -> None:
-    """Load the weights `save_trained` wrote into the live `model` (same method and base)."""
-    if isinstance(model, PromptTunedModel):
-        model.adapter.load_state_dict(read_weights(directory / ADAPTER_WEIGHTS))
-        return
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_file(str(directory / "adapter_model.safetensors")))
-        return
-    state: dict[str, torch.Tensor] = {}
-    for shard in sorted(directory.glob("*.safetensors")):  # save_pretrained shards large models
-        state.update(load_file(str(shard)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if unexpected or [key for key in missing if key not in tied]:
-        raise RuntimeError(f"{directory} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+def restore_trained(model: Any, method: str, directory: Path) -> None:
+    """Load the result `save_trained` wrote into the live `model` (same method and base)."""
+    get_method(method).restore(model, directory)
 
 
 def load_trained(
@@ -137,21 +78,13 @@ def load_trained(
     quantization: str | None = None,
     device: Any = None,
 ) -> Any:
-    """A fresh model with the trained weights of `directory`, for evaluation or export; `quantization`
+    """A fresh model with the trained result of `directory`, for evaluation or export; `quantization`
     loads the base as a quantized run trained it."""
-    if method in method_names():
-        base = load_model(model_name, dtype, quantization, device)
-        return load_adapter(directory, base=base, base_model_name=model_name)
+    chosen = get_method(method)
+    if chosen.uses_prompt:
+        return chosen.load(directory, model_name, dtype, quantization, device)
     try:
-        if method == "lora":
-            from peft import PeftModel
-
-            return PeftModel.from_pretrained(load_model(model_name, dtype, quantization, device), directory).eval()
-        from transformers import AutoConfig
-
-        loader = auto_model_class(AutoConfig.from_pretrained(directory))
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        return loader.from_pretrained(directory, **kwargs).eval()
+        return chosen.load(directory, model_name, dtype, quantization, device)
     except AdeptError:
         raise
     except Exception as error:  # peft, transformers and safetensors each fail their own way on damaged files

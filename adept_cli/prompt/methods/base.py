@@ -1,27 +1,98 @@
-"""What a prompt method is to the rest of adept: `PromptMethod`, the one interface settings, the budget
-solver, the adapter modules, training, export and analysis ask instead of testing method names.
+"""What a training method is to the rest of adept: `TrainingMethod`, the one interface that settings, the
+budget solver, training, export, serving and analysis ask instead of testing method names, and
+`PromptMethod`, the prompt methods' (PT, DePT, ADePT: a soft prompt and the parts a method adds).
 
-A method subclasses `PromptMethod` in a file of its own, sets the class attributes and overrides what
-differs from a plain soft prompt, then is registered with one line (`methods/__init__.py`). Files here
-import without torch (settings are checked and budgets solved before torch loads): the torch modules a
-method builds come from `prompt/offsets.py` or from the method's `build_parts`, which runs only once
-torch is in use.
+A method subclasses one of them in a file of its own, declares its settings (a dataclass: names, types,
+defaults, help), sets the class attributes and overrides what differs, then is registered with one call
+(`methods.register_method`; the built-in ones are listed in `methods/__init__.py`). `adept train`'s
+key=value settings, its help and checks, `adept budget`, `adept plan` and `adept export` read it from
+the registry. Files here import without torch (settings are checked and budgets solved before torch
+loads): what needs torch is imported inside the methods that use it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import MethodConfig
 
+EXPORT_FORMATS = ("adept", "peft", "merged", "vllm")  # adept export --format
 
-class PromptMethod:
-    """One prompt method. Every adapter holds a soft prompt (`adapter.prompt`, l x d); a method adds
-    parts of its own (`build_parts`) and says how they change the input (`offsets`, `prompt_rows`)."""
+
+def save_pretrained(model: Any, directory: Path, evaluation: dict[str, Any]) -> None:
+    """A transformers / PEFT model's own files, with the settings evaluation needs in a file beside them."""
+    from ...files import write_json_atomic
+    from ..adapter_files import EVALUATION_FILE
+
+    model.save_pretrained(directory, safe_serialization=True)
+    write_json_atomic(directory / EVALUATION_FILE, evaluation)
+
+
+class TrainingMethod:
+    """One way to train a frozen (or not) base through adept's loop: its settings, what it trains, how its
+    result is saved, loaded and served."""
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""  # as people write it: "ADePT"
+    # Its settings: a dataclass whose fields (with `metadata["help"]`) `adept train` takes as key=value.
+    config_class: ClassVar[type] = MethodConfig
+    # The settings it brings to `adept train` (fields of `config_class`); prompt methods share the
+    # prompt's besides (`PROMPT_SETTINGS`).
+    settings: ClassVar[tuple[str, ...]] = ()
+    uses_prompt: ClassVar[bool] = False  # an adapter model with a soft prompt (`PromptTunedModel`)
+    size_field: ClassVar[str | None] = None  # a size the budget solver fits (prompt methods)
+    trains_base_weights: ClassVar[bool] = False  # updates the base's own weights (no quantized base)
+    # The learning rate of each optimizer group: group name -> the `adept train` setting holding it.
+    learning_rates: ClassVar[dict[str, str]] = {"weights": "lr"}
+    # `adept export` formats (export.FORMATS) that keep the result exact, and `adept serve` engines.
+    exports: ClassVar[tuple[str, ...]] = ()
+    engines: ClassVar[tuple[str, ...]] = ()
+    result: ClassVar[str] = ""  # what `best/` holds, in words (`adept train --help`, the run's README)
+
+    # -- training (torch) ----------------------------------------------------------------------------
+
+    def build(self, config: Any, base: Any, tokenizer: Any, source_length: int, init_prompt: bool = True) -> Any:
+        """The model that trains: `base` wrapped (or itself) with its trainable tensors; `config` is the
+        run's `TrainConfig` and `settings_of(config)` its settings for this method."""
+        raise NotImplementedError
+
+    def trainable_groups(self, model: Any) -> dict[str, list[Any]]:
+        """The trainable tensors of `build`'s model by optimizer group (the keys of `learning_rates`)."""
+        return {"weights": [p for p in model.parameters() if p.requires_grad]}
+
+    def save(self, model: Any, directory: Path, evaluation: dict[str, Any]) -> None:
+        """Write the deployable result, with the settings evaluation needs."""
+        raise NotImplementedError
+
+    def restore(self, model: Any, directory: Path) -> None:
+        """Load what `save` wrote into the live `model` (same method and base)."""
+        raise NotImplementedError
+
+    def load(self, directory: Path, model_name: str, dtype: Any, quantization: str | None, device: Any) -> Any:
+        """A fresh model with the trained result of `directory`, for evaluation or export."""
+        raise NotImplementedError
+
+    # -- what can be done with a trained result ------------------------------------------------------
+
+    def export_refusal(self, format: str) -> str | None:
+        """Why this method's results cannot be written in `format` (None when they can)."""
+        if format in self.exports:
+            return None
+        return (
+            f"--format {format} writes prompt adapters; a {self.name} run's best/ is already its result ({self.result})"
+        )
+
+
+class PromptMethod(TrainingMethod):
+    """One prompt method. Every adapter holds a soft prompt (`adapter.prompt`, l x d); a method adds
+    parts of its own (`build_parts`) and says how they change the input (`offsets`, `prompt_rows`)."""
+
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    uses_prompt = True
+
+    learning_rates: ClassVar[dict[str, str]] = {"prompt": "lr_prompt", "offsets": "lr_offsets"}
+    result = "an adept prompt adapter"
     # The size solved from the budget when left unset (None: the method has none).
     size_field: ClassVar[str | None] = None
     # What an offset depends on: "tokens" (the same for a token wherever it stands), "positions" (moves
@@ -30,10 +101,6 @@ class PromptMethod:
     # The config fields besides prompt_len that decide the adapter's tensor shapes (an adapter can start
     # another only when they agree: `init_from`).
     shape_fields: ClassVar[tuple[str, ...]] = ()
-    # The method's own training settings beyond the prompt's (fields of its config that `adept train`
-    # takes as key=value; each must also be a TrainConfig field).
-    settings: ClassVar[tuple[str, ...]] = ()
-    # `adept export` formats (export.FORMATS) that keep the adapter's model exact.
     exports: ClassVar[tuple[str, ...]] = ("adept",)
 
     # -- settings and sizes (no torch) ---------------------------------------------------------------
@@ -81,10 +148,55 @@ class PromptMethod:
         (`--format vllm`). None for methods without token offsets."""
         return None
 
+    @property
+    def engines(self) -> tuple[str, ...]:  # type: ignore[override]
+        """adept's own engine serves every prompt adapter; vLLM those its export format keeps exact."""
+        return ("builtin", "vllm") if "vllm" in self.exports else ("builtin",)
+
     def parameter_groups(self, adapter: Any) -> dict[str, list[Any]]:
         """Trainable tensors by learning-rate group: "prompt" (lr_prompt) and "offsets" (lr_offsets)."""
         others = [parameter for name, parameter in adapter.named_parameters() if name != "prompt"]
         return {"prompt": [adapter.prompt], "offsets": others}
+
+    # -- training (torch) ----------------------------------------------------------------------------
+
+    def build(self, config: Any, base: Any, tokenizer: Any, source_length: int, init_prompt: bool = True) -> Any:
+        from ...hf import is_seq2seq
+        from ..model import PromptTunedModel
+        from . import method_config, settings_of
+
+        # every content position an input can have (DePT's s): the source, and a causal input's target
+        positions = source_length if is_seq2seq(base) else source_length + config.max_target_length
+        settings = self.settings_for_inputs(settings_of(config), positions)
+        return PromptTunedModel(
+            base,
+            method_config(self.name, **settings),
+            tokenizer,
+            base_model_name=config.model,
+            init_prompt=init_prompt,
+            share_prompt=config.share_prompt or "auto",
+        )
+
+    def trainable_groups(self, model: Any) -> dict[str, list[Any]]:
+        return self.parameter_groups(model.adapter)
+
+    def save(self, model: Any, directory: Path, evaluation: dict[str, Any]) -> None:
+        from ..adapter_files import EVALUATION_KEY
+        from ..io import write_adapter
+
+        write_adapter(model, directory, {EVALUATION_KEY: evaluation})
+
+    def restore(self, model: Any, directory: Path) -> None:
+        from ..adapter_files import ADAPTER_WEIGHTS, read_weights
+
+        model.adapter.load_state_dict(read_weights(directory / ADAPTER_WEIGHTS))
+
+    def load(self, directory: Path, model_name: str, dtype: Any, quantization: str | None, device: Any) -> Any:
+        from ...hf import load_model
+        from ..io import load_adapter
+
+        base = load_model(model_name, dtype, quantization, device)
+        return load_adapter(directory, base=base, base_model_name=model_name)
 
     # -- what can be done with a trained adapter -------------------------------------------------------
 
