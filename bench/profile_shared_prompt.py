@@ -47,7 +47,7 @@ def main() -> None:
                 token_loss_sum(model, model, batch, False).backward()
                 times[name].append(time.perf_counter() - start)
             start = time.perf_counter()
-            layers = _prompt_pass(shared)
+            layers = _prompt_pass(shared, "default")
             sum(k.sum() + v.sum() for k, v in layers).backward()
             times["prompt pass alone"].append(time.perf_counter() - start)
         median = {name: statistics.median(values[1:]) for name, values in times.items()}  # first: warm-up

@@ -25,7 +25,7 @@ from ..hf import context_limit, input_embedding, is_seq2seq
 from ..run_dir import RunDir
 from .adapter import PromptAdapter
 from .budget import resolve_sizes
-from .config import ConfigError, MethodConfig
+from .config import EVALUATION_FILE, ConfigError, MethodConfig
 from .methods import config_from_dict
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -34,7 +34,6 @@ FORMAT = "adept-adapter"
 FORMAT_VERSION = 1
 EVALUATION_KEY = "evaluation"  # in adapter_config.json
 WEIGHTS_CHECKSUM = "weights_sha256"  # in adapter_config.json: the sha256 of adapter_model.safetensors
-EVALUATION_FILE = "adept_evaluation.json"  # the same settings beside a PEFT adapter or a full model
 MERGED_PROMPT_FOLDER = "prompt"  # a merged export's PEFT prompt adapter (see merged.py)
 
 

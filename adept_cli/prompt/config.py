@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 from ..errors import AdeptError
 
 PROMPT_INITS = ("vocab", "text", "random")
+# The settings evaluation needs, in a file beside a result that is not an adept adapter (a PEFT adapter,
+# a full model); an adept adapter keeps them in its own config.
+EVALUATION_FILE = "adept_evaluation.json"
 SHARE_PROMPT = ("auto", "on", "off")  # PromptTunedModel(share_prompt=...): see prompt/sharing.py
 
 

@@ -12,22 +12,32 @@ import torch
 
 from ..errors import AdeptError
 from ..prompt.adapter_files import AdapterError
-from ..prompt.methods import get_method
+from ..prompt.lifecycle import PromptLifecycle
+from ..prompt.methods import get_method, method_config, settings_of
 from ..prompt.model import DEFAULT_ADAPTER
 from .config import TrainConfig
+
+
+def lifecycle(method: str) -> Any:
+    """What builds, saves and loads a method's model: the prompt methods' shared one, else the method's own."""
+    chosen = get_method(method)
+    return PromptLifecycle(chosen) if chosen.uses_prompt else chosen
 
 
 def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: int, init_prompt: bool = True) -> Any:
     """The base model made trainable by `config.method` (the base stays frozen for adapters); without
     `init_prompt` the prompt keeps its random start (the memory plan traces a base with no weights)."""
-    return get_method(config.method).build(config, base, tokenizer, source_length, init_prompt)
+    settings = settings_of(config)
+    if get_method(config.method).uses_prompt:
+        return lifecycle(config.method).build(settings, config, base, tokenizer, source_length, init_prompt)
+    return get_method(config.method).build(method_config(config.method, **settings), config, base, tokenizer)
 
 
 def parameter_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:
     """One optimizer group per learning rate the method names (two for DePT / ADePT: the soft prompt and
     the offset network), empty groups left out."""
     method = get_method(config.method)
-    tensors = method.trainable_groups(model)
+    tensors = lifecycle(config.method).trainable_groups(model)
     groups = [
         {"params": tensors[name], "lr": getattr(config, setting), "name": name}
         for name, setting in method.learning_rates.items()
@@ -62,12 +72,12 @@ def load_trainable_state(model: Any, state: dict[str, torch.Tensor], where: str)
 def save_trained(model: Any, method: str, directory: Path, evaluation: dict[str, Any]) -> None:
     """The deployable result (an adept adapter, a PEFT LoRA adapter, the whole fine-tuned model, ...),
     with the settings evaluation needs."""
-    get_method(method).save(model, directory, evaluation)
+    lifecycle(method).save(model, directory, evaluation)
 
 
 def restore_trained(model: Any, method: str, directory: Path) -> None:
     """Load the result `save_trained` wrote into the live `model` (same method and base)."""
-    get_method(method).restore(model, directory)
+    lifecycle(method).restore(model, directory)
 
 
 def load_trained(
@@ -80,11 +90,10 @@ def load_trained(
 ) -> Any:
     """A fresh model with the trained result of `directory`, for evaluation or export; `quantization`
     loads the base as a quantized run trained it."""
-    chosen = get_method(method)
-    if chosen.uses_prompt:
-        return chosen.load(directory, model_name, dtype, quantization, device)
+    if get_method(method).uses_prompt:
+        return lifecycle(method).load(directory, model_name, dtype, quantization, device)
     try:
-        return chosen.load(directory, model_name, dtype, quantization, device)
+        return lifecycle(method).load(directory, model_name, dtype, quantization, device)
     except AdeptError:
         raise
     except Exception as error:  # peft, transformers and safetensors each fail their own way on damaged files

@@ -23,7 +23,7 @@ EXPORT_FORMATS = ("adept", "peft", "merged", "vllm")  # adept export --format
 def save_pretrained(model: Any, directory: Path, evaluation: dict[str, Any]) -> None:
     """A transformers / PEFT model's own files, with the settings evaluation needs in a file beside them."""
     from ...files import write_json_atomic
-    from ..adapter_files import EVALUATION_FILE
+    from ..config import EVALUATION_FILE
 
     model.save_pretrained(directory, safe_serialization=True)
     write_json_atomic(directory / EVALUATION_FILE, evaluation)
@@ -50,11 +50,11 @@ class TrainingMethod:
     engines: ClassVar[tuple[str, ...]] = ()
     result: ClassVar[str] = ""  # what `best/` holds, in words (`adept train --help`, the run's README)
 
-    # -- training (torch) ----------------------------------------------------------------------------
+    # -- training (torch); prompt methods share theirs: `prompt.lifecycle` ----------------------------
 
-    def build(self, config: Any, base: Any, tokenizer: Any, source_length: int, init_prompt: bool = True) -> Any:
-        """The model that trains: `base` wrapped (or itself) with its trainable tensors; `config` is the
-        run's `TrainConfig` and `settings_of(config)` its settings for this method."""
+    def build(self, settings: Any, config: Any, base: Any, tokenizer: Any) -> Any:
+        """The model that trains: `base` wrapped (or itself) with its trainable tensors. `settings`: an
+        instance of `config_class`; `config`: the run's `TrainConfig`."""
         raise NotImplementedError
 
     def trainable_groups(self, model: Any) -> dict[str, list[Any]]:
@@ -157,46 +157,6 @@ class PromptMethod(TrainingMethod):
         """Trainable tensors by learning-rate group: "prompt" (lr_prompt) and "offsets" (lr_offsets)."""
         others = [parameter for name, parameter in adapter.named_parameters() if name != "prompt"]
         return {"prompt": [adapter.prompt], "offsets": others}
-
-    # -- training (torch) ----------------------------------------------------------------------------
-
-    def build(self, config: Any, base: Any, tokenizer: Any, source_length: int, init_prompt: bool = True) -> Any:
-        from ...hf import is_seq2seq
-        from ..model import PromptTunedModel
-        from . import method_config, settings_of
-
-        # every content position an input can have (DePT's s): the source, and a causal input's target
-        positions = source_length if is_seq2seq(base) else source_length + config.max_target_length
-        settings = self.settings_for_inputs(settings_of(config), positions)
-        return PromptTunedModel(
-            base,
-            method_config(self.name, **settings),
-            tokenizer,
-            base_model_name=config.model,
-            init_prompt=init_prompt,
-            share_prompt=config.share_prompt or "auto",
-        )
-
-    def trainable_groups(self, model: Any) -> dict[str, list[Any]]:
-        return self.parameter_groups(model.adapter)
-
-    def save(self, model: Any, directory: Path, evaluation: dict[str, Any]) -> None:
-        from ..adapter_files import EVALUATION_KEY
-        from ..io import write_adapter
-
-        write_adapter(model, directory, {EVALUATION_KEY: evaluation})
-
-    def restore(self, model: Any, directory: Path) -> None:
-        from ..adapter_files import ADAPTER_WEIGHTS, read_weights
-
-        model.adapter.load_state_dict(read_weights(directory / ADAPTER_WEIGHTS))
-
-    def load(self, directory: Path, model_name: str, dtype: Any, quantization: str | None, device: Any) -> Any:
-        from ...hf import load_model
-        from ..io import load_adapter
-
-        base = load_model(model_name, dtype, quantization, device)
-        return load_adapter(directory, base=base, base_model_name=model_name)
 
     # -- what can be done with a trained adapter -------------------------------------------------------
 

@@ -43,13 +43,11 @@ class Lora(TrainingMethod):
     engines = ()
     result = "a PEFT LoRA adapter"
 
-    def build(self, config: Any, base: Any, tokenizer: Any, source_length: int, init_prompt: bool = True) -> Any:
+    def build(self, settings: LoraSettings, config: Any, base: Any, tokenizer: Any) -> Any:
         from peft import LoraConfig, TaskType, get_peft_model
 
         from ...hf import hub_name, is_seq2seq
-        from . import method_config, settings_of
 
-        settings = method_config(self.name, **settings_of(config))
         lora = LoraConfig(
             r=settings.lora_rank,
             lora_alpha=settings.lora_alpha,
