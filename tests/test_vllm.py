@@ -1,8 +1,9 @@
-"""`adept serve --engine vllm` answers as adept's own engine does: PT and ADePT adapters and the base,
-every adapter at once (vLLM mixes them in its batches), greedy text token for token, streamed text equal
-to whole answers, /v1/predict label scores within float rounding; and a `--format vllm` export in plain
-vLLM generates what adept does. vLLM runs in its own environment (.ci/vllm-env builds it); this test
-runs tests/vllm_check.py there and is skipped, saying why, where that environment is missing."""
+"""`adept serve --engine vllm` answers as adept's own engine does: PT and ADePT adapters, a PEFT
+prompt-tuning adapter (read as PT) and the base, every adapter at once (vLLM mixes them in its
+batches), greedy text token for token, streamed text equal to whole answers, /v1/predict label scores
+within float rounding; and a `--format vllm` export in plain vLLM generates what adept does. vLLM runs
+in its own environment (.ci/vllm-env builds it); this test runs tests/vllm_check.py there and is
+skipped, saying why, where that environment is missing."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def check(tmp_path_factory) -> dict:
 
 def test_every_served_row_is_token_for_token_adepts_own(check) -> None:
     expected, served = check["expected"]["completions"], check["served"]["completions"]
-    assert set(served) == set(expected) and len(expected) == 12  # PT, ADePT and the base, 4 prompts each
+    assert set(served) == set(expected) and len(expected) == 16  # PT, ADePT, PEFT's PT, the base: 4 prompts each
     assert served == expected
     assert check["served"]["repeated_equal"]
     assert any(text.strip() for text in expected.values())
@@ -63,7 +64,7 @@ def test_label_scores_match_adepts_own(check) -> None:
 
 def test_adapters_come_and_go_and_the_server_stops_cleanly(check) -> None:
     served = check["served"]
-    assert served["models"][1:] == ["pt", "adept"]
+    assert served["models"][1:] == ["pt", "adept", "peft"]
     assert served["removed"] == 200 and served["after_removal"] == 404
     assert check["exit_code"] == 0
 

@@ -1,5 +1,6 @@
 """Run by tests/test_vllm.py in the vLLM environment (.venv-vllm): `adept serve --engine vllm` against
-adept's own engine on SmolLM2-135M, and a `--format vllm` export in plain vLLM. Writes WORK_DIR/result.json.
+adept's own engine on SmolLM2-135M (adept's PT and ADePT adapters, and a PEFT prompt-tuning adapter as
+PEFT writes it), and a `--format vllm` export in plain vLLM. Writes WORK_DIR/result.json.
 
     .venv-vllm/bin/python tests/vllm_check.py WORK_DIR
 """
@@ -46,16 +47,30 @@ def adapters(work: Path, base: torch.nn.Module) -> dict[str, Path]:
     return out
 
 
-def expected(paths: dict[str, Path], base: torch.nn.Module) -> dict:
+def peft_adapter(work: Path, base: torch.nn.Module) -> Path:
+    """A PEFT PROMPT_TUNING adapter written by PEFT itself (no task: completions only)."""
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    torch.manual_seed(7)
+    model = get_peft_model(copy.deepcopy(base), PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=5))
+    model.peft_config["default"].base_model_name_or_path = MODEL
+    with torch.no_grad():
+        weight = model.prompt_encoder["default"].embedding.weight
+        weight.add_(torch.randn_like(weight) * 0.05)
+    model.save_pretrained(work / "peft")
+    return work / "peft"
+
+
+def expected(paths: dict[str, Path], base: torch.nn.Module, peft: Path) -> dict:
     """What adept's own engine answers."""
     from adept_cli.hf import load_tokenizer
     from adept_cli.serving.engine import Engine
     from adept_cli.serving.protocol import GenerationRow, Sampling
 
     engine = Engine(base, load_tokenizer(MODEL), MODEL)
-    for name, path in paths.items():
+    for name, path in {**paths, "peft": peft}.items():
         engine.add(name, path)
-    rows = [(name, prompt) for name in (*paths, None) for prompt in PROMPTS]
+    rows = [(name, prompt) for name in (*paths, "peft", None) for prompt in PROMPTS]
     generation = [GenerationRow(a, engine.prompt_ids(a, p, NEW_TOKENS), NEW_TOKENS) for a, p in rows]
     texts = [result.text for result in engine.generate(generation, Sampling())]
     words = list(engine.get("pt").task.label_words)
@@ -96,7 +111,7 @@ class Server:
 
 def served(server: Server, paths: dict[str, Path]) -> dict:
     client = httpx.Client(base_url=server.url, timeout=300)
-    rows = [(name, prompt) for name in (*paths, MODEL) for prompt in PROMPTS]
+    rows = [(name, prompt) for name in (*paths, "peft", MODEL) for prompt in PROMPTS]
 
     def complete(row: tuple[str, str]) -> str:
         body = {"model": row[0], "prompt": row[1], "max_tokens": NEW_TOKENS, "temperature": 0}
@@ -177,10 +192,10 @@ def main() -> None:
     from adept_cli.hf import load_model
 
     base = load_model(MODEL)  # read once: each adapter is made on a copy, the engine gets the original
-    paths = adapters(work, base)
-    result = {"expected": expected(paths, base)}
+    paths, peft = adapters(work, base), peft_adapter(work, base)
+    result = {"expected": expected(paths, base, peft)}
     started = time.monotonic()
-    server = Server(paths)
+    server = Server({**paths, "peft": peft})
     result["startup_seconds"] = time.monotonic() - started
     try:
         result["served"] = served(server, paths)

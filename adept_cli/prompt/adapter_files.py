@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from ..errors import AdeptError, AdeptWarning
 from ..files import read_json_object, sha256_file
-from ..hf import context_limit, input_embedding, is_seq2seq
+from ..hf import context_limit, input_embedding, is_seq2seq, same_model
 from ..run_dir import RunDir
 from .adapter import PromptAdapter
 from .budget import resolve_sizes
@@ -34,6 +34,11 @@ FORMAT = "adept-adapter"
 FORMAT_VERSION = 1
 EVALUATION_KEY = "evaluation"  # in adapter_config.json
 WEIGHTS_CHECKSUM = "weights_sha256"  # in adapter_config.json: the sha256 of adapter_model.safetensors
+# PEFT's PROMPT_TUNING adapters are read as what they are, a PT adapter (a soft prompt and nothing else):
+# `num_virtual_tokens` rows of `prompt_embeddings` (a seq2seq adapter may hold a second block for the
+# decoder, which PEFT's prompt tuning does not use).
+PEFT_PROMPT_KEY = "prompt_embeddings"
+PEFT_TASKS = {"CAUSAL_LM": "causal", "SEQ_2_SEQ_LM": "seq2seq"}
 MERGED_PROMPT_FOLDER = "prompt"  # a merged export's PEFT prompt adapter (see merged.py)
 
 
@@ -47,7 +52,39 @@ def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise AdapterError(f"adapter directory not found: {directory}")
     if not path.is_file():
         raise AdapterError(f"{path} is missing: an adapter directory holds {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
-    return checked_adapter_config(read_json_object(path, AdapterError, "an adapter config"), path)
+    metadata = read_json_object(path, AdapterError, "an adapter config")
+    if metadata.get("format") != FORMAT and "peft_type" in metadata:
+        return peft_prompt_config(metadata, path)
+    return checked_adapter_config(metadata, path)
+
+
+def peft_prompt_config(peft: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A PEFT PROMPT_TUNING adapter's config as adept's own describes a PT adapter (`peft_prompt_rows`: the
+    rows its weights hold); any other PEFT type is one AdapterError saying which types are read."""
+    kind = peft.get("peft_type")
+    if kind != "PROMPT_TUNING":
+        raise AdapterError(
+            f"{path.parent} is a PEFT {kind} adapter; adept reads PEFT's PROMPT_TUNING adapters (a soft prompt, "
+            f"served and trained on as a PT adapter) and its own. A {kind} adapter cannot join a batch of prompt "
+            "adapters (prefix tuning adds keys to every layer, P-tuning runs a prompt encoder, LoRA changes "
+            "weights): load it with PEFT (adept eval / predict --adapter do)"
+        )
+    task = peft.get("task_type")
+    if task not in PEFT_TASKS:
+        raise AdapterError(f"{path}: task_type {task!r}; adept reads prompt tuning of {', '.join(PEFT_TASKS)} models")
+    sizes = {name: peft.get(name) for name in ("num_virtual_tokens", "token_dim")}
+    sizes["num_transformer_submodules"] = peft.get("num_transformer_submodules") or 1
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise AdapterError(f"{path}: {name} must be a positive integer; got {value!r}")
+    return {
+        "method": "pt",
+        "method_config": {"method": "pt", "prompt_len": sizes["num_virtual_tokens"]},
+        "dim": sizes["token_dim"],
+        "model_kind": PEFT_TASKS[task],
+        "base_model_name_or_path": peft.get("base_model_name_or_path"),
+        "peft_prompt_rows": sizes["num_virtual_tokens"] * sizes["num_transformer_submodules"],
+    }
 
 
 def checked_adapter_config(metadata: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -113,6 +150,10 @@ def checked_adapter(
         raise AdapterError(f"{config_path}: bad method_config: {error}") from None
     if base.kind != metadata["model_kind"]:
         raise AdapterError(f"{config_path} is for a {metadata['model_kind']} model; {base.name} is {base.kind}")
+    peft_rows = metadata.get("peft_prompt_rows")
+    recorded = metadata.get("base_model_name_or_path")
+    if peft_rows and recorded and not same_model(recorded, base.name):  # a soft prompt fits one base's embeddings
+        raise AdapterError(f"{config_path} is a PEFT prompt for {recorded}; the model here is {base.name}")
     if base.dim != metadata["dim"]:
         raise AdapterError(
             f"{config_path} was trained for embedding width {metadata['dim']}, but {base.name} has width {base.dim}"
@@ -137,10 +178,16 @@ def checked_adapter(
     if not weights.is_file():
         raise AdapterError(f"{weights} is missing")
     verify_weights(weights)
-    stored = _stored_numbers(weights)
-    if stored != expected:  # read from the header: a file of the wrong size is refused before it is read
-        raise AdapterError(f"{weights} holds {stored:,} numbers; {config_path} describes {expected:,}")
+    stored, described = _stored_numbers(weights), peft_rows * base.dim if peft_rows else expected
+    if stored != described:  # read from the header: a file of the wrong size is refused before it is read
+        raise AdapterError(f"{weights} holds {stored:,} numbers; {config_path} describes {described:,}")
     tensors = read_weights(weights, verify=False)
+    if peft_rows:
+        if set(tensors) != {PEFT_PROMPT_KEY}:
+            raise AdapterError(
+                f"{weights}: a PEFT prompt-tuning adapter holds {PEFT_PROMPT_KEY} alone; found {sorted(tensors)}"
+            )
+        tensors = {"prompt": tensors[PEFT_PROMPT_KEY][: config.prompt_len].contiguous()}
     bad = sorted(key for key, tensor in tensors.items() if not torch.isfinite(tensor).all())
     if bad:
         raise AdapterError(f"{weights}: {', '.join(bad)} hold NaN or infinite values; retrain, or restore the file")
@@ -267,12 +314,7 @@ def adapter_source(path: str | os.PathLike) -> AdapterSource:
         raise AdapterError(f"{directory} not found: the run has not finished an evaluation yet")
     config_path = directory / ADAPTER_CONFIG
     if config_path.is_file():
-        if read_json_object(config_path, AdapterError, "an adapter config").get("format") != FORMAT:
-            raise AdapterError(
-                f"{directory} is a PEFT adapter, not an adept prompt adapter (PT, DePT, ADePT): prompt adapters "
-                "share a batch over one frozen base and start other runs; export the run with --format adept"
-            )
-        metadata = read_adapter_config(directory)
+        metadata = read_adapter_config(directory)  # adept's own, or PEFT prompt tuning read as PT
         base = metadata.get("base_model_name_or_path")
         return AdapterSource(directory, metadata["method"], base, read_evaluation_settings(directory))
     if is_merged_export(directory):

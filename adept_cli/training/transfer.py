@@ -2,7 +2,9 @@
 as the paper's few-shot protocol starts from a prompt trained on source tasks.
 
 The source must be the same method on the same base model, with the same sizes: a different bottleneck
-(ADePT) or rank / positions (DePT) is an error that names both values. A different prompt length is
+(ADePT) or rank / positions (DePT) is an error that names both values. A PT adapter (adept's, or a PEFT
+prompt-tuning folder read as PT) starts any prompt method: its prompt, the run's other parts as a fresh
+run starts them. A different prompt length is
 an error too, unless `init_from_resize` allows it: `truncate` keeps the source's first l rows (source
 longer), `repeat` tiles the source's rows to length l (either way).
 """
@@ -17,7 +19,6 @@ from ..errors import AdeptError
 from ..hf import same_model
 from ..prompt.adapter_files import (
     ADAPTER_WEIGHTS,
-    FORMAT,
     AdapterError,
     BaseFacts,
     adapter_source,
@@ -42,10 +43,14 @@ def initialize_from(model: PromptTunedModel, config: TrainConfig) -> Path:
     except AdapterError as error:
         raise InitError(f"init_from: {error}") from None
     where = f"init_from {directory}"
-    metadata = read_adapter_config(directory)
-    if metadata.get("format") != FORMAT:
-        raise InitError(f"{where}: not an adept adapter")
-    if metadata["method"] != config.method:
+    try:
+        metadata = read_adapter_config(directory)  # adept's own, or a PEFT prompt read as PT
+    except AdapterError as error:
+        raise InitError(f"init_from: {error}") from None
+    # A PT adapter (adept's or PEFT's) starts any prompt method: its prompt, the run's other parts as
+    # they start. Other adapters start runs of their own method.
+    prompt_only = metadata["method"] == "pt" and config.method != "pt"
+    if metadata["method"] != config.method and not prompt_only:
         raise InitError(f"{where} holds a {metadata['method']} adapter; this run trains {config.method}")
     recorded = metadata.get("base_model_name_or_path")
     if recorded and not same_model(recorded, config.model):
@@ -58,7 +63,7 @@ def initialize_from(model: PromptTunedModel, config: TrainConfig) -> Path:
         raise InitError(f"{where}: bad method_config: {error}") from None
     differ = [
         f"{name} {getattr(source, name)} (this run: {getattr(model.config, name)})"
-        for name in model.adapter.method.shape_fields
+        for name in ([] if prompt_only else model.adapter.method.shape_fields)
         if getattr(source, name) != getattr(model.config, name)
     ]
     if differ:
@@ -67,6 +72,8 @@ def initialize_from(model: PromptTunedModel, config: TrainConfig) -> Path:
     if "prompt" not in state:
         raise InitError(f"{where}: {ADAPTER_WEIGHTS} holds no prompt")
     state["prompt"] = _fitted_prompt(state["prompt"], model.prompt_len, config.init_from_resize, where)
+    if prompt_only:
+        state = {**model.adapter.state_dict(), "prompt": state["prompt"]}
     load_adapter_state(model.adapter, state, directory)
     return directory
 
