@@ -67,6 +67,7 @@ def test_adapters_come_and_go_and_the_server_stops_cleanly(check) -> None:
     assert served["models"][1:] == ["pt", "adept", "peft"]
     assert served["removed"] == 200 and served["after_removal"] == 404
     assert check["exit_code"] == 0
+    assert check["left_behind"] == []  # the adapters' LoRA files go with the server
 
 
 def test_a_vllm_export_serves_in_plain_vllm_as_adept_generates(check) -> None:

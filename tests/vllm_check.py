@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -82,11 +83,16 @@ def expected(paths: dict[str, Path], base: torch.nn.Module, peft: Path) -> dict:
 
 
 class Server:
-    def __init__(self, paths: dict[str, Path]):
+    def __init__(self, paths: dict[str, Path], scratch: Path):
+        """`scratch`: the server's temporary folder (where its adapters' LoRA files go)."""
         args = [arg for name, path in paths.items() for arg in ("--adapter", f"{name}={path}")]
         command = [sys.executable, "-m", "adept_cli", "serve", "--engine", "vllm", "--port", "0", *args]
         command += ["--vllm-args", VLLM_FLAGS]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        scratch.mkdir(parents=True, exist_ok=True)
+        environment = {**os.environ, "TMPDIR": str(scratch)}
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+        )
         self.output: list[str] = []
         self.url: str | None = None
         ready = threading.Event()
@@ -195,12 +201,14 @@ def main() -> None:
     paths, peft = adapters(work, base), peft_adapter(work, base)
     result = {"expected": expected(paths, base, peft)}
     started = time.monotonic()
-    server = Server({**paths, "peft": peft})
+    scratch = work / "server-tmp"
+    server = Server({**paths, "peft": peft}, scratch)
     result["startup_seconds"] = time.monotonic() - started
     try:
         result["served"] = served(server, paths)
     finally:
         result["exit_code"] = server.stop()
+    result["left_behind"] = sorted(str(path) for path in scratch.glob("adept-vllm-*"))
     result["plain_vllm"] = plain_vllm_export(paths, work)
     (work / "result.json").write_text(json.dumps(result))
 

@@ -23,7 +23,9 @@ token: vLLM's prompt log-probabilities fail with LoRA on its CPU path.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import shlex
+import shutil
 import tempfile
 import threading
 import uuid
@@ -65,6 +67,9 @@ class VllmEngine(AdapterCatalog):
         self.folder = model_folder(model_name)  # a GGUF file's weights are unpacked once into the cache
         self.table_name, self.table = _input_table(self.folder, config)
         self.work = Path(tempfile.mkdtemp(prefix="adept-vllm-"))  # the LoRA files of loaded adapters
+        # removed when the server stops, and at exit should it end otherwise (a killed process leaves it)
+        atexit.register(shutil.rmtree, self.work, True)
+        self.lora_folders: dict[str, Path] = {}
         self.prompts: dict[str, torch.Tensor] = {}
         self.loras: dict[str, Any] = {}
         self._lora_ids = iter(range(2, 1 << 30))
@@ -93,7 +98,7 @@ class VllmEngine(AdapterCatalog):
         with torch.no_grad():
             self.prompts[name] = adapter.prompt_rows().detach().float().clone()
         if factors is not None:
-            lora = self._write_lora(name, factors)
+            lora = self.lora_folders[name] = self._write_lora(name, factors)
             self.loras[name] = _import_vllm().lora.request.LoRARequest(name, next(self._lora_ids), str(lora))
         return adapter.prompt_len
 
@@ -102,6 +107,9 @@ class VllmEngine(AdapterCatalog):
         lora = self.loras.pop(name, None)
         if lora is not None and self.llm is not None:
             asyncio.run_coroutine_threadsafe(self.llm.remove_lora(lora.lora_int_id), self.loop).result()
+        folder = self.lora_folders.pop(name, None)
+        if folder is not None:  # vLLM has read it (its CPU cache keeps the weights), and it is not named again
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _read_adapter(self, source: AdapterSource) -> PromptAdapter:
         vocab, dim = self.table.shape
@@ -164,6 +172,7 @@ class VllmEngine(AdapterCatalog):
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=120)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
+        shutil.rmtree(self.work, ignore_errors=True)  # every adapter's LoRA files
         return []
 
     def submit(self, job: Job) -> Future:
