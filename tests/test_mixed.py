@@ -202,3 +202,18 @@ def _embedded_with(model, name: str, batch) -> torch.Tensor:
     embedding = model.adapted_embedding
     with installed(embedding, embedding.plan([name])):
         return embedding(batch["input_ids"])
+
+
+def test_a_copy_of_a_dept_model_counts_its_own_rows_positions() -> None:
+    """DePT's offsets follow each token's position: a deep copy of the model (its hooks copied with it)
+    must read the positions of its own calls, padded rows included."""
+    import copy
+
+    model, tokenizer = wrap("dept", "llama")
+    perturb(model)
+    model.eval()
+    twin = copy.deepcopy(model)
+    tokenizer.padding_side = "left"
+    batch = tokenizer(INPUTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.equal(twin(**batch).logits, model(**batch).logits)

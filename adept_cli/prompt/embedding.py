@@ -100,13 +100,11 @@ def _rows_of(names: list[str | None], name: str, device: torch.device) -> torch.
     return torch.tensor([row == name for row in names], device=device).unsqueeze(1)
 
 
-def positions_hook(embedding: AdapterEmbedding):
+def record_positions_hook(owner: nn.Module, args: tuple, kwargs: dict) -> None:
     """A pre-forward hook for the module whose input the embedding embeds (the causal model, or the
-    encoder): hands the positions of each forward to the call in progress, when its rows need them."""
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        call = current_call(embedding)
-        if call is not None and embedding.uses_positions(call.plan):
-            record_positions(embedding, kwargs.get("position_ids"), kwargs.get("attention_mask"))
-
-    return hook
+    encoder): hands the positions of each forward to the call in progress, when its rows need them. The
+    embedding is looked up on the module, so a copy of the model (copy.deepcopy) hooks its own."""
+    embedding = owner.get_input_embeddings()
+    call = current_call(embedding) if isinstance(embedding, AdapterEmbedding) else None
+    if call is not None and embedding.uses_positions(call.plan):
+        record_positions(embedding, kwargs.get("position_ids"), kwargs.get("attention_mask"))

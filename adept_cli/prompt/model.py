@@ -35,7 +35,7 @@ from .adapter import PromptAdapter, initialise_prompt
 from .adapter_files import is_merged_export, load_adapter_state, read_adapter_for
 from .budget import resolve_sizes
 from .config import SHARE_PROMPT, ConfigError, MethodConfig
-from .embedding import AdapterEmbedding, positions_hook
+from .embedding import AdapterEmbedding, record_positions_hook
 from .merged import MergedAdapter, read_merged_export
 from .rows import (
     RowPlan,
@@ -89,7 +89,7 @@ class AdapterModel(nn.Module):
         adapted = AdapterEmbedding(embedding, self.vocab_size)
         owner = self._embedding_owner()
         owner.set_input_embeddings(adapted)
-        self._hook = owner.register_forward_pre_hook(positions_hook(adapted), with_kwargs=True)
+        self._hook = owner.register_forward_pre_hook(record_positions_hook, with_kwargs=True)
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
         self._cache_argument = cache_argument(base)  # `cache` or `past_key_values`, by transformers version
         self.prompt_cache = PromptCache()
