@@ -448,7 +448,9 @@ def test_a_taken_port_is_one_line(adapters) -> None:
 def test_a_huge_prompt_does_not_hold_up_health_checks(server) -> None:
     """Tokenizing runs outside the event loop: /health answers while a 7 MB prompt is being tokenized. The
     prompt goes out on a socket of its own; once the whole body is sent, health checks go on until its
-    answer arrives, each within 1 s (a bound with a wide margin: each takes milliseconds)."""
+    answer arrives. Were the loop held, one check would wait about as long as the whole request: each
+    must take under half of it (and under 1 s where the request is short; a check takes milliseconds on
+    an idle machine, a few tenths of a second on a loaded one)."""
     import select
     import socket
     from urllib.parse import urlparse
@@ -460,13 +462,15 @@ def test_a_huge_prompt_does_not_hold_up_health_checks(server) -> None:
     waits = []
     with socket.create_connection((address.hostname, address.port), timeout=120) as huge:
         huge.sendall(head.encode() + body)  # returns once the server has taken (nearly) all of it
+        sent = time.perf_counter()
         while not select.select([huge], [], [], 0)[0]:  # its answer has not come yet
             start = time.perf_counter()
             assert httpx.get(server.url + "/health", timeout=30).status_code == 200
             waits.append(time.perf_counter() - start)
         answer = huge.recv(256).decode()
+        whole = time.perf_counter() - sent
     assert answer.startswith("HTTP/1.1 400") and waits, (answer, waits)  # 400: over the model's positions
-    assert max(waits) < 1.0, waits
+    assert max(waits) < max(whole / 2, 1.0), (whole, waits)
 
 
 def test_connections_that_never_finish_a_request_are_dropped_and_shutdown_is_bounded(adapters) -> None:
