@@ -118,6 +118,9 @@ def test_lora_and_full_use_the_same_loop(tmp_path, method) -> None:
     evaluated = runner.invoke(app, ["eval", "--run", str(tmp_path / "run"), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["metrics"] == results["test"]
+    out = str(tmp_path / "out")
+    exported = runner.invoke(app, ["export", "--run", str(tmp_path / "run"), "--format", "adept", "-o", out])
+    assert exported.exit_code == 2 and "writes prompt adapters" in exported.output, exported.output
 
 
 def _final_state(run: Path) -> dict[str, torch.Tensor]:

@@ -62,6 +62,7 @@ def export_command(
     from ..export import FORMATS, export
     from ..export import push_to_hub as push
     from ..prompt.adapter_files import read_evaluation_settings
+    from ..prompt.methods import get_method
     from ..prompt.model import PromptTunedModel
     from ..trained import load_from_run
 
@@ -69,7 +70,7 @@ def export_command(
         fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
     loaded = load_from_run(run)
     if not isinstance(loaded.model, PromptTunedModel):
-        fail(f"{run} is a {loaded.method} run: its best/ folder is already a PEFT adapter or a full model")
+        fail(f"{run}: {get_method(loaded.method).export_refusal(format)}")
     evaluation = read_evaluation_settings(RunDir(run).best)
     kernel_log = logging.getLogger("bitsandbytes.backends.cpu.ops")  # its optional CPU kernel, on import
     level = kernel_log.level
