@@ -199,7 +199,9 @@ def offsets(
         table.add_row("offsets", f"{stats.offset_abs_mean:.4g}", f"{stats.offset_abs_var:.4g}")
     console.print(table)
     if stats.distinct_offsets is not None:
-        unit = "tokens" if stats.method == "adept" else "positions"
+        from ..prompt.methods import get_method
+
+        unit = get_method(stats.method).offsets_follow or "positions"  # "tokens" | "positions"
         console.print(f"distinct offsets: {stats.distinct_offsets:,} (one per {unit[:-1]} seen)", highlight=False)
     if stats.largest:
         largest = Table(title="largest offsets by token", title_justify="left")
