@@ -58,10 +58,13 @@ class AdapterEmbedding(nn.Module):
         if any(self.adapters[name].uses_positions for name in distinct):
             positions = self._positions(input_ids, plan, call)
         offsets = None if every_row else torch.zeros_like(embeds)
-        for name in distinct:
+        # each adapter's rows (None: every row is its)
+        picked = {
+            name: None if every_row else torch.tensor([row == name for row in names], device=input_ids.device)
+            for name in distinct
+        }
+        for name, rows in picked.items():
             adapter = self.adapters[name]
-            rows = None if every_row else torch.tensor([i for i, row in enumerate(names) if row == name])
-            rows = rows if rows is None else rows.to(input_ids.device)
             found = adapter.offsets(
                 _pick(plain, rows), _pick(embeds, rows), _pick(positions, rows) if adapter.uses_positions else None
             )
@@ -73,14 +76,14 @@ class AdapterEmbedding(nn.Module):
             embeds = embeds + offsets
         if not every_row and not bool(virtual.any()):  # every_row: no host sync
             return embeds
-        for name in distinct:
+        for name, rows in picked.items():
             adapter = self.adapters[name]
             if not adapter.prompt_len:
                 continue
             slot = (input_ids - self.vocab_size - self.starts[name]).clamp(0, adapter.prompt_len - 1)
             # F.embedding, not indexing: its CPU backward is deterministic, so reruns match bit for bit.
             prompt = F.embedding(slot, adapter.prompt_rows().to(embeds.dtype))
-            mine = virtual if every_row else virtual & _rows_of(names, name, input_ids.device)
+            mine = virtual if rows is None else virtual & rows.unsqueeze(1)
             embeds = torch.where(mine.unsqueeze(-1), prompt, embeds)
         return embeds
 
@@ -96,10 +99,6 @@ def _pick(tensor: torch.Tensor | None, rows: torch.Tensor | None) -> torch.Tenso
     return tensor if tensor is None or rows is None else tensor[rows]
 
 
-def _rows_of(names: list[str | None], name: str, device: torch.device) -> torch.Tensor:
-    return torch.tensor([row == name for row in names], device=device).unsqueeze(1)
-
-
 def record_positions_hook(owner: nn.Module, args: tuple, kwargs: dict) -> None:
     """A pre-forward hook for the module whose input the embedding embeds (the causal model, or the
     encoder): hands the positions of each forward to the call in progress, when its rows need them. The
@@ -107,4 +106,4 @@ def record_positions_hook(owner: nn.Module, args: tuple, kwargs: dict) -> None:
     embedding = owner.get_input_embeddings()
     call = current_call(embedding) if isinstance(embedding, AdapterEmbedding) else None
     if call is not None and embedding.uses_positions(call.plan):
-        record_positions(embedding, kwargs.get("position_ids"), kwargs.get("attention_mask"))
+        record_positions(call, kwargs.get("position_ids"), kwargs.get("attention_mask"))

@@ -158,31 +158,40 @@ class AdapterModel(nn.Module):
         if adapter.prompt.shape[1] != self.dim:
             raise AdeptError(f"adapter {name!r} has width {adapter.prompt.shape[1]}; the model has {self.dim}")
         embedding.adapters[name] = adapter.to(embedding.weight.device)
-        embedding.starts[name] = sum(other.prompt_len for other in embedding.adapters.values()) - adapter.prompt_len
+        self._number_slots()
 
     def remove_adapter(self, name: str) -> None:
-        self.plan([name])  # checks the name
+        self._check_names([name])
         embedding = self.adapted_embedding
         self.prompt_cache.forget(name)
         del embedding.adapters[name]
         if embedding.default == name:
             embedding.default = None
-        # Slots are renumbered so the virtual ids stay contiguous.
+        self._number_slots()
+
+    def _number_slots(self) -> None:
+        """Each adapter's first virtual slot: the adapters' prompts one after another, so the virtual ids
+        stay contiguous as adapters come and go."""
+        embedding = self.adapted_embedding
         embedding.starts.clear()
         start = 0
         for other, adapter in embedding.adapters.items():
             embedding.starts[other] = start
             start += adapter.prompt_len
 
+    def _check_names(self, adapters: Sequence[str | None]) -> None:
+        loaded = self.adapted_embedding.adapters
+        missing = sorted({name for name in adapters if name is not None and name not in loaded})
+        if missing:
+            known = ", ".join(loaded) or "none"
+            raise AdapterNotFound(f"no adapter named {', '.join(map(repr, missing))} (loaded: {known})")
+
     def plan(self, adapters: Sequence[str | None] | None) -> RowPlan:
         """The plan of a call whose rows name `adapters` (None: every row on the default adapter)."""
         embedding = self.adapted_embedding
         if adapters is None:
             return embedding.plan([embedding.default])
-        missing = sorted({name for name in adapters if name is not None and name not in embedding.adapters})
-        if missing:
-            known = ", ".join(embedding.adapters) or "none"
-            raise AdapterNotFound(f"no adapter named {', '.join(map(repr, missing))} (loaded: {known})")
+        self._check_names(adapters)
         names = list(adapters)
         return embedding.plan(names[:1] if len(set(names)) == 1 else names)
 

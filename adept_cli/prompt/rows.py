@@ -94,13 +94,9 @@ def current_call(owner: Any) -> Call | None:
     return (_CALLS.get() or {}).get(id(owner))
 
 
-def record_positions(owner: Any, position_ids: Any, attention_mask: Any) -> None:
-    """Keep the positions of the forward starting now for the call in progress on `owner` (from
-    `position_ids`, else a 2-D attention mask), as content positions: counted from each row's first
-    content token."""
-    call = current_call(owner)
-    if call is None:
-        return
+def record_positions(call: Call, position_ids: Any, attention_mask: Any) -> None:
+    """Keep the positions of the forward starting now in `call` (from `position_ids`, else a 2-D
+    attention mask), as content positions: counted from each row's first content token."""
     if isinstance(position_ids, torch.Tensor) and position_ids.ndim == 2:
         positions = position_ids
     elif isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2:
@@ -108,10 +104,7 @@ def record_positions(owner: Any, position_ids: Any, attention_mask: Any) -> None
     else:
         call.positions = None
         return
-    if call.plan.uniform:
-        call.positions = positions - call.plan.prompt_lengths[0]
-    else:
-        call.positions = positions - call.plan.lengths_for(positions.shape[0], positions.device)
+    call.positions = positions - call.plan.lengths_for(positions.shape[0], positions.device)
 
 
 def with_prompts(

@@ -149,12 +149,13 @@ class ServerStopping(AdeptError, RuntimeError):
     """The server's shutdown deadline passed before this request's batch finished."""
 
 
-# (status, code, type) of each error a route may raise; RequestError carries its own status and code.
-HTTP_ERRORS: dict[type[BaseException], tuple[int, str, str | None]] = {
-    AdapterNotFound: (404, "model_not_found", "invalid_request_error"),
-    ServerStopping: (503, "server_stopping", "server_error"),
-    RecursionError: (400, "nested_too_deeply", None),
-    AdeptError: (400, "invalid_request", None),
+# (status, code, type, message) of each error a route may raise (message None: the error's own);
+# RequestError carries its own status and code.
+HTTP_ERRORS: dict[type[BaseException], tuple[int, str, str | None, str | None]] = {
+    AdapterNotFound: (404, "model_not_found", "invalid_request_error", None),
+    ServerStopping: (503, "server_stopping", "server_error", None),
+    RecursionError: (400, "nested_too_deeply", None, "the request body is nested too deeply"),
+    AdeptError: (400, "invalid_request", None, None),
 }
 
 
@@ -162,10 +163,9 @@ def error_answer(error: BaseException) -> JSONResponse:
     """The HTTP answer to an error a route raised (500 for one nobody foresaw)."""
     if isinstance(error, RequestError):
         return error_response(error.status, str(error), error.code)
-    for kind, (status, code, error_type) in HTTP_ERRORS.items():
+    for kind, (status, code, error_type, message) in HTTP_ERRORS.items():
         if isinstance(error, kind):
-            message = "the request body is nested too deeply" if kind is RecursionError else str(error)
-            return error_response(status, message, code, error_type)
+            return error_response(status, message or str(error), code, error_type)
     return error_response(500, f"internal error: {type(error).__name__}: {error}", "internal_error")
 
 

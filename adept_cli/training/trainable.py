@@ -13,7 +13,7 @@ import torch
 from ..errors import AdeptError
 from ..prompt.adapter_files import AdapterError
 from ..prompt.lifecycle import PromptLifecycle
-from ..prompt.methods import get_method, method_config, settings_of
+from ..prompt.methods import get_method, settings_of
 from ..prompt.model import DEFAULT_ADAPTER
 from .config import TrainConfig
 
@@ -27,10 +27,7 @@ def lifecycle(method: str) -> Any:
 def build_model(config: TrainConfig, base: Any, tokenizer: Any, source_length: int, init_prompt: bool = True) -> Any:
     """The base model made trainable by `config.method` (the base stays frozen for adapters); without
     `init_prompt` the prompt keeps its random start (the memory plan traces a base with no weights)."""
-    settings = settings_of(config)
-    if get_method(config.method).uses_prompt:
-        return lifecycle(config.method).build(settings, config, base, tokenizer, source_length, init_prompt)
-    return get_method(config.method).build(method_config(config.method, **settings), config, base, tokenizer)
+    return lifecycle(config.method).build(settings_of(config), config, base, tokenizer, source_length, init_prompt)
 
 
 def parameter_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:

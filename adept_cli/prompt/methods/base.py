@@ -52,9 +52,12 @@ class TrainingMethod:
 
     # -- training (torch); prompt methods share theirs: `prompt.lifecycle` ----------------------------
 
-    def build(self, settings: Any, config: Any, base: Any, tokenizer: Any) -> Any:
-        """The model that trains: `base` wrapped (or itself) with its trainable tensors. `settings`: an
-        instance of `config_class`; `config`: the run's `TrainConfig`."""
+    def build(
+        self, settings: dict[str, Any], config: Any, base: Any, tokenizer: Any, source_length: int, init_prompt: bool
+    ) -> Any:
+        """The model that trains: `base` wrapped (or itself) with its trainable tensors. `settings`: the
+        run's settings for this method (unset ones left out: `config_class` holds their defaults);
+        `config`: the run's `TrainConfig`; `source_length`: its longest input."""
         raise NotImplementedError
 
     def trainable_groups(self, model: Any) -> dict[str, list[Any]]:

@@ -27,7 +27,9 @@ class Full(TrainingMethod):
     trains_base_weights = True
     result = "the whole fine-tuned model"
 
-    def build(self, settings: FullSettings, config: Any, base: Any, tokenizer: Any) -> Any:
+    def build(
+        self, settings: dict[str, Any], config: Any, base: Any, tokenizer: Any, source_length: int, init_prompt: bool
+    ) -> Any:
         base.requires_grad_(True)
         return base
 

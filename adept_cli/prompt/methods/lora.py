@@ -43,16 +43,19 @@ class Lora(TrainingMethod):
     engines = ()
     result = "a PEFT LoRA adapter"
 
-    def build(self, settings: LoraSettings, config: Any, base: Any, tokenizer: Any) -> Any:
+    def build(
+        self, settings: dict[str, Any], config: Any, base: Any, tokenizer: Any, source_length: int, init_prompt: bool
+    ) -> Any:
         from peft import LoraConfig, TaskType, get_peft_model
 
         from ...hf import hub_name, is_seq2seq
 
+        chosen = LoraSettings(**settings)
         lora = LoraConfig(
-            r=settings.lora_rank,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            target_modules=settings.lora_target_modules,
+            r=chosen.lora_rank,
+            lora_alpha=chosen.lora_alpha,
+            lora_dropout=chosen.lora_dropout,
+            target_modules=chosen.lora_target_modules,
             task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq(base) else TaskType.CAUSAL_LM,
         )
         model = get_peft_model(base, lora)
