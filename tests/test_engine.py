@@ -241,13 +241,16 @@ def test_the_app_asks_an_engine_only_what_the_interface_offers() -> None:
         model_name, adapters, metrics = "table", {}, Metrics()
         started = stopped = 0
 
-        def add(self, name, path, task=None, allowed=None) -> ServedAdapter:
+        def add(self, name, path, task=None, allowed=None, lazy=False) -> ServedAdapter:
             raise AssertionError("not asked")
 
         remove = get = predict_kind = predict_generation_row = task_query = add
 
         def resolve(self, name):
             return None
+
+        def refresh(self):
+            pass
 
         def prompt_ids(self, adapter, text, max_tokens):
             return [len(text)]

@@ -107,10 +107,8 @@ class PoisonedEngine:
 
     def __init__(self, engine: Engine, poison: str):
         self.engine, self.poison, self.calls = engine, poison, []
-        self.lock = engine.lock
-
-    def get(self, name: str):
-        return self.engine.get(name)
+        self.lock, self.residency = engine.lock, engine.residency
+        self.ready, self.release = engine.ready, engine.release
 
     def generate(self, rows, samplings):
         self.calls.append(len(rows))

@@ -25,6 +25,10 @@ EXAMPLES = examples(
         'curl -s localhost:8000/v1/predict -d \'{"model": "sst2", "inputs": {"sentence": "a gem"}}\'',
     ),
     (
+        "Every run under runs/ by its folder name, read on first request, at most 64 in memory",
+        "adept serve --serve-dir runs --max-resident 64",
+    ),
+    (
         "Reachable from other machines: name the host and require a key",
         "ADEPT_API_KEY=secret adept serve --adapter sst2=runs/sst2-adept --host 0.0.0.0 --port 8080",
     ),
@@ -84,6 +88,22 @@ def serve_command(
             "adding adapters over HTTP is off.",
         ),
     ] = None,
+    serve_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--serve-dir",
+            help="Serve every run and adapter folder directly inside this folder by its folder name, read on its "
+            "first request (folders added later too); repeat for more.",
+        ),
+    ] = None,
+    max_resident: Annotated[
+        int | None,
+        typer.Option(
+            "--max-resident",
+            help="Most adapters from --serve-dir in memory at once; the least recently used goes first "
+            "(default: all of them).",
+        ),
+    ] = None,
     request_timeout: Annotated[
         float,
         typer.Option("--request-timeout", help="Seconds a client has to send a whole request before it is dropped."),
@@ -125,13 +145,21 @@ def serve_command(
         fail(f"--engine must be builtin or vllm; got {engine_name!r}")
     if vllm_args and engine_name != "vllm":
         fail("--vllm-args applies to --engine vllm")
+    if max_resident is not None:
+        require_at_least(1, max_resident=max_resident)
+        if not serve_dir:
+            fail("--max-resident bounds the adapters of --serve-dir; give --serve-dir DIR")
     pairs = _parse_adapters(adapter or [])
-    if not pairs and model is None:
-        fail("give at least one --adapter NAME=PATH, or --model to serve the base model alone")
     tasks = _parse_tasks(task or [], [name for name, _ in pairs])
-    for folder in adapter_dir or []:
-        if not folder.is_dir():
-            fail(f"--adapter-dir {folder}: not a directory")
+    for option, folders in (("--adapter-dir", adapter_dir), ("--serve-dir", serve_dir)):
+        for folder in folders or []:
+            if not folder.is_dir():
+                fail(f"{option} {folder}: not a directory")
+    from ..serving.adapter_library import AdapterLibrary
+
+    library = AdapterLibrary(serve_dir or [])
+    if not pairs and model is None and not library:
+        fail("give at least one --adapter NAME=PATH or --serve-dir DIR, or --model to serve the base model alone")
 
     from ..serving.server import LOCAL_HOSTS, bind
 
@@ -142,14 +170,17 @@ def serve_command(
             f"change the adapters (set --api-key or ${API_KEY_ENV})"
         )
 
-    engine = _load(pairs, tasks, model, device, engine_name, vllm_args, (max_batch_size, max_wait_ms))
+    engine = _load(pairs, tasks, model, device, engine_name, vllm_args, (max_batch_size, max_wait_ms), library)
+    if library:
+        _serve_folders(engine, library, max_resident)
     from ..serving.app import create_app
     from ..serving.server import serve
 
-    app = create_app(engine, api_key, [str(folder) for folder in adapter_dir or []])
+    app = create_app(engine, api_key, [str(folder) for folder in [*(adapter_dir or []), *(serve_dir or [])]])
 
     def ready(url: str) -> None:
-        names = ", ".join(engine.adapters) or "none"
+        names = ", ".join(engine.adapters) if len(engine.adapters) <= 8 else f"{len(engine.adapters)} of them"
+        names = names or "none"
         line = f"adept serve: listening on {url} (base {engine.model_name}; adapters: {names})"
         console.print(line, highlight=False, soft_wrap=True)
 
@@ -181,6 +212,38 @@ def _parse_tasks(values: list[str], names: list[str]) -> dict[str, str]:
     return tasks
 
 
+def _serve_folders(engine, library, max_resident: int | None) -> None:
+    """Every adapter under the --serve-dir folders served by name; the ones that cannot be are named."""
+    with console.status("checking the adapters of --serve-dir"):
+        report = engine.serve_folders(library, max_resident)
+    bound = f", at most {max_resident} in memory at once" if max_resident else ""
+    console.print(f"serving {report.served} adapter(s) from --serve-dir{bound}", highlight=False)
+    for name, reason in list(report.unusable.items())[:20]:
+        warn(f"not serving {name!r}: {reason}")
+    for line in report.passed_over[:20]:
+        warn(f"passed over {line}")
+    hidden = max(len(report.unusable) - 20, 0) + max(len(report.passed_over) - 20, 0)
+    if hidden:
+        warn(f"... and {hidden} more not served (GET /v1/models lists what is)")
+
+
+def _first_base_model(library) -> str:
+    """The base model the first readable adapter of --serve-dir names (a damaged one is passed over here,
+    and named when the folders are served)."""
+    from ..errors import AdeptError
+    from ..prompt.adapter_files import adapter_source
+
+    scan = library.scan()
+    for path in [*scan.found.values(), *(path for paths in scan.clashes.values() for path in paths)]:
+        try:
+            base = adapter_source(path).base_model
+        except AdeptError:
+            continue
+        if base:
+            return base
+    fail("no adapter in --serve-dir names its base model; pass --model")
+
+
 def _load(
     pairs: list[tuple[str, Path]],
     tasks: dict[str, str],
@@ -189,9 +252,11 @@ def _load(
     engine: str,
     vllm_args: str,
     batching: tuple[int, float],
+    library=None,
 ):
     """The engine, its adapters loaded. `batching` (max batch size, max wait in ms) is for adept's own
-    engine; vLLM batches requests itself."""
+    engine; vLLM batches requests itself. Without --model, the base is the first adapter's (of --adapter,
+    else of --serve-dir)."""
     import torch
 
     from ..hf import load_model, load_tokenizer, same_model
@@ -199,6 +264,8 @@ def _load(
     from ..serving.engine import Engine
 
     sources = [(name, path, adapter_source(path)) for name, path in pairs]
+    if not sources and model is None:
+        model = _first_base_model(library)
     base_name = model or sources[0][2].base_model
     if not base_name:
         fail(f"{sources[0][1]} names no base model (a merged export does not); pass --model with the original base")

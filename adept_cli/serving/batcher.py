@@ -6,8 +6,10 @@ has waited `max_wait_ms` (no waiting at all when the queue already holds a full 
 batch as at most two groups: all scoring rows in one forward pass, all generation rows in one `generate`
 call, whatever their adapters, samplings, seeds, max_tokens, stop strings or streaming (each row is
 sampled and stopped on its own; a seeded row draws from its own stream, so its seed reproduces its
-answer in any company). A job's
-failure is its own: a job whose adapter was removed while it waited fails alone, a row whose sampling
+answer in any company). The adapters a batch names are made ready first (one served from a folder is
+read now; a batch holds at most `--max-resident` of those, so a larger one runs in parts). A job's
+failure is its own: a job whose adapter was removed while it waited, or whose files turn out damaged,
+fails alone, a row whose sampling
 fails ends alone, and a model call that fails as a whole runs again in halves until the row that fails
 alone is found; the others get their answers, exactly as alone, and the thread goes on.
 """
@@ -17,13 +19,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Protocol
 
 from ..errors import AdeptError
 from .metrics import Metrics
-from .protocol import Generated, GenerationRow, Job, RowsFailed, Sampling, ServedAdapter, ServerStopping
+from .protocol import Generated, GenerationRow, Job, RowsFailed, Sampling, ServerStopping
+from .residency import Residency
 
 _STOP = object()
 
@@ -32,8 +35,10 @@ class ModelRunner(Protocol):
     """What the batcher runs batches on (adept's `engine.Engine`): adapters change only under `lock`."""
 
     lock: Any
+    residency: Residency
 
-    def get(self, name: str) -> ServedAdapter: ...
+    def ready(self, names: Iterable[str]) -> dict[str, BaseException]: ...
+    def release(self, names: Iterable[str]) -> None: ...
     def score(self, rows: Sequence[tuple[str | None, Any, Sequence[str]]]) -> list[list[float]]: ...
     def generate(self, rows: Sequence[GenerationRow], sampling: Sequence[Sampling]) -> list[Generated]: ...
 
@@ -125,16 +130,18 @@ class Batcher:
             self._run_checked(jobs)
 
     def _run_checked(self, jobs: list[Job]) -> None:
-        runnable = []
-        for job in jobs:  # an adapter removed while the job waited fails that job only
-            try:
-                if job.adapter is not None:
-                    self.engine.get(job.adapter)
-                runnable.append(job)
-            except AdeptError as error:
-                job.future.set_exception(error)
-        if runnable:
-            self._run_isolated(runnable)
+        for part in _parts(jobs, self.engine.residency.limit):
+            names = {job.adapter for job in part if job.adapter is not None}
+            errors = self.engine.ready(names)
+            try:  # an adapter removed while the job waited, or damaged on disk, fails its jobs only
+                for job in part:
+                    if job.adapter in errors:
+                        job.future.set_exception(errors[job.adapter])
+                runnable = [job for job in part if job.adapter not in errors]
+                if runnable:
+                    self._run_isolated(runnable)
+            finally:
+                self.engine.release(names - errors.keys())
 
     def _run_isolated(self, jobs: list[Job]) -> None:
         """Run `jobs` as one model call. A row that fails on its own fails alone (RowsFailed); when the
@@ -176,3 +183,18 @@ class Batcher:
     def _count_tokens(self, results: list[Any]) -> None:
         with self.metrics.lock:
             self.metrics.generated_tokens += sum(result.completion_tokens for result in results)
+
+
+def _parts(jobs: list[Job], most_adapters: int | None) -> list[list[Job]]:
+    """`jobs` in order, cut so that no part names more than `most_adapters` adapters (None: one part)."""
+    if most_adapters is None:
+        return [jobs]
+    parts: list[list[Job]] = []
+    names: set[str | None] = set()
+    for job in jobs:
+        if not parts or (job.adapter not in names and len(names - {None}) >= most_adapters and job.adapter):
+            parts.append([])
+            names = set()
+        parts[-1].append(job)
+        names.add(job.adapter)
+    return parts

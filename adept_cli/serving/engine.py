@@ -12,37 +12,23 @@ answer and a whole one are the same text.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..encoding import Encoder, chat_format, pad_batch
-from ..evaluation.evaluate import max_new_tokens, sequence_log_prob
-from ..hf import context_limit, is_seq2seq, positions_problem
-from ..prompt.adapter_files import AdapterSource, adapter_source
-from ..prompt.model import AdapterNotFound, MixedAdapterModel
-from ..tasks.example import Example, RowError
-from ..trained import DEFAULT_TARGET_LENGTH, checked_evaluation
+from ..encoding import pad_batch
+from ..evaluation.evaluate import sequence_log_prob
+from ..prompt.adapter_files import AdapterSource, BaseFacts
+from ..prompt.model import MixedAdapterModel
+from ..tasks.example import Example
 from .batcher import Batcher
-from .metrics import Metrics
-from .protocol import (
-    AdapterOutsideFolders,
-    Generated,
-    GenerationRow,
-    Job,
-    RequestError,
-    RowsFailed,
-    Sampling,
-    ServedAdapter,
-)
+from .catalog import AdapterCatalog
+from .protocol import Generated, GenerationRow, Job, RowsFailed, Sampling
+from .residency import available_memory
 
-# Inputs without a task (completions, plain text) are cut to this many tokens only when the model itself
-# states no limit (relative-position models such as T5).
-SCORE_CHUNK_ON_CPU = 8
+SCORE_CHUNK_ON_CPU = 8  # (row, label word) pairs per forward pass on a CPU (see Engine.score_chunk)
 
 
 class RowDecoder:
@@ -191,173 +177,6 @@ class _RowsDone:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class AdapterCatalog:
-    """What every engine holds besides its model: the adapters by name, the task that formats each one's
-    /v1/predict rows, and turning requests into token ids. A subclass runs the model (`Engine`: adept's own, in this
-    process; `serving.vllm_engine.VllmEngine`: vLLM) and loads or drops an adapter's weights
-    (`_load`, `_unload`). Adapter changes hold `lock`; the tokenizer, which a fast tokenizer does not
-    allow from two threads at once, is used under `text_lock`."""
-
-    def __init__(self, tokenizer: Any, model_name: str, config: Any):
-        self.tokenizer = tokenizer
-        self.model_name = model_name
-        self.config = config
-        self.is_seq2seq = is_seq2seq(config)
-        self.context = context_limit(config, tokenizer)
-        self.adapters: dict[str, ServedAdapter] = {}
-        self.lock = threading.RLock()
-        self.text_lock = threading.Lock()
-        self.base_encoder = Encoder(tokenizer, self.is_seq2seq, self.context, DEFAULT_TARGET_LENGTH)
-        end = tokenizer.eos_token_id
-        self.end_ids = {end} if end is not None else set()
-
-    def _load(self, name: str, source: AdapterSource) -> int:
-        """Make the adapter's weights available under `name`; returns its prompt length."""
-        raise NotImplementedError
-
-    def _unload(self, name: str) -> None:
-        raise NotImplementedError
-
-    # -- adapters ----------------------------------------------------------------------------------
-
-    def add(
-        self, name: str, path: str | Path, task: str | None = None, allowed: Callable[[Path], bool] | None = None
-    ) -> ServedAdapter:
-        """Load a run's best adapter or an adapter directory under `name`, with the task that formats its
-        /v1/predict inputs (the recorded one unless `task` is given). A task file is read without running
-        its code (serving formats rows, never scores them). `allowed`, where given (adapters added over
-        HTTP), must accept every file the adapter is read from: its directory and a recorded task file."""
-        from ..tasks import get_task, is_task_file
-
-        source = adapter_source(path)
-        if allowed is not None and not allowed(source.directory.resolve()):
-            raise AdapterOutsideFolders(str(path))
-        if allowed is not None:  # a symbolic link inside an allowed folder may point anywhere: follow each
-            for entry in sorted(source.directory.rglob("*")):
-                if not allowed(entry.resolve()):
-                    raise RequestError(
-                        f"{path}: {entry.relative_to(source.directory)} is a link to a file outside the folders this "
-                        "server loads from (adept serve --adapter-dir); copy the file into the folder instead",
-                        "adapter_not_allowed",
-                        403,
-                    )
-        evaluation = checked_evaluation(source.evaluation, source.directory)
-        several = evaluation.get("tasks")
-        if task is None and several:
-            raise RequestError(
-                f"{path} was trained on several tasks ({', '.join(several)}); name the one that formats its "
-                '/v1/predict rows (--task NAME=TASK, or "task" when adding it)',
-                "task_required",
-            )
-        task_name = task or evaluation.get("task")
-        if allowed is not None and task_name and is_task_file(task_name) and not allowed(Path(task_name).resolve()):
-            raise RequestError(
-                f"{path} records the task file {task_name!r}, outside the folders this server loads from; "
-                'name a built-in task with "task"',
-                "task_not_allowed",
-                403,
-            )
-        chosen = get_task(task_name, run_code=False) if task_name else None
-        target_length = evaluation.get("max_target_length") or DEFAULT_TARGET_LENGTH
-        chat = chat_format(self.tokenizer, evaluation.get("chat_template"), self.is_seq2seq)
-        with self.lock:
-            if name in self.adapters:
-                raise RequestError(f"an adapter named {name!r} is already loaded; remove it first", "adapter_exists")
-            prompt_len = self._load(name, source)
-            # the input length it was trained with, else its task's (both must fit, with the prompt and the
-            # answer), else whatever room the prompt leaves (completions are checked as they come)
-            max_length = evaluation.get("max_length") or (chosen.max_length if chosen else None)
-            problem = max_length and positions_problem(
-                self.config, self.model_name, prompt_len, max_length, target_length
-            )
-            max_length = max_length or self.context - prompt_len
-            if problem:
-                self._unload(name)
-                raise RequestError(f"{source.directory}: {problem}", "adapter_too_long")
-            encoder = Encoder(self.tokenizer, self.is_seq2seq, max_length, target_length, chat)
-            served = ServedAdapter(name, source.method, str(path), prompt_len, chosen, encoder)
-            self.adapters[name] = served
-        return served
-
-    def remove(self, name: str) -> None:
-        with self.lock:
-            self.get(name)
-            self._unload(name)
-            del self.adapters[name]
-
-    def get(self, name: str) -> ServedAdapter:
-        served = self.adapters.get(name)
-        if served is None:
-            loaded = ", ".join(self.adapters) or "none"
-            raise AdapterNotFound(
-                f"no adapter named {name!r} (loaded: {loaded}; the base model is {self.model_name!r})"
-            )
-        return served
-
-    def resolve(self, name: str) -> str | None:
-        """The adapter a request's `model` names; None for the base model itself."""
-        if name == self.model_name:
-            return None
-        self.get(name)
-        return name
-
-    # -- inputs ------------------------------------------------------------------------------------
-
-    def prompt_ids(self, adapter: str | None, text: str, max_tokens: int) -> list[int]:
-        """A completion prompt's token ids, refused when it and the new tokens exceed the model's context."""
-        if max_tokens > self.context:
-            raise RequestError(f"max_tokens may be at most {self.context} (the model's positions)", "max_tokens")
-        with self.text_lock:
-            ids = self.tokenizer(text)["input_ids"]
-        slots = self.get(adapter).prompt_len if adapter is not None else 0
-        if not ids and not slots:
-            raise RequestError("the prompt is empty (no tokens)", "empty_prompt")
-        limit = self.context - slots - (0 if self.is_seq2seq else max_tokens)
-        if len(ids) > limit:
-            raise RequestError(
-                f"the prompt is {len(ids)} tokens; this model takes at most {self.context} positions, so with "
-                f"{slots} prompt slots"
-                + ("" if self.is_seq2seq else f" and max_tokens {max_tokens}")
-                + f" the prompt may have {max(limit, 0)} tokens",
-                "context_length_exceeded",
-            )
-        return ids
-
-    def task_query(self, adapter: str, row: dict[str, Any] | str) -> Example:
-        """A /v1/predict input formatted as the adapter's task formats it (see `Task.query`)."""
-        served = self.get(adapter)
-        if served.task is None:
-            raise RequestError(
-                f"adapter {adapter!r} records no task, so /v1/predict cannot format its inputs; add it with a "
-                "task, or use /v1/completions",
-                "no_task",
-            )
-        try:
-            return served.task.query(row)
-        except RowError as error:
-            raise RequestError(str(error), "bad_input") from None
-
-    def decode(self, tokens: list[int]) -> str:
-        with self.text_lock:
-            return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
-    def _encoder(self, adapter: str | None) -> Encoder:
-        return self.base_encoder if adapter is None else self.get(adapter).encoder
-
-    # -- the predict route --------------------------------------------------------------------------
-
-    def predict_kind(self, adapter: str) -> str:
-        task = self.get(adapter).task
-        return "classification" if task is not None and task.kind == "classification" else "generation"
-
-    def predict_generation_row(self, adapter: str, query: Example) -> GenerationRow:
-        """Greedy generation as `adept predict` runs it: the task's input length and answer length."""
-        served = self.get(adapter)
-        with self.text_lock:
-            ids, new_tokens = served.encoder.prompt_ids(query), max_new_tokens(served.task, served.encoder)
-        return GenerationRow(adapter, ids, new_tokens)
-
-
 class Engine(AdapterCatalog):
     """adept's own engine: the frozen base and its adapters in one `MixedAdapterModel`; rows of different
     adapters share one forward pass (see the module docstring). Every model call holds `lock`, so
@@ -367,7 +186,6 @@ class Engine(AdapterCatalog):
         super().__init__(tokenizer, model_name, base)
         self.model = MixedAdapterModel(base.eval(), model_name)
         self.batching = (max_batch_size, max_wait_ms)
-        self.metrics = Metrics()
         self.batcher = Batcher(self, max_batch_size, max_wait_ms, self.metrics)
         self.device = next(base.parameters()).device
         # A CPU's time is proportional to the padded tokens, whatever the batch: length-sorted chunks pad
@@ -380,6 +198,16 @@ class Engine(AdapterCatalog):
 
     def _unload(self, name: str) -> None:
         self.model.remove_adapter(name)
+
+    def _held_bytes(self, name: str) -> int:
+        adapter = self.model.adapted_embedding.adapters[name]
+        return sum(tensor.numel() * tensor.element_size() for tensor in adapter.state_dict().values())
+
+    def _base_facts(self) -> BaseFacts:
+        return BaseFacts.of(self.model.base, self.model_name)
+
+    def _free_memory(self) -> int | None:
+        return available_memory(str(self.device))
 
     # -- serving: requests wait in the batcher's queue for company (see `batcher`) --------------------
 

@@ -1,4 +1,5 @@
-"""What `GET /metrics` reports: requests by route and status, batches and their sizes, time in the queue."""
+"""What `GET /metrics` reports: requests by route and status, batches and their sizes, time in the queue,
+the adapters served and in memory."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ class Metrics:
     generated_tokens: int = 0
     busy_seconds: float = 0.0
     isolated_batches: int = 0  # model calls that failed whole and ran again in halves (one bad row)
+    adapters_served: int = 0  # every adapter a request may name now
+    adapters_resident: int = 0  # of those, the ones in memory
+    adapter_loads: int = 0  # reads of adapters served from folders (first requests, and after evictions)
+    adapter_evictions: int = 0
+    adapter_bytes: int = 0  # memory the adapters in memory take
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_request(self, route: str, status: int) -> None:
@@ -53,6 +59,11 @@ class Metrics:
                 "generated_tokens": self.generated_tokens,
                 "busy_seconds": self.busy_seconds,
                 "isolated_batches": self.isolated_batches,
+                "adapters_served": self.adapters_served,
+                "adapters_resident": self.adapters_resident,
+                "adapter_loads": self.adapter_loads,
+                "adapter_evictions": self.adapter_evictions,
+                "adapter_bytes": self.adapter_bytes,
                 "tokens_per_second": self.generated_tokens / self.busy_seconds if self.busy_seconds else 0.0,
             }
 
@@ -73,6 +84,11 @@ class Metrics:
             ("generated_tokens", "counter"),
             ("busy_seconds", "counter"),
             ("isolated_batches", "counter"),
+            ("adapters_served", "gauge"),
+            ("adapters_resident", "gauge"),
+            ("adapter_loads", "counter"),
+            ("adapter_evictions", "counter"),
+            ("adapter_bytes", "gauge"),
             ("tokens_per_second", "gauge"),
         ):
             suffix = "_total" if kind == "counter" else ""

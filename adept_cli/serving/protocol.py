@@ -187,6 +187,7 @@ class ServedAdapter:
     prompt_len: int
     task: Task | None  # formats /v1/predict inputs; None: completions only
     encoder: Encoder  # the source / target lengths it was trained with
+    lazy: bool = False  # served from a folder: read on request, dropped when others need the room
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -194,6 +195,7 @@ class ServedAdapter:
             "task": self.task.name if self.task else None,
             "prompt_len": self.prompt_len,
             "source": self.source,
+            "from_folder": self.lazy,
         }
 
 
@@ -288,11 +290,17 @@ class ServingEngine(Protocol):
     metrics: Metrics
 
     def add(
-        self, name: str, path: str | Path, task: str | None = None, allowed: Callable[[Path], bool] | None = None
+        self,
+        name: str,
+        path: str | Path,
+        task: str | None = None,
+        allowed: Callable[[Path], bool] | None = None,
+        lazy: bool = False,
     ) -> ServedAdapter: ...
     def remove(self, name: str) -> None: ...
     def get(self, name: str) -> ServedAdapter: ...
     def resolve(self, name: str) -> str | None: ...
+    def refresh(self) -> None: ...
     def prompt_ids(self, adapter: str | None, text: str, max_tokens: int) -> list[int]: ...
     def task_query(self, adapter: str, row: dict[str, Any] | str) -> Example: ...
     def predict_kind(self, adapter: str) -> str: ...

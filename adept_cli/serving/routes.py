@@ -64,6 +64,7 @@ async def metrics(request: Request, format: str = "prometheus") -> Any:
 @information.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
     engine, state = _engine(request), request.app.state
+    await run_in_threadpool(engine.refresh)  # adapters added to (or gone from) the served folders
     data = [_model_card(engine.model_name, state.started, {"method": "base", "task": None, "prompt_len": 0})]
     for name, served in list(engine.adapters.items()):
         data.append(_model_card(name, state.created.get(name, state.started), served.describe()))
@@ -109,7 +110,7 @@ async def remove_adapter(request: Request, name: str) -> dict[str, Any]:
 @work.post("/v1/predict")
 async def predict(request: Request, body: PredictRequest) -> dict[str, Any]:
     engine = _engine(request)
-    adapter = engine.resolve(body.model)
+    adapter = await run_in_threadpool(engine.resolve, body.model)  # may look in the served folders
     if adapter is None:
         raise RequestError("/v1/predict needs an adapter with a task; the base model has none", "no_task")
     queries = await run_in_threadpool(_task_queries, engine, adapter, _as_rows(body.inputs, "inputs"))
@@ -133,7 +134,7 @@ async def completions(request: Request, body: CompletionRequest) -> Any:
     problem = body.unsupported()
     if problem:
         raise RequestError(problem, "unsupported_parameter")
-    adapter = engine.resolve(body.model)
+    adapter = await run_in_threadpool(engine.resolve, body.model)  # may look in the served folders
     stops = body.stops()
     prompts = _as_rows(body.prompt, "prompt")
     # tokenizing runs in a worker thread: a long prompt must not hold up the event loop (and /health)
@@ -180,6 +181,7 @@ async def _stream(
             if done.exception() is not None:
                 error = done.exception()
                 code = "model_not_found" if isinstance(error, AdapterNotFound) else "internal_error"
+                code = error.code if isinstance(error, RequestError) else code  # e.g. a damaged adapter
                 yield _event({"error": {"message": str(error), "type": "server_error", "code": code}})
             else:
                 yield _event({**reply, "choices": [_choice(index, "", done.result().finish_reason)]})

@@ -42,8 +42,8 @@ from ..hf import ModelError, auto_model_class, load_config, model_folder
 from ..prompt.adapter import PromptAdapter
 from ..prompt.adapter_files import AdapterSource, BaseFacts, checked_adapter, load_adapter_state, read_adapter_config
 from ..tasks.example import Example
-from .engine import AdapterCatalog, RowDecoder
-from .metrics import Metrics
+from .catalog import AdapterCatalog
+from .engine import RowDecoder
 from .protocol import Generated, GenerationRow, Job
 
 ZERO_LORA = "adept-zero"  # the LoRA of rows that need no offsets (see the module docstring)
@@ -75,7 +75,6 @@ class VllmEngine(AdapterCatalog):
         self._lora_ids = iter(range(2, 1 << 30))
         self.zero_lora = vllm.lora.request.LoRARequest(ZERO_LORA, 1, str(self._write_lora(ZERO_LORA, None)))
         self.args = _engine_args(self.folder, vllm_args, self.table_name)
-        self.metrics = Metrics()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="adept-vllm", daemon=True)
         self.llm: Any = None
@@ -111,9 +110,17 @@ class VllmEngine(AdapterCatalog):
         if folder is not None:  # vLLM has read it (its CPU cache keeps the weights), and it is not named again
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _read_adapter(self, source: AdapterSource) -> PromptAdapter:
+    def _held_bytes(self, name: str) -> int:
+        lora = self.lora_folders.get(name)
+        on_disk = sum(entry.stat().st_size for entry in lora.iterdir()) if lora is not None else 0
+        return self.prompts[name].numel() * self.prompts[name].element_size() + on_disk
+
+    def _base_facts(self) -> BaseFacts:
         vocab, dim = self.table.shape
-        base = BaseFacts(self.model_name, "causal", int(dim), int(vocab), self.context)
+        return BaseFacts(self.model_name, "causal", int(dim), int(vocab), self.context)
+
+    def _read_adapter(self, source: AdapterSource) -> PromptAdapter:
+        base = self._base_facts()
         config, state = checked_adapter(source.directory, read_adapter_config(source.directory), base)
         adapter = PromptAdapter(config, base.dim)
         load_adapter_state(adapter, state, source.directory)
@@ -179,16 +186,23 @@ class VllmEngine(AdapterCatalog):
         return asyncio.run_coroutine_threadsafe(self._run(job), self.loop)
 
     async def _run(self, job: Job) -> Any:
-        if job.adapter is not None:
-            self.get(job.adapter)  # an adapter removed while the job waited fails that job only
-        with self.metrics.lock:
-            self.metrics.rows += 1
-        if job.score is not None:
-            return await self._score(job.adapter, *job.score)
-        result = await self._generate(job.generation, job.sampling)
-        with self.metrics.lock:
-            self.metrics.generated_tokens += result.completion_tokens
-        return result
+        names = [job.adapter] if job.adapter is not None else []
+        # an adapter removed while the job waited, or damaged on disk, fails this job only; reading one in
+        # may drop another, which waits on this loop: done in a worker thread
+        errors = await asyncio.get_running_loop().run_in_executor(None, self.ready, names)
+        if errors:
+            raise errors[job.adapter]
+        try:
+            with self.metrics.lock:
+                self.metrics.rows += 1
+            if job.score is not None:
+                return await self._score(job.adapter, *job.score)
+            result = await self._generate(job.generation, job.sampling)
+            with self.metrics.lock:
+                self.metrics.generated_tokens += result.completion_tokens
+            return result
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, self.release, names)
 
     async def _generate(self, row: GenerationRow, sampling: Any) -> Generated:
         from vllm import SamplingParams
