@@ -189,14 +189,22 @@ def test_rows_of_different_samplings_share_one_generate_call_and_keep_their_own_
 
 
 @pytest.mark.slow
-def test_the_batcher_runs_every_generation_row_of_a_batch_together(tmp_path) -> None:
+@pytest.mark.parametrize("stepwise", [True, False])
+def test_the_batcher_runs_every_generation_row_of_a_batch_together(tmp_path, stepwise) -> None:
+    """Step by step (causal models): the rows start in one forward and each step runs every row still
+    open; whole batches (seq2seq, or a config the step loop does not reproduce): one `generate` call."""
     from adept_cli.serving.batcher import Batcher
     from adept_cli.serving.protocol import Job
 
     engine, _, tokenizer = setup("llama", tmp_path)
-    calls = []
+    if not stepwise:
+        engine.stepwise_refused = "as a seq2seq model's"
+    calls, forwards = [], []
     original = engine.generate
     engine.generate = lambda rows, samplings: calls.append(len(rows)) or original(rows, samplings)
+    engine.model.base.register_forward_hook(
+        lambda module, args, kwargs, out: forwards.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
     batcher = Batcher(engine, max_batch_size=8, max_wait_ms=2000)
     ids = tokenizer(INPUTS[0])["input_ids"]
     kinds = [Sampling(), Sampling(temperature=0.7), Sampling(temperature=0.7, seed=3), Sampling(min_tokens=4)]
@@ -212,8 +220,12 @@ def test_the_batcher_runs_every_generation_row_of_a_batch_together(tmp_path) -> 
     batcher.start()
     results = [future.result(timeout=120) for future in futures]
     batcher.stop()
-    assert calls == [4]
     assert [r.completion_tokens <= 3 + i for i, r in enumerate(results)] == [True] * 4
+    if stepwise:
+        assert calls == [] and forwards[0] == 4  # all four start in one forward
+        assert forwards == sorted(forwards, reverse=True) and forwards[-1] == 1  # and leave as they end
+    else:
+        assert calls == [4]
 
 
 def test_the_app_asks_an_engine_only_what_the_interface_offers() -> None:

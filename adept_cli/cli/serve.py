@@ -289,4 +289,7 @@ def _load(
     not_shared = getattr(getattr(served, "model", None), "not_shared_because", None)
     if not_shared is not None:
         console.print(f"the prompt runs in every row: {not_shared}", highlight=False)
+    whole_batches = getattr(served, "stepwise_refused", None)
+    if whole_batches is not None:
+        console.print(f"each batch generates until its longest row ends: {whole_batches}", highlight=False)
     return served

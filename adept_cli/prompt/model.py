@@ -330,6 +330,45 @@ class AdapterModel(nn.Module):
             "attention_mask": torch.cat([prefix_mask[:rows].to(attention_mask.dtype), attention_mask], dim=1),
         }
 
+    # -- causal generation a step at a time (a server's rows joining and leaving between steps) ------------
+
+    @torch.no_grad()
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, adapters: Sequence[str | None]
+    ) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """The first step of causal generation that the caller goes on with `decode_step`: left-padded
+        rows (each with its adapter) through the base, their prompts shared as a cache or in the rows as
+        `generate` takes them. Returns each row's next-token logits (float32), the cache, and the
+        attention mask over the cache's columns."""
+        plan = self.plan(adapters)
+        if self.sharing_refused(plan, {}, True) is None:
+            cache, prefix_mask, _ = self.prompt_cache.for_rows(self, plan, input_ids.shape[0])
+            ids, mask = input_ids, torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], dim=1)
+        else:
+            from transformers import DynamicCache
+
+            prompted = with_prompts(plan, input_ids, attention_mask, None, self.is_seq2seq)
+            cache, ids, mask = DynamicCache(), prompted["input_ids"], prompted["attention_mask"]
+        positions = positions_from_mask(mask)[:, -ids.shape[1] :]
+        output = self._step(plan, ids, mask, positions, cache)
+        return output.logits[:, -1].float(), output.past_key_values, mask
+
+    @torch.no_grad()
+    def decode_step(
+        self, tokens: torch.Tensor, adapters: Sequence[str | None], attention_mask: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        """One token more for each row after `prefill`: `tokens` (rows, 1), `attention_mask` over the
+        cache's columns and the new one. Each row's next-token logits (float32); the cache grows by one."""
+        positions = attention_mask.long().sum(-1, keepdim=True) - 1  # generate's rule: real tokens before it
+        return self._step(self.plan(adapters), tokens, attention_mask, positions, cache).logits[:, -1].float()
+
+    def _step(self, plan: RowPlan, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
+        extra = {"position_ids": positions} if self._takes_position_ids else {}
+        with installed(self.adapted_embedding, plan):
+            return self.base(
+                input_ids=ids, attention_mask=mask, use_cache=True, **{self._cache_argument: cache}, **extra
+            )
+
     @torch.no_grad()
     def prompted_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The input embeddings of unpadded rows as the default adapter sees them: its soft prompt, then

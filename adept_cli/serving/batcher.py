@@ -1,17 +1,21 @@
-"""Dynamic batching for `adept serve`: requests wait up to `max_wait_ms` for company, then up to
-`max_batch_size` rows run together, whatever adapter each names.
+"""Dynamic batching for `adept serve`: requests wait up to `max_wait_ms` for company, then run together,
+whatever adapter each names.
 
 One thread runs the model. It takes the oldest waiting job, then whatever else arrives until that job
-has waited `max_wait_ms` (no waiting at all when the queue already holds a full batch), and runs the
-batch as at most two groups: all scoring rows in one forward pass, all generation rows in one `generate`
-call, whatever their adapters, samplings, seeds, max_tokens, stop strings or streaming (each row is
-sampled and stopped on its own; a seeded row draws from its own stream, so its seed reproduces its
-answer in any company). The adapters a batch names are made ready first (one served from a folder is
-read now; a batch holds at most `--max-resident` of those, so a larger one runs in parts). A job's
-failure is its own: a job whose adapter was removed while it waited, or whose files turn out damaged,
-fails alone, a row whose sampling
-fails ends alone, and a model call that fails as a whole runs again in halves until the row that fails
-alone is found; the others get their answers, exactly as alone, and the thread goes on.
+has waited `max_wait_ms` (no waiting at all when the queue already holds a full batch, nor while rows are
+being generated: then whatever is queued joins at the next step). Scoring rows run as one forward pass,
+whatever their adapters. Generation rows of a causal model are generated a step at a time
+(`decoding.Decoding`): a row that ends leaves at once and its answer goes out, and waiting rows join
+between two steps, up to `max_batch_size` rows at a time; other models (and configs the step loop does
+not reproduce) run each batch's rows in one `generate` call to its longest row. Either way every row is
+sampled and stopped on its own (its sampling, seed, max_tokens, stop strings, streaming; a seeded row
+draws from its own stream, so its seed reproduces its answer in any company). The adapters rows name are
+made ready first (one served from a folder is read now; at most `--max-resident` of those at a time).
+
+A job's failure is its own: a job whose adapter was removed while it waited, or whose files turn out
+damaged, fails alone, a row whose sampling fails ends alone, and a model call that fails as a whole runs
+again without the row that fails alone (whole batches: in halves down to it; step by step: the rows then
+open each run again alone); the others get their answers, exactly as alone, and the thread goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Protocol
 
 from ..errors import AdeptError
+from .decoding import Decoding
 from .metrics import Metrics
 from .protocol import Generated, GenerationRow, Job, RowsFailed, Sampling, ServerStopping
 from .residency import Residency
@@ -36,7 +41,9 @@ class ModelRunner(Protocol):
 
     lock: Any
     residency: Residency
+    stepwise_refused: str | None  # why generation runs whole batches (None: a step at a time, `Decoding`)
 
+    def row_decoder(self, row: GenerationRow) -> Any: ...
     def ready(self, names: Iterable[str]) -> dict[str, BaseException]: ...
     def release(self, names: Iterable[str]) -> None: ...
     def score(self, rows: Sequence[tuple[str | None, Any, Sequence[str]]]) -> list[list[float]]: ...
@@ -57,6 +64,10 @@ class Batcher:
         self.metrics = metrics or Metrics()
         self.queue: queue.Queue = queue.Queue()
         self.running: list[Job] = []  # the batch the model thread is on
+        refused = getattr(engine, "stepwise_refused", "")
+        self.decoding = Decoding(engine, engine.row_decoder) if refused is None else None
+        self.waiting: list[Job] = []  # generation rows waiting to join those being generated
+        self.alone: list[Job] = []  # rows to run again one at a time (a step failed with them in it)
         self.abandoned: list[Job] = []  # failed by a shutdown past its deadline
         self.thread = threading.Thread(target=self._loop, name="adept-batcher", daemon=True)
 
@@ -73,7 +84,9 @@ class Batcher:
     def abandon(self) -> list[Job]:
         """Fail the jobs of the batch running now and of the queue with ServerStopping, so their requests
         are answered (503) while the model call goes on; returns them. For a shutdown past its deadline."""
-        dropped = [job for job in self.running if not job.future.done()]
+        live = [live.job for live in self.decoding.rows] if self.decoding is not None else []
+        candidates = {id(job): job for job in [*self.running, *live, *self.waiting, *self.alone]}
+        dropped = [job for job in candidates.values() if not job.future.done()]
         while True:
             try:
                 job = self.queue.get_nowait()
@@ -95,22 +108,33 @@ class Batcher:
 
     def _loop(self) -> None:
         stopping = False
-        while not stopping:
+        while not stopping or self._generating():
+            batch, stop = self._gather(wait=not self._generating() and not stopping)
+            stopping = stopping or stop
+            if batch:
+                self._run(batch)
+            if self._generating():
+                self._advance()
+
+    def _gather(self, wait: bool) -> tuple[list[Job], bool]:
+        """The next batch (waiting for its first job and its company when `wait`, else only what is
+        queued now) and whether the queue asked the thread to stop."""
+        batch: list[Job] = []
+        if wait:
             first = self.queue.get()
             if first is _STOP:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch_size:
-                try:
-                    remaining = first.enqueued + self.max_wait - time.monotonic()
-                    job = self.queue.get_nowait() if remaining <= 0 else self.queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-                if job is _STOP:
-                    stopping = True
-                    break
-                batch.append(job)
-            self._run(batch)
+                return [], True
+            batch.append(first)
+        while len(batch) < self.max_batch_size:
+            try:
+                remaining = batch[0].enqueued + self.max_wait - time.monotonic() if wait else 0
+                job = self.queue.get_nowait() if remaining <= 0 else self.queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if job is _STOP:
+                return batch, True
+            batch.append(job)
+        return batch, False
 
     def _run(self, batch: list[Job]) -> None:
         started = time.monotonic()
@@ -120,10 +144,66 @@ class Batcher:
         groups: dict[str, list[Job]] = {}
         for job in live:
             groups.setdefault(job.group(), []).append(job)
-        for jobs in groups.values():
-            self._run_group(jobs)
+        for group, jobs in groups.items():
+            if group == "generate" and self.decoding is not None:
+                self.waiting.extend(jobs)  # they join the rows being generated at the next step
+            else:
+                self._run_group(jobs)
         with self.metrics.lock:
             self.metrics.busy_seconds += time.monotonic() - started
+
+    # -- generation a step at a time -----------------------------------------------------------------
+
+    def _generating(self) -> bool:
+        return self.decoding is not None and bool(len(self.decoding) or self.waiting or self.alone)
+
+    def _advance(self) -> None:
+        """Let waiting rows join (as many as fit), then run one step."""
+        started, decoding = time.monotonic(), self.decoding
+        with self.engine.lock:  # adapters come and go between steps, never during one
+            if self.alone:  # rows open when a step failed: each runs again on its own
+                if not len(decoding):
+                    self._join([self.alone.pop(0)])
+            else:
+                joining = decoding.admissible(self.waiting, self.max_batch_size - len(decoding))
+                chosen = {id(job) for job in joining}
+                self.waiting = [job for job in self.waiting if id(job) not in chosen]
+                if joining:
+                    self._join(joining)
+            if len(decoding):
+                try:
+                    generated = decoding.step()
+                except Exception as error:  # noqa: BLE001 - the rows run again alone; the bad one fails then
+                    self._step_failed(error)
+                    generated = 0
+                with self.metrics.lock:
+                    self.metrics.generated_tokens += generated
+                    self.metrics.decode_steps += 1
+        with self.metrics.lock:
+            self.metrics.busy_seconds += time.monotonic() - started
+
+    def _join(self, jobs: list[Job]) -> None:
+        try:
+            self.decoding.join(jobs)
+        except Exception as error:  # noqa: BLE001 - the prefill failed whole: halves, down to the bad row
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(error)
+                return
+            with self.metrics.lock:
+                self.metrics.isolated_batches += 1
+            self._join(jobs[: len(jobs) // 2])
+            self._join(jobs[len(jobs) // 2 :])
+
+    def _step_failed(self, error: Exception) -> None:
+        jobs = self.decoding.take_all()
+        if len(jobs) == 1:
+            jobs[0].future.set_exception(error)
+            return
+        with self.metrics.lock:
+            self.metrics.isolated_batches += 1
+        self.alone.extend(jobs)
+
+    # -- whole batches -------------------------------------------------------------------------------
 
     def _run_group(self, jobs: list[Job]) -> None:
         with self.engine.lock:  # no adapter comes or goes between the check and the model call

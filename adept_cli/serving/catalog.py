@@ -64,6 +64,8 @@ class AdapterCatalog:
         self.context = context_limit(config, tokenizer)
         self.adapters: dict[str, ServedAdapter] = {}
         self.lock = threading.RLock()
+        self.released = threading.Condition(self.lock)  # an adapter's last running row ended
+        self.leaving: set[str] = set()  # adapters being removed: no new rows, those running finish
         self.text_lock = threading.Lock()
         self.base_encoder = Encoder(tokenizer, self.is_seq2seq, self.context, DEFAULT_TARGET_LENGTH)
         end = tokenizer.eos_token_id
@@ -173,6 +175,11 @@ class AdapterCatalog:
                     "adapter_from_folder",
                     409,
                 )
+            self.leaving.add(name)
+            try:  # rows of it being generated now finish first (those waiting get 404)
+                self.released.wait_for(lambda: not self.residency.pins[name])
+            finally:
+                self.leaving.discard(name)
             self._unload(name)
             del self.adapters[name]
             self.kept_bytes.pop(name, None)
@@ -180,6 +187,8 @@ class AdapterCatalog:
 
     def get(self, name: str) -> ServedAdapter:
         served = self.adapters.get(name)
+        if name in self.leaving:
+            raise AdapterNotFound(f"adapter {name!r} is being removed")
         if served is None:
             refused = self.unusable.get(name)
             if refused is not None:
@@ -278,7 +287,7 @@ class AdapterCatalog:
                 except AdeptError as error:
                     errors[name] = error
             lazy = [name for name in wanted if name not in errors and self.adapters[name].lazy]
-            self.residency.pin(lazy)
+            self.residency.pin(name for name in wanted if name not in errors)
             for name in self.residency.surplus(extra=sum(name not in self.residency for name in lazy)):
                 self._evict(name)
             for name in lazy:
@@ -293,10 +302,11 @@ class AdapterCatalog:
     def release(self, names: Iterable[str]) -> None:
         """The model call that `ready` prepared for has ended."""
         with self.lock:
-            self.residency.release(name for name in set(names) if name in self.residency)
+            self.residency.release(set(names))
             for name in self.residency.surplus():
                 self._evict(name)
             self._count_memory()
+            self.released.notify_all()
 
     def _read_in(self, name: str) -> None:
         served = self.adapters[name]

@@ -25,6 +25,7 @@ from ..prompt.model import MixedAdapterModel
 from ..tasks.example import Example
 from .batcher import Batcher
 from .catalog import AdapterCatalog
+from .decoding import stepwise_refused
 from .protocol import Generated, GenerationRow, Job, RowsFailed, Sampling
 from .residency import available_memory
 
@@ -180,17 +181,19 @@ class _RowsDone:
 class Engine(AdapterCatalog):
     """adept's own engine: the frozen base and its adapters in one `MixedAdapterModel`; rows of different
     adapters share one forward pass (see the module docstring). Every model call holds `lock`, so
-    adapters come and go between batches, never during one."""
+    adapters come and go between batches (or steps), never during one."""
 
     def __init__(self, base: Any, tokenizer: Any, model_name: str, max_batch_size: int = 32, max_wait_ms: float = 10.0):
         super().__init__(tokenizer, model_name, base)
         self.model = MixedAdapterModel(base.eval(), model_name)
-        self.batching = (max_batch_size, max_wait_ms)
-        self.batcher = Batcher(self, max_batch_size, max_wait_ms, self.metrics)
         self.device = next(base.parameters()).device
         # A CPU's time is proportional to the padded tokens, whatever the batch: length-sorted chunks pad
         # less. An accelerator gains from width: one forward pass.
         self.score_chunk: int | None = SCORE_CHUNK_ON_CPU if self.device.type == "cpu" else None
+        # None: generation runs a step at a time, rows leaving and joining between steps (`decoding.py`)
+        self.stepwise_refused = stepwise_refused(self)
+        self.batching = (max_batch_size, max_wait_ms)
+        self.batcher = Batcher(self, max_batch_size, max_wait_ms, self.metrics)
 
     def _load(self, name: str, source: AdapterSource) -> int:
         self.model.add_adapter(name, source.directory)
@@ -198,6 +201,9 @@ class Engine(AdapterCatalog):
 
     def _unload(self, name: str) -> None:
         self.model.remove_adapter(name)
+
+    def row_decoder(self, row: GenerationRow) -> RowDecoder:
+        return RowDecoder(self.decode, row, self.end_ids)
 
     def _held_bytes(self, name: str) -> int:
         adapter = self.model.adapted_embedding.adapters[name]

@@ -21,6 +21,7 @@ class Metrics:
     batch_sizes: dict[int, int] = field(default_factory=dict)  # rows per batch -> batches
     queue_seconds: float = 0.0
     generated_tokens: int = 0
+    decode_steps: int = 0  # steps of generation a step at a time (rows joining and leaving between them)
     busy_seconds: float = 0.0
     isolated_batches: int = 0  # model calls that failed whole and ran again in halves (one bad row)
     adapters_served: int = 0  # every adapter a request may name now
@@ -57,6 +58,7 @@ class Metrics:
                 "batch_sizes": {str(size): count for size, count in sorted(self.batch_sizes.items())},
                 "mean_queue_seconds": self.queue_seconds / self.rows if self.rows else 0.0,
                 "generated_tokens": self.generated_tokens,
+                "decode_steps": self.decode_steps,
                 "busy_seconds": self.busy_seconds,
                 "isolated_batches": self.isolated_batches,
                 "adapters_served": self.adapters_served,
@@ -82,6 +84,7 @@ class Metrics:
             ("mixed_batches", "counter"),
             ("mean_queue_seconds", "gauge"),
             ("generated_tokens", "counter"),
+            ("decode_steps", "counter"),
             ("busy_seconds", "counter"),
             ("isolated_batches", "counter"),
             ("adapters_served", "gauge"),
