@@ -14,9 +14,11 @@ Three workloads: `predict` (an SST-2 sentence, rank scoring of the two label wor
 `generate` (a completion of exactly 16 greedy tokens: `min_tokens`, so every server does the same
 work) and `varied` (completions that differ in sampling settings, seeds, lengths of 1-32 tokens and
 streaming, each of a fixed length; adept's servers only, with `by-sampling`, the batcher that ran only
-rows of equal sampling settings together, beside today's). adept's adapters: ADePT, DePT, PT, ADePT,
-all with l = 60; PEFT's: PromptTuning with 60 virtual tokens. The batching engine is measured in this
-process, without HTTP; after a warm-up pass, the servers take turns, round after round.
+rows of equal sampling settings together, and `whole-batches`, the batcher that generated each batch
+until its longest row ended, beside today's, whose rows leave as they end and join between steps).
+adept's adapters: ADePT, DePT, PT, ADePT, all with l = 60; PEFT's: PromptTuning with 60 virtual
+tokens. The batching engine is measured in this process, without HTTP; after a warm-up pass, the
+servers take turns, round after round.
 
     python bench/serve.py                                    # writes bench/results/serve.json
     python bench/serve.py --model stories260k --rounds 1     # a quick look
@@ -47,6 +49,7 @@ from serve_baselines import (  # noqa: E402
     PeftSerial,
     by_sampling_batcher,
     grouped_batcher,
+    whole_batches,
 )
 
 SERVERS = {
@@ -55,6 +58,7 @@ SERVERS = {
     "grouped": "adept, one adapter at a time (PEFT's constraint)",
     "peft-serial": "transformers + PEFT, one request at a time",
     "by-sampling": "adept, generation rows batched only with equal sampling settings (the batcher before 2026-12-03)",
+    "whole-batches": "adept, mixed batches each generated until its longest row ends (the batcher before 2026-12-07)",
 }
 # `varied` requests: greedy or sampled (seeded, so every server does the same work), 1-32 new tokens,
 # some streamed; each a fixed length (min_tokens = max_tokens), as in bench/serve_vllm.py.
@@ -175,12 +179,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 for server in order:
                     if server == "peft-serial":
                         continue  # after the adept servers: PEFT wraps the base model
-                    if (server == "by-sampling") != (workload == "varied") and server != "mixed":
-                        continue  # by-sampling differs from mixed on the varied load only
+                    if server in ("by-sampling", "whole-batches") and workload != "varied":
+                        continue  # they differ from mixed on the varied load only
                     if server == "grouped":
                         batcher = grouped_batcher(engine, args.max_batch_size, args.max_wait_ms)
                     elif server == "by-sampling":
                         batcher = by_sampling_batcher(engine, args.max_batch_size, args.max_wait_ms)
+                    elif server == "whole-batches":
+                        batcher = whole_batches(Batcher(engine, args.max_batch_size, args.max_wait_ms))
                     else:
                         batcher = Batcher(engine, args.max_batch_size, args.max_wait_ms)
                     batcher.start()

@@ -42,7 +42,13 @@ def by_sampling_batcher(engine: Any, max_batch_size: int, max_wait_ms: float) ->
             with self.metrics.lock:
                 self.metrics.busy_seconds += time.monotonic() - started
 
-    return BySampling(engine, max_batch_size, max_wait_ms)
+    return whole_batches(BySampling(engine, max_batch_size, max_wait_ms))
+
+
+def whole_batches(batcher: Any) -> Any:
+    """`batcher` generating each batch until its longest row ends (the batcher before 2026-12-07)."""
+    batcher.decoding = None
+    return batcher
 
 
 def grouped_batcher(engine: Any, max_batch_size: int, max_wait_ms: float) -> Any:
@@ -74,7 +80,7 @@ def grouped_batcher(engine: Any, max_batch_size: int, max_wait_ms: float) -> Any
                     pending.remove(job)
                 self._run(batch)
 
-    return OneAdapterAtATime(engine, max_batch_size, max_wait_ms)
+    return whole_batches(OneAdapterAtATime(engine, max_batch_size, max_wait_ms))
 
 
 class PeftSerial:

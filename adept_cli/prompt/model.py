@@ -91,6 +91,7 @@ class AdapterModel(nn.Module):
         owner.set_input_embeddings(adapted)
         self._hook = owner.register_forward_pre_hook(record_positions_hook, with_kwargs=True)
         self._takes_position_ids = "position_ids" in inspect.signature(base.forward).parameters
+        self._keeps_last_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
         self._cache_argument = cache_argument(base)  # `cache` or `past_key_values`, by transformers version
         self.prompt_cache = PromptCache()
         self._base_problem = "share_prompt=off" if share_prompt == "off" else sharing_problem(base)
@@ -364,6 +365,8 @@ class AdapterModel(nn.Module):
 
     def _step(self, plan: RowPlan, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> Any:
         extra = {"position_ids": positions} if self._takes_position_ids else {}
+        if self._keeps_last_logits:  # as generate asks: the vocabulary projection of the last column only
+            extra["logits_to_keep"] = 1
         with installed(self.adapted_embedding, plan):
             return self.base(
                 input_ids=ids, attention_mask=mask, use_cache=True, **{self._cache_argument: cache}, **extra

@@ -164,7 +164,7 @@ class Batcher:
             if self.alone:  # rows open when a step failed: each runs again on its own
                 if not len(decoding):
                     self._join([self.alone.pop(0)])
-            else:
+            elif self._time_to_join():
                 joining = decoding.admissible(self.waiting, self.max_batch_size - len(decoding))
                 chosen = {id(job) for job in joining}
                 self.waiting = [job for job in self.waiting if id(job) not in chosen]
@@ -181,6 +181,16 @@ class Batcher:
                     self.metrics.decode_steps += 1
         with self.metrics.lock:
             self.metrics.busy_seconds += time.monotonic() - started
+
+    def _time_to_join(self) -> bool:
+        """Whether waiting rows join before this step: each joining is a forward of its own, so rows join
+        together, once a quarter of the batch waits, once the oldest has waited `max_wait_ms`, or when
+        nothing else runs."""
+        if not self.waiting:
+            return False
+        quarter = max(1, self.max_batch_size // 4)
+        waited = time.monotonic() - self.waiting[0].enqueued
+        return not len(self.decoding) or len(self.waiting) >= quarter or waited >= self.max_wait
 
     def _join(self, jobs: list[Job]) -> None:
         try:

@@ -142,11 +142,13 @@ class Decoding:
 
     def step(self) -> int:
         """Each row's next token; rows that end leave (their futures answered); one forward for the rest.
-        Returns the tokens generated. A forward that fails as a whole raises, the rows kept as they were
-        before it (the caller runs them again)."""
+        Returns the tokens generated. A forward that fails as a whole raises (the caller runs the rows
+        still open again, from their start)."""
         keep, tokens, generated = [], [], 0
+        greedy = self.logits.argmax(-1).tolist()  # every row's greedy choice in one call
         for index, live in enumerate(self.rows):
-            token = self._choose(live, self.logits[index])
+            plain = live.sampling.greedy and live.steps >= live.sampling.min_tokens
+            token = greedy[index] if plain else self._choose(live, self.logits[index])
             if token is not None:
                 live.decoder.push(token)
                 live.steps += 1
