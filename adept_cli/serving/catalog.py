@@ -228,7 +228,9 @@ class AdapterCatalog:
                 continue
             try:
                 self.add(name, path, allowed=library.allows, lazy=True)
-                largest = max(largest, self._checked_numbers(name))
+                largest = max(
+                    largest, self._bytes_in_memory(self._checked_numbers(name), self.adapters[name].prompt_len)
+                )
             except AdeptError as error:
                 self.adapters.pop(name, None)
                 self.unusable[name] = Unusable(str(error), _files(path))
@@ -349,14 +351,19 @@ class AdapterCatalog:
         _, tensors = checked_adapter(source.directory, read_adapter_config(source.directory), self._base_facts())
         return sum(tensor.numel() for tensor in tensors.values())
 
+    def _bytes_in_memory(self, numbers: int, prompt_len: int) -> int:
+        """What an adapter of `numbers` numbers and a prompt of `prompt_len` slots takes once in memory."""
+        return numbers * BYTES_PER_NUMBER
+
     def _check_memory(self, count: int, largest: int) -> None:
-        need, free = count * largest * BYTES_PER_NUMBER, self._free_memory()
+        """`count` adapters of at most `largest` bytes each must fit in the memory free now."""
+        need, free = count * largest, self._free_memory()
         if free is None or need <= free:
             return
-        fits = free // max(largest * BYTES_PER_NUMBER, 1)
+        fits = free // max(largest, 1)
         raise AdeptError(
-            f"{count} adapters in memory at once need about {need / 2**20:,.0f} MiB ({largest:,} numbers the "
-            f"largest), and {free / 2**20:,.0f} MiB is free: pass --max-resident N with N at most {fits}"
+            f"{count} adapters in memory at once need about {need / 2**20:,.0f} MiB ({largest / 2**10:,.0f} KiB "
+            f"the largest), and {free / 2**20:,.0f} MiB is free: pass --max-resident N with N at most {fits}"
         )
 
     def _count_memory(self) -> None:

@@ -207,7 +207,23 @@ class Engine(AdapterCatalog):
 
     def _held_bytes(self, name: str) -> int:
         adapter = self.model.adapted_embedding.adapters[name]
-        return sum(tensor.numel() * tensor.element_size() for tensor in adapter.state_dict().values())
+        weights = sum(tensor.numel() * tensor.element_size() for tensor in adapter.state_dict().values())
+        return weights + self._prompt_cache_bytes(adapter.prompt_len)
+
+    def _bytes_in_memory(self, numbers: int, prompt_len: int) -> int:
+        return super()._bytes_in_memory(numbers, prompt_len) + self._prompt_cache_bytes(prompt_len)
+
+    def _prompt_cache_bytes(self, prompt_len: int) -> int:
+        """The keys and values of an adapter's prompt, kept once it has served a row (causal models that
+        share prompts; see `prompt.sharing`)."""
+        if not self.model.shares_prompt:
+            return 0
+        config = self.model.base.config.get_text_config(decoder=True)
+        heads = getattr(config, "num_attention_heads", 0)
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else 0)
+        element = next(self.model.base.parameters()).element_size()
+        return 2 * config.num_hidden_layers * kv_heads * head_dim * prompt_len * element
 
     def _base_facts(self) -> BaseFacts:
         return BaseFacts.of(self.model.base, self.model_name)
