@@ -18,7 +18,7 @@ import torch
 
 from .errors import AdeptError
 from .files import atomic_directory
-from .hf import auto_model_class, hub_name, is_seq2seq, keep_generic_4bit_kernel
+from .hf import auto_model_class, hub_name, is_seq2seq, keep_generic_4bit_kernel, model_folder, resolve_model
 from .prompt.adapter_files import EVALUATION_FILE, EVALUATION_KEY, MERGED_PROMPT_FOLDER
 from .prompt.io import save_adapter
 from .prompt.methods import EXPORT_FORMATS
@@ -274,9 +274,12 @@ VLLM_PROMPT = "prompt.safetensors"
 VLLM_LORA = "lora"
 
 
-def embedding_lora_files(table_name: str, a: torch.Tensor, b: torch.Tensor, base_name: str) -> dict[str, Any]:
+def embedding_lora_files(
+    table_name: str, a: torch.Tensor, b: torch.Tensor, base_name: str, dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
     """A PEFT LoRA on the input embedding (`lora_embedding_A`: r x V, `lora_embedding_B`: d x r, scaling 1)
-    as the files vLLM loads: {"adapter_config.json": text, "adapter_model.safetensors": tensors}."""
+    as the files vLLM loads: {"adapter_config.json": text, "adapter_model.safetensors": tensors in
+    `dtype`}."""
     rank = a.shape[0]
     config = {
         "peft_type": "LORA",
@@ -289,7 +292,7 @@ def embedding_lora_files(table_name: str, a: torch.Tensor, b: torch.Tensor, base
         "base_model_name_or_path": base_name,
     }
     prefix = f"base_model.model.{table_name}"
-    tensors = {f"{prefix}.lora_embedding_A": a.float().contiguous(), f"{prefix}.lora_embedding_B": b.float()}
+    tensors = {f"{prefix}.lora_embedding_A": a.to(dtype), f"{prefix}.lora_embedding_B": b.to(dtype)}
     tensors = {key: value.contiguous() for key, value in tensors.items()}
     return {"adapter_config.json": json.dumps(config, indent=2) + "\n", "adapter_model.safetensors": tensors}
 
@@ -313,11 +316,11 @@ def export_vllm(
     table = embedding.weight.detach()
     table_name = next(name for name, module in model.base.named_modules() if module is model.adapted_embedding)
     factors = model.adapter.method.token_offset_factors(model.adapter, table)
-    name = hub_name(model.base_model_name)
+    name, vllm_model, warnings = _vllm_base(model.base_model_name)
     with atomic_directory(output) as scratch:
         save_file({"prompt": model.adapter.prompt_rows().detach().float().contiguous()}, str(scratch / VLLM_PROMPT))
         if factors is not None:
-            files = embedding_lora_files(table_name, *factors, name)
+            files = embedding_lora_files(table_name, *factors, vllm_model)
             (scratch / VLLM_LORA).mkdir()
             (scratch / VLLM_LORA / "adapter_config.json").write_text(files["adapter_config.json"], encoding="utf-8")
             save_file(files["adapter_model.safetensors"], str(scratch / VLLM_LORA / "adapter_model.safetensors"))
@@ -326,6 +329,7 @@ def export_vllm(
             "format_version": VLLM_FORMAT_VERSION,
             "method": model.config.method,
             "base_model": name,
+            "vllm_model": vllm_model,  # what vLLM must load: the weights the adapter was trained on
             "prompt_len": model.prompt_len,
             "dim": model.dim,
             "lora": VLLM_LORA if factors is not None else None,
@@ -334,7 +338,28 @@ def export_vllm(
         }
         (scratch / VLLM_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         worst = _check_vllm_export(model, tokenizer, scratch, load_file)
-    return {"format": "vllm", "output": str(output), "max_embedding_difference": worst, "base_model": name}
+    summary = {"format": "vllm", "output": str(output), "max_embedding_difference": worst, "base_model": name}
+    return {**summary, "vllm_model": vllm_model, "warnings": warnings}
+
+
+def _vllm_base(base_name: str | None) -> tuple[str | None, str | None, list[str]]:
+    """The base an export names, the model vLLM must load for the adapter to be exact, and why they
+    differ: a GGUF base (the embedded SmolLM2) is served from adept's de-quantized copy of its weights,
+    which the hub model of the same name does not hold."""
+    if base_name is None:
+        return None, None, []
+    source = resolve_model(base_name)
+    if not source.gguf_file:
+        return hub_name(base_name), hub_name(base_name), []
+    folder = str(model_folder(base_name))
+    return (
+        base_name,
+        folder,
+        [
+            f"the base is {source.gguf_file} de-quantized: point vLLM at {folder} (adept's copy of those weights, "
+            f"made once), not at {hub_name(base_name)}, whose weights differ (the adapter would answer differently)"
+        ],
+    )
 
 
 def _check_vllm_export(model: PromptTunedModel, tokenizer: Any, directory: Path, load_file: Any) -> float:

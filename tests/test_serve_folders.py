@@ -238,3 +238,39 @@ def test_adept_serve_refuses_two_folders_of_one_name_naming_both(tmp_path) -> No
     assert "Traceback" not in result.output
     alone_bound = CliRunner().invoke(app, ["serve", "--port", "0", "--max-resident", "2", "--model", "x"])
     assert alone_bound.exit_code != 0 and "--serve-dir" in alone_bound.output
+
+
+def test_vllm_lora_slots_follow_the_adapters_served_and_a_bad_pair_is_refused() -> None:
+    """Sizing needs no vLLM: the method reads the served adapters and the flags the user gave."""
+    from types import SimpleNamespace
+
+    from adept_cli.serving.residency import Residency
+    from adept_cli.serving.vllm_engine import MAX_LORA_SLOTS, VllmEngine, VllmError
+
+    def sized(kept: int, lazy: int, limit: int | None, flags: str = "", given: dict | None = None):
+        adapters = {f"k{i}": SimpleNamespace(method="adept", lazy=False) for i in range(kept)}
+        adapters |= {f"l{i}": SimpleNamespace(method="adept", lazy=True) for i in range(lazy)}
+        adapters |= {"pt": SimpleNamespace(method="pt", lazy=True)}  # a PT adapter takes no slot
+        args = SimpleNamespace(max_loras=None, max_cpu_loras=None, **(given or {}))
+        engine = SimpleNamespace(adapters=adapters, residency=Residency(limit), given_flags=flags, args=args)
+        VllmEngine._size_lora_slots(engine)
+        return args.max_loras, args.max_cpu_loras
+
+    assert sized(1, 0, None) == (2, 2)  # one ADePT adapter and the zero LoRA
+    assert sized(2, 1000, 8) == (11, 11)  # 2 kept + at most 8 from folders, + 1
+    assert sized(40, 0, None) == (MAX_LORA_SLOTS, 41)  # rows of more wait for a slot
+    assert sized(0, 3, None) == (4, 4)
+    with pytest.raises(VllmError, match="--max-cpu-loras 2 is below --max-loras 4"):
+        sized(0, 3, None, "--max-loras 4 --max-cpu-loras 2", {"max_loras": 4, "max_cpu_loras": 2})
+
+
+def test_metrics_an_engine_cannot_see_are_null_and_left_out_of_prometheus() -> None:
+    from adept_cli.serving.metrics import Metrics
+
+    metrics = Metrics(not_seen=frozenset({"batches", "mixed_batches"}))
+    metrics.generated_tokens, metrics.busy_seconds = 10, 2.0
+    snapshot = metrics.snapshot()
+    assert snapshot["batches"] is None and snapshot["mixed_batches"] is None
+    assert snapshot["tokens_per_second"] == 5.0
+    text = metrics.prometheus()
+    assert "adept_batches" not in text and "adept_tokens_per_second 5.0" in text

@@ -64,7 +64,7 @@ def test_label_scores_match_adepts_own(check) -> None:
 
 def test_adapters_come_and_go_and_the_server_stops_cleanly(check) -> None:
     served = check["served"]
-    assert served["models"][1:] == ["pt", "adept", "peft"]
+    assert served["models"][1:] == ["pt", "adept", "peft", "lazy-adept", "lazy-pt"]
     assert served["removed"] == 200 and served["after_removal"] == 404
     assert check["exit_code"] == 0
     assert check["left_behind"] == []  # the adapters' LoRA files go with the server
@@ -74,3 +74,22 @@ def test_a_vllm_export_serves_in_plain_vllm_as_adept_generates(check) -> None:
     expected = check["expected"]["completions"]
     for key, text in check["plain_vllm"]["texts"].items():
         assert text == expected[key], key
+    # the embedded GGUF base: the export names adept's de-quantized copy for vLLM, not the hub model whose
+    # weights differ (plain vLLM pointed at that would answer otherwise, silently)
+    plain = check["plain_vllm"]
+    assert plain["manifest"]["vllm_model"] == plain["lora_base"] == plain["dequantized_folder"]
+    assert plain["manifest"]["base_model"] == "smollm2-135m"
+
+
+def test_adapters_served_from_a_folder_are_read_on_request_dropped_and_read_again(check) -> None:
+    """--serve-dir with --max-resident 1 on vLLM: two folder adapters alternate in memory, answering as
+    adept's own engine; a damaged one is refused (4xx, naming it) while the others serve; /metrics counts
+    what vLLM's engine can see and leaves out what only adept's batcher counts."""
+    expected, served = check["expected"]["completions"], check["served"]
+    for key, text in served["lazy_completions"].items():
+        assert text == expected[key], key
+    assert served["broken"]["status"] == 422 and "broken" in served["broken"]["message"]
+    metrics = served["metrics"]
+    assert metrics["adapter_loads"] >= 3 and metrics["adapter_evictions"] >= 2
+    assert metrics["busy_seconds"] > 0 and metrics["tokens_per_second"] > 0 and metrics["generated_tokens"] > 0
+    assert metrics["batches"] is None and metrics["mixed_batches"] is None

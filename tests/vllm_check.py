@@ -82,10 +82,25 @@ def expected(paths: dict[str, Path], base: torch.nn.Module, peft: Path) -> dict:
     return {"completions": {f"{a}|{p}": t for (a, p), t in zip(rows, texts)}, "scores": scores, "words": words}
 
 
+def folder_of_adapters(paths: dict[str, Path], work: Path) -> Path:
+    """Copies of the PT and ADePT adapters as folder-served ones (lazy-pt, lazy-adept) and a damaged one."""
+    import shutil
+
+    folder = work / "served"
+    for name in ("pt", "adept"):
+        shutil.copytree(paths[name], folder / f"lazy-{name}")
+    shutil.copytree(paths["adept"], folder / "broken")
+    weights = folder / "broken" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7] + b"damaged")
+    return folder
+
+
 class Server:
-    def __init__(self, paths: dict[str, Path], scratch: Path):
-        """`scratch`: the server's temporary folder (where its adapters' LoRA files go)."""
+    def __init__(self, paths: dict[str, Path], scratch: Path, served_folder: Path):
+        """`scratch`: the server's temporary folder (where its adapters' LoRA files go); the adapters of
+        `served_folder` are read on request, one in memory at a time."""
         args = [arg for name, path in paths.items() for arg in ("--adapter", f"{name}={path}")]
+        args += ["--serve-dir", str(served_folder), "--max-resident", "1"]
         command = [sys.executable, "-m", "adept_cli", "serve", "--engine", "vllm", "--port", "0", *args]
         command += ["--vllm-args", VLLM_FLAGS]
         scratch.mkdir(parents=True, exist_ok=True)
@@ -139,6 +154,11 @@ def served(server: Server, paths: dict[str, Path]) -> dict:
         name: client.post("/v1/predict", json={"model": name, "inputs": [{"sentence": s} for s in SENTENCES]}).json()
         for name in paths
     }
+    lazy = [(name, prompt) for name in ("lazy-pt", "lazy-adept") for prompt in PROMPTS]
+    with ThreadPoolExecutor(8) as pool:  # two folder adapters, one in memory: read, dropped, read again
+        lazy_completions = list(pool.map(complete, lazy * 2))
+    broken = client.post("/v1/completions", json={"model": "broken", "prompt": "x", "max_tokens": 2})
+    metrics = client.get("/metrics", params={"format": "json"}).json()
     models = [card["id"] for card in client.get("/v1/models").json()["data"]]
     removed = client.delete("/v1/adapters/pt").status_code
     after = client.post("/v1/completions", json={"model": "pt", "prompt": "x", "max_tokens": 2}).status_code
@@ -150,6 +170,9 @@ def served(server: Server, paths: dict[str, Path]) -> dict:
         "models": models,
         "removed": removed,
         "after_removal": after,
+        "lazy_completions": {f"{a.removeprefix('lazy-')}|{p}": t for (a, p), t in zip(lazy * 2, lazy_completions)},
+        "broken": {"status": broken.status_code, "message": broken.json()["error"]["message"]},
+        "metrics": metrics,
     }
 
 
@@ -168,7 +191,7 @@ def plain_vllm_export(paths: dict[str, Path], work: Path) -> dict:
     manifest = json.loads((work / "exported" / "adept_vllm.json").read_text())
     prompt = load_file(str(work / "exported" / "prompt.safetensors"))["prompt"]
     llm = LLM(
-        model=str(model_folder(MODEL)),
+        model=manifest["vllm_model"],  # the weights the adapter was trained on (for a GGUF base: its copy)
         dtype="float32",
         enable_prompt_embeds=True,
         enable_lora=True,
@@ -189,7 +212,14 @@ def plain_vllm_export(paths: dict[str, Path], work: Path) -> dict:
             }
         )
     outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=NEW_TOKENS), lora_request=lora)
-    return {"texts": {f"adept|{p}": o.outputs[0].text for p, o in zip(PROMPTS, outputs)}}
+    texts = {f"adept|{p}": o.outputs[0].text for p, o in zip(PROMPTS, outputs)}
+    lora_base = json.loads((work / "exported" / manifest["lora"] / "adapter_config.json").read_text())
+    return {
+        "texts": texts,
+        "manifest": manifest,
+        "lora_base": lora_base["base_model_name_or_path"],
+        "dequantized_folder": str(model_folder(MODEL)),
+    }
 
 
 def main() -> None:
@@ -202,7 +232,7 @@ def main() -> None:
     result = {"expected": expected(paths, base, peft)}
     started = time.monotonic()
     scratch = work / "server-tmp"
-    server = Server({**paths, "peft": peft}, scratch)
+    server = Server({**paths, "peft": peft}, scratch, folder_of_adapters(paths, work))
     result["startup_seconds"] = time.monotonic() - started
     try:
         result["served"] = served(server, paths)

@@ -29,6 +29,8 @@ class Metrics:
     adapter_loads: int = 0  # reads of adapters served from folders (first requests, and after evictions)
     adapter_evictions: int = 0
     adapter_bytes: int = 0  # memory the adapters in memory take
+    # what an engine that batches on its own (vLLM) cannot see: reported as null, left out of Prometheus
+    not_seen: frozenset = frozenset()
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_request(self, route: str, status: int) -> None:
@@ -48,7 +50,7 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {
+            counted = {
                 "requests": dict(self.requests),
                 "batches": self.batches,
                 "rows": self.rows,
@@ -68,6 +70,7 @@ class Metrics:
                 "adapter_bytes": self.adapter_bytes,
                 "tokens_per_second": self.generated_tokens / self.busy_seconds if self.busy_seconds else 0.0,
             }
+        return {key: None if key in self.not_seen else value for key, value in counted.items()}
 
     def prometheus(self) -> str:
         """The snapshot in Prometheus' text format."""
@@ -94,6 +97,8 @@ class Metrics:
             ("adapter_bytes", "gauge"),
             ("tokens_per_second", "gauge"),
         ):
+            if data[name] is None:
+                continue
             suffix = "_total" if kind == "counter" else ""
             lines += [f"# TYPE adept_{name}{suffix} {kind}", f"adept_{name}{suffix} {data[name]}"]
         return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ import shlex
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
@@ -47,6 +48,8 @@ from .engine import RowDecoder
 from .protocol import Generated, GenerationRow, Job
 
 ZERO_LORA = "adept-zero"  # the LoRA of rows that need no offsets (see the module docstring)
+MAX_LORA_SLOTS = 16  # LoRAs in one vLLM batch, at most, unless --vllm-args names --max-loras
+OFFSET_METHODS = ("adept",)  # methods served with a LoRA (PT needs none; DePT is refused)
 CPU_KV_CACHE_BYTES = 1 << 30  # vLLM's CPU default reserves 92% of the machine's memory
 
 
@@ -75,6 +78,13 @@ class VllmEngine(AdapterCatalog):
         self._lora_ids = iter(range(2, 1 << 30))
         self.zero_lora = vllm.lora.request.LoRARequest(ZERO_LORA, 1, str(self._write_lora(ZERO_LORA, None)))
         self.args = _engine_args(self.folder, vllm_args, self.table_name)
+        self.given_flags = vllm_args
+        # vLLM batches on its own: what adept's batcher counts (batches, their sizes, time queued) it cannot see
+        self.metrics.not_seen = frozenset(
+            ("batches", "mean_batch_size", "largest_batch", "mixed_batches", "batch_sizes", "mean_queue_seconds")
+            + ("decode_steps", "isolated_batches")
+        )
+        self.in_flight, self.busy_since = 0, 0.0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="adept-vllm", daemon=True)
         self.llm: Any = None
@@ -134,10 +144,17 @@ class VllmEngine(AdapterCatalog):
             factors = (torch.zeros(1, vocab), torch.zeros(dim, 1))
         folder = self.work / f"{name}-{uuid.uuid4().hex[:8]}"
         folder.mkdir()
-        files = embedding_lora_files(self.table_name, *factors, str(self.folder))
+        files = embedding_lora_files(self.table_name, *factors, str(self.folder), self._lora_dtype())
         (folder / "adapter_config.json").write_text(files["adapter_config.json"], encoding="utf-8")
         save_file(files["adapter_model.safetensors"], str(folder / "adapter_model.safetensors"))
         return folder
+
+    def _lora_dtype(self) -> torch.dtype:
+        """vLLM casts a LoRA to the model's dtype as it loads it: a file in that dtype is as exact, and half
+        the size where it computes in 16 bits."""
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16}.get(
+            str(self.args.dtype), torch.float32
+        )
 
     def _prompt(self, adapter: str | None, ids: list[int]) -> tuple[dict[str, Any], Any]:
         """vLLM's prompt for a row and its LoRA: the adapter's prompt rows as embeddings, then the token ids."""
@@ -157,12 +174,37 @@ class VllmEngine(AdapterCatalog):
     def start(self) -> None:
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        self._size_lora_slots()
         self.thread.start()
 
         async def create() -> Any:
             return AsyncLLM.from_engine_args(self.args)
 
-        self.llm = asyncio.run_coroutine_threadsafe(create(), self.loop).result()
+        try:
+            self.llm = asyncio.run_coroutine_threadsafe(create(), self.loop).result()
+        except (ValueError, RuntimeError, MemoryError) as error:
+            raise VllmError(
+                f"vLLM could not start with --max-loras {self.args.max_loras} and --max-cpu-loras "
+                f"{self.args.max_cpu_loras} (each LoRA slot holds (vocabulary + width) x --max-lora-rank "
+                f"{self.args.max_lora_rank} numbers): {str(error)[:300]}; give smaller values in --vllm-args"
+            ) from None
+
+    def _size_lora_slots(self) -> None:
+        """vLLM's LoRA slots from the adapters served (unless --vllm-args names them): one per ADePT adapter
+        and one for the zero LoRA of the other rows, at most MAX_LORA_SLOTS in a batch (rows of more wait
+        for a slot), and every ADePT adapter that may be in memory at once in vLLM's CPU cache."""
+        kept = sum(1 for served in self.adapters.values() if served.method in OFFSET_METHODS and not served.lazy)
+        lazy = sum(1 for served in self.adapters.values() if served.method in OFFSET_METHODS and served.lazy)
+        resident = kept + (lazy if self.residency.limit is None else min(lazy, self.residency.limit))
+        if "--max-loras" not in self.given_flags:
+            self.args.max_loras = max(1, min(resident + 1, MAX_LORA_SLOTS))
+        if "--max-cpu-loras" not in self.given_flags:
+            self.args.max_cpu_loras = max(self.args.max_loras, resident + 1)
+        if self.args.max_cpu_loras is not None and self.args.max_cpu_loras < self.args.max_loras:
+            raise VllmError(
+                f"--max-cpu-loras {self.args.max_cpu_loras} is below --max-loras {self.args.max_loras}: vLLM keeps "
+                "every LoRA of a batch in its CPU cache too; give --max-cpu-loras at least --max-loras"
+            )
 
     def abandon(self) -> list[Job]:
         """vLLM ends its own requests when it shuts down: nothing to fail here."""
@@ -186,6 +228,22 @@ class VllmEngine(AdapterCatalog):
         return asyncio.run_coroutine_threadsafe(self._run(job), self.loop)
 
     async def _run(self, job: Job) -> Any:
+        self._count_busy(+1)
+        try:
+            return await self._run_counted(job)
+        finally:
+            self._count_busy(-1)
+
+    def _count_busy(self, change: int) -> None:
+        """Busy time: while any request is in flight (vLLM's own steps are not seen from here)."""
+        with self.metrics.lock:
+            if self.in_flight == 0:
+                self.busy_since = time.monotonic()
+            self.in_flight += change
+            if self.in_flight == 0:
+                self.metrics.busy_seconds += time.monotonic() - self.busy_since
+
+    async def _run_counted(self, job: Job) -> Any:
         names = [job.adapter] if job.adapter is not None else []
         # an adapter removed while the job waited, or damaged on disk, fails this job only; reading one in
         # may drop another, which waits on this loop: done in a worker thread
@@ -340,8 +398,6 @@ def _engine_args(folder: Path, vllm_args: str, table_name: str) -> Any:
         args.lora_target_modules = [table_name.rsplit(".", 1)[-1]]
     if "--max-lora-rank" not in vllm_args:
         args.max_lora_rank = 64
-    if "--max-loras" not in vllm_args:
-        args.max_loras = 8
     if not torch.cuda.is_available():
         if "--dtype" not in vllm_args:
             args.dtype = "float32"  # adept's own engine computes in float32 on a CPU
