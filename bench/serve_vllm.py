@@ -5,7 +5,12 @@ Run in the vLLM environment (`bash .ci/vllm-env` builds .venv-vllm). Three serve
 - `builtin`: adept's engine and batcher (`adept serve`), rows of every adapter in one batch;
 - `vllm-mixed`: `adept serve --engine vllm`'s engine, the same 4 adapters mixed in vLLM's batches;
 - `vllm-base`: the same vLLM engine answering the same requests with the bare base model (no prompt, no
-  LoRA): the limit that mixed adapters are measured against.
+  LoRA; the engine still has LoRA and prompt embeddings on);
+- `vllm-plain`: plain vLLM (a second engine started without LoRA and prompt embeddings, as a user runs
+  it for the bare base, and as `adept serve --engine vllm` runs when no adapter can come) answering the
+  same requests with the bare base: the anchor mixed serving is measured against;
+- `builtin-whole`: adept's batcher as it was before rows could leave early: each batch generated until its
+  longest row ends, scoring rows waiting behind it.
 
 Adapters: PT, ADePT, PT, ADePT, all with l = 60 (DePT is not served by vLLM). Request k of the load is a
 label score (`/v1/predict` on SST-2: the two label words ranked) when k is even, else a greedy completion of
@@ -33,11 +38,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import sst2_examples, write_results  # noqa: E402
 from serve import PROMPT_LEN, run_load, save_adapters  # noqa: E402
+from serve_baselines import whole_batches  # noqa: E402
 
 MODEL = "smollm2-135m"
 ADAPTERS = (("pt", 1), ("adept", 2), ("pt", 3), ("adept", 4))  # (method, seed)
 WORDS = ("negative", "positive")
-SERVERS = ("builtin", "vllm-mixed", "vllm-base")
+SERVERS = ("builtin", "builtin-whole", "vllm-mixed", "vllm-base", "vllm-plain")
 
 
 def requests_of(sentences: list[str], count: int) -> list[tuple[str, str, int]]:
@@ -84,12 +90,26 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             builtin.add(f"a{index}", path)
             vllm.add(f"a{index}", path)
         vllm.start()
+        plain = VllmEngine(MODEL, tokenizer, args.vllm_args, plain=True) if "vllm-plain" in args.servers else None
+        if plain is not None:
+            plain.start()
         batcher = Batcher(builtin, args.max_batch_size, args.max_wait_ms)
         batcher.start()
+        whole = whole_batches(Batcher(builtin, args.max_batch_size, args.max_wait_ms))
+        whole.start()
+        runners = {
+            "builtin": batcher,
+            "builtin-whole": whole,
+            "vllm-mixed": vllm,
+            "vllm-base": vllm,
+            "vllm-plain": plain,
+        }
         submit = {
             "builtin": submitter(batcher, builtin, base=False),
+            "builtin-whole": submitter(whole, builtin, base=False),
             "vllm-mixed": submitter(vllm, vllm, base=False),
             "vllm-base": submitter(vllm, vllm, base=True),
+            "vllm-plain": submitter(plain, vllm, base=True),
         }
         try:
             for server in args.servers:
@@ -97,7 +117,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for round_ in range(args.rounds):
                 order = args.servers[round_ % len(args.servers) :] + args.servers[: round_ % len(args.servers)]
                 for server in order:
-                    runner = batcher if server == "builtin" else vllm
+                    runner = runners[server]
                     before = runner.metrics.snapshot()
                     measured = run_load(submit[server], load, args.clients, len(load), single=False)
                     after = runner.metrics.snapshot()
@@ -107,12 +127,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     print(round_, server, {k: round(v, 3) for k, v in measured.items()}, flush=True)
         finally:
             batcher.stop()
+            whole.stop()
             vllm.stop()
+            if plain is not None:
+                plain.stop()
     summary = {server: _summary(rounds) for server, rounds in runs.items()}
     if "vllm-mixed" in summary and "vllm-base" in summary:
         summary["vllm_mixed_over_base_throughput"] = (
             summary["vllm-mixed"]["requests_per_s"] / summary["vllm-base"]["requests_per_s"]
         )
+    for server in ("vllm-mixed", "vllm-base"):
+        if server in summary and "vllm-plain" in summary:
+            ratio = summary[server]["requests_per_s"] / summary["vllm-plain"]["requests_per_s"]
+            summary[f"{server.replace('-', '_')}_over_plain_throughput"] = ratio
+    if "builtin" in summary and "builtin-whole" in summary:
+        summary["builtin_whole_over_builtin_p50"] = summary["builtin-whole"]["p50_ms"] / summary["builtin"]["p50_ms"]
     return summary
 
 
@@ -157,6 +186,8 @@ def main() -> None:
             "builtin": "adept's engine, mixed-adapter batches",
             "vllm-mixed": "vLLM, the same adapters mixed (prompt embeddings + embedding LoRA)",
             "vllm-base": "vLLM, the bare base model, the same requests",
+            "vllm-plain": "plain vLLM (no LoRA, no prompt embeddings), the bare base model, the same requests",
+            "builtin-whole": "adept's engine, each batch generated until its longest row ends (before 2026-12-07)",
         },
     }
     path = write_results("serve_vllm", {"settings": settings, "results": measured})

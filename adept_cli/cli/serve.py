@@ -170,7 +170,9 @@ def serve_command(
             f"change the adapters (set --api-key or ${API_KEY_ENV})"
         )
 
-    engine = _load(pairs, tasks, model, device, engine_name, vllm_args, (max_batch_size, max_wait_ms), library)
+    adapters_possible = bool(pairs or library or adapter_dir)
+    batching = (max_batch_size, max_wait_ms)
+    engine = _load(pairs, tasks, model, device, engine_name, vllm_args, batching, library, adapters_possible)
     if library:
         _serve_folders(engine, library, max_resident)
     from ..serving.app import create_app
@@ -253,6 +255,7 @@ def _load(
     vllm_args: str,
     batching: tuple[int, float],
     library=None,
+    adapters_possible: bool = True,
 ):
     """The engine, its adapters loaded. `batching` (max batch size, max wait in ms) is for adept's own
     engine; vLLM batches requests itself. Without --model, the base is the first adapter's (of --adapter,
@@ -281,7 +284,8 @@ def _load(
         if engine == "vllm":
             from ..serving.vllm_engine import VllmEngine
 
-            served = VllmEngine(base_name, load_tokenizer(base_name), vllm_args)
+            # with no adapter to come, plain vLLM: no LoRA or prompt-embedding path for every row to pay
+            served = VllmEngine(base_name, load_tokenizer(base_name), vllm_args, plain=not adapters_possible)
         else:
             served = Engine(load_model(base_name).to(target), load_tokenizer(base_name), base_name, *batching)
         for name, path, _ in sources:

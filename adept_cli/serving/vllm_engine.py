@@ -61,7 +61,9 @@ class VllmEngine(AdapterCatalog):
     """The adapter side of `adept serve` over vLLM; it is also the server's runner (`submit`, `start`,
     `stop`, `metrics`), since vLLM batches requests itself."""
 
-    def __init__(self, model_name: str, tokenizer: Any, vllm_args: str = ""):
+    def __init__(self, model_name: str, tokenizer: Any, vllm_args: str = "", plain: bool = False):
+        """`plain`: the base alone, no adapter ever (none named, no folder to add them from): vLLM as it
+        runs for a bare model, without the LoRA and prompt-embedding paths every row would pay for."""
         vllm = _import_vllm()
         config = load_config(model_name)
         super().__init__(tokenizer, model_name, config)
@@ -69,6 +71,8 @@ class VllmEngine(AdapterCatalog):
             raise VllmError("--engine vllm serves causal models; serve a seq2seq model with the built-in engine")
         self.folder = model_folder(model_name)  # a GGUF file's weights are unpacked once into the cache
         self.table_name, self.table = _input_table(self.folder, config)
+        self.args = _engine_args(self.folder, vllm_args, self.table_name, plain)
+        self.plain = plain
         self.work = Path(tempfile.mkdtemp(prefix="adept-vllm-"))  # the LoRA files of loaded adapters
         # removed when the server stops, and at exit should it end otherwise (a killed process leaves it)
         atexit.register(shutil.rmtree, self.work, True)
@@ -76,8 +80,8 @@ class VllmEngine(AdapterCatalog):
         self.prompts: dict[str, torch.Tensor] = {}
         self.loras: dict[str, Any] = {}
         self._lora_ids = iter(range(2, 1 << 30))
-        self.zero_lora = vllm.lora.request.LoRARequest(ZERO_LORA, 1, str(self._write_lora(ZERO_LORA, None)))
-        self.args = _engine_args(self.folder, vllm_args, self.table_name)
+        zero = None if plain else str(self._write_lora(ZERO_LORA, None))
+        self.zero_lora = None if plain else vllm.lora.request.LoRARequest(ZERO_LORA, 1, zero)
         self.given_flags = vllm_args
         # vLLM batches on its own: what adept's batcher counts (batches, their sizes, time queued) it cannot see
         self.metrics.not_seen = frozenset(
@@ -92,6 +96,8 @@ class VllmEngine(AdapterCatalog):
     # -- adapters (AdapterCatalog) ------------------------------------------------------------------------
 
     def _load(self, name: str, source: AdapterSource) -> int:
+        if self.plain:
+            raise VllmError("this vLLM engine serves the base model alone (started without adapters)")
         if source.method == "merged":
             raise VllmError(f"{source.directory} is a merged export; serve the run or its adept adapter instead")
         adapter = self._read_adapter(source)
@@ -190,6 +196,8 @@ class VllmEngine(AdapterCatalog):
             ) from None
 
     def _size_lora_slots(self) -> None:
+        if self.plain:
+            return
         """vLLM's LoRA slots from the adapters served (unless --vllm-args names them): one per ADePT adapter
         and one for the zero LoRA of the other rows, at most MAX_LORA_SLOTS in a batch (rows of more wait
         for a slot), and every ADePT adapter that may be in memory at once in vLLM's CPU cache."""
@@ -377,7 +385,7 @@ def _input_table(folder: Path, config: Any) -> tuple[str, torch.Tensor]:
     raise ModelError(f"{folder}: no {name}.weight in its safetensors files")
 
 
-def _engine_args(folder: Path, vllm_args: str, table_name: str) -> Any:
+def _engine_args(folder: Path, vllm_args: str, table_name: str, plain: bool = False) -> Any:
     """vLLM's engine settings: what the user passed in vLLM's own flags (`--vllm-args "..."`), with what
     adept's rows need set: prompt embeddings, LoRA on the input embedding only (adept's LoRAs touch nothing
     else; without the restriction vLLM wraps every linear layer, which every row then pays for), and raw
@@ -391,13 +399,14 @@ def _engine_args(folder: Path, vllm_args: str, table_name: str) -> Any:
     except SystemExit:
         raise VllmError(f"--vllm-args {vllm_args!r}: vLLM rejected these flags (see its message above)") from None
     args = AsyncEngineArgs.from_cli_args(parsed)
-    args.enable_prompt_embeds = True
-    args.enable_lora = True
     args.max_logprobs = max(args.max_logprobs, 1)
-    if "--lora-target-modules" not in vllm_args:
-        args.lora_target_modules = [table_name.rsplit(".", 1)[-1]]
-    if "--max-lora-rank" not in vllm_args:
-        args.max_lora_rank = 64
+    if not plain:
+        args.enable_prompt_embeds = True
+        args.enable_lora = True
+        if "--lora-target-modules" not in vllm_args:
+            args.lora_target_modules = [table_name.rsplit(".", 1)[-1]]
+        if "--max-lora-rank" not in vllm_args:
+            args.max_lora_rank = 64
     if not torch.cuda.is_available():
         if "--dtype" not in vllm_args:
             args.dtype = "float32"  # adept's own engine computes in float32 on a CPU
