@@ -18,7 +18,7 @@ from sections.quality import (  # noqa: E402
     quality_section,
 )
 from sections.results import BENCH, load  # noqa: E402
-from sections.serving import serve_section, serve_varied_section, serve_vllm_section  # noqa: E402
+from sections.serving import serve_many_section, serve_section, serve_varied_section, serve_vllm_section  # noqa: E402
 from sections.speed import (  # noqa: E402
     gpu_section,
     inference_section,
@@ -64,6 +64,9 @@ def main() -> None:
     varied = load("serve_varied")
     if varied:
         lines += serve_varied_section(varied)
+    many = load("serve_many")
+    if many:
+        lines += serve_many_section(many)
     vllm = load("serve_vllm")
     if vllm:
         lines += serve_vllm_section(vllm)

@@ -107,3 +107,26 @@ def test_other_peft_types_and_a_prompt_of_another_base_are_refused_by_name(tmp_p
     config_path.write_text(json.dumps(config))
     with pytest.raises(AdapterError, match="is a PEFT prompt for someone/another-model; the model here is"):
         mixed.add_adapter("other", tmp_path / "other")
+
+
+def test_a_peft_prompt_exports_for_vllm_as_its_own_prompt(tmp_path) -> None:
+    """`adept export --adapter PEFT_FOLDER --format vllm`: the prompt rows PEFT trained, checked on export."""
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from adept_cli.cli import app
+
+    peft_model = peft_prompt(tmp_path / "peft", tokens=4)
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = model_path(STORIES)  # where PEFT recorded it, as a hub adapter names its base
+    (tmp_path / "peft" / "adapter_config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(
+        app, ["export", "--adapter", str(tmp_path / "peft"), "--format", "vllm", "-o", str(tmp_path / "out"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "adept_vllm.json").read_text())
+    assert manifest["method"] == "pt" and manifest["lora"] is None and manifest["prompt_len"] == 4
+    prompt = load_file(str(tmp_path / "out" / "prompt.safetensors"))["prompt"]
+    torch.testing.assert_close(prompt, peft_model.prompt_encoder["default"].embedding.weight.detach())
+    both = CliRunner().invoke(app, ["export", "--adapter", str(tmp_path / "peft"), "--run", str(tmp_path), "-o", "x"])
+    assert both.exit_code != 0 and "one of them" in both.output

@@ -252,7 +252,9 @@ def test_vllm_lora_slots_follow_the_adapters_served_and_a_bad_pair_is_refused() 
         adapters |= {f"l{i}": SimpleNamespace(method="adept", lazy=True) for i in range(lazy)}
         adapters |= {"pt": SimpleNamespace(method="pt", lazy=True)}  # a PT adapter takes no slot
         args = SimpleNamespace(**{"max_loras": None, "max_cpu_loras": None, **(given or {})})
-        engine = SimpleNamespace(adapters=adapters, residency=Residency(limit), given_flags=flags, args=args)
+        engine = SimpleNamespace(
+            adapters=adapters, residency=Residency(limit), given_flags=flags, args=args, plain=False
+        )
         VllmEngine._size_lora_slots(engine)
         return args.max_loras, args.max_cpu_loras
 

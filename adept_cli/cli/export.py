@@ -22,6 +22,10 @@ EXAMPLES = examples(
         "ADePT with no FFN at inference: plain transformers + PEFT",
         "adept export --run runs/sst2-adept --format merged -o out/merged",
     ),
+    (
+        "A PEFT prompt-tuning adapter from the hub, for vLLM",
+        "adept export --adapter downloads/peft-prompt --format vllm -o out/peft-vllm",
+    ),
 )
 
 
@@ -38,7 +42,18 @@ LIBRARY_NOISE = (
 
 @user_errors
 def export_command(
-    run: Annotated[Path, typer.Option("--run", help="Run directory (its best adapter is exported).")],
+    run: Annotated[Path | None, typer.Option("--run", help="Run directory (its best adapter is exported).")] = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(
+            "--adapter",
+            help="An adapter directory instead of a run: adept's own, or a PEFT prompt-tuning adapter as the hub "
+            "holds it (read as PT).",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="With --adapter: the base (default: the one it records).")
+    ] = None,
     format: Annotated[str, typer.Option("--format", "-f", help=f"{formats_help()}.")] = "adept",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Directory to write.")] = None,
     push_to_hub: Annotated[
@@ -46,8 +61,9 @@ def export_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Export the best adapter of a run. Each export is reloaded and checked against the adept runtime's
-    logits before it is kept; a format that would change the model's outputs is refused."""
+    """Export the best adapter of a run (or an adapter directory). Each export is reloaded and checked
+    against the adept runtime's logits before it is kept; a format that would change the model's outputs
+    is refused."""
     from ..run_dir import RunDir
 
     if output is None:
@@ -57,21 +73,20 @@ def export_command(
     problem = writable_problem(output)
     if problem:
         fail(f"--output {output}: {problem}")
-    if not RunDir(run).holds_a_run():
+    if (run is None) == (adapter is None):
+        fail("give --run RUN or --adapter DIR (one of them)")
+    if model is not None and adapter is None:
+        fail("--model goes with --adapter (a run records its base)")
+    if run is not None and not RunDir(run).holds_a_run():
         fail(f"--run {run} is not a run directory (no config.yaml)")
+    if adapter is not None and not adapter.is_dir():
+        fail(f"--adapter {adapter}: not a directory")
     from ..export import FORMATS, export
     from ..export import push_to_hub as push
-    from ..prompt.adapter_files import read_evaluation_settings
-    from ..prompt.methods import get_method
-    from ..prompt.model import PromptTunedModel
-    from ..trained import load_from_run
 
     if format not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
-    loaded = load_from_run(run)
-    if not isinstance(loaded.model, PromptTunedModel):
-        fail(f"{run}: {get_method(loaded.method).export_refusal(format)}")
-    evaluation = read_evaluation_settings(RunDir(run).best)
+    trained, tokenizer, evaluation = _exported(run, adapter, model, format)
     kernel_log = logging.getLogger("bitsandbytes.backends.cpu.ops")  # its optional CPU kernel, on import
     level = kernel_log.level
     kernel_log.setLevel(logging.ERROR)
@@ -79,7 +94,7 @@ def export_command(
         with warnings.catch_warnings():
             for message in LIBRARY_NOISE:
                 warnings.filterwarnings("ignore", message=message)
-            summary = export(loaded.model.eval(), loaded.tokenizer, output, format, push_to_hub, evaluation)
+            summary = export(trained.eval(), tokenizer, output, format, push_to_hub, evaluation)
     finally:
         kernel_log.setLevel(level)
     if push_to_hub:
@@ -101,3 +116,22 @@ def export_command(
             highlight=False,
             soft_wrap=True,  # paths whole, also when piped
         )
+
+
+def _exported(run: Path | None, adapter: Path | None, model: str | None, format: str):
+    """The prompt-tuned model to export, its tokenizer and its recorded evaluation settings."""
+    from ..hf import load_tokenizer
+    from ..prompt.adapter_files import read_evaluation_settings
+    from ..prompt.io import load_adapter
+    from ..prompt.methods import get_method
+    from ..prompt.model import PromptTunedModel
+    from ..run_dir import RunDir
+    from ..trained import load_from_run
+
+    if adapter is not None:
+        trained = load_adapter(adapter, base_model_name=model)
+        return trained, load_tokenizer(trained.base_model_name), read_evaluation_settings(adapter)
+    loaded = load_from_run(run)
+    if not isinstance(loaded.model, PromptTunedModel):
+        fail(f"{run}: {get_method(loaded.method).export_refusal(format)}")
+    return loaded.model, loaded.tokenizer, read_evaluation_settings(RunDir(run).best)

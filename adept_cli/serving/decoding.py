@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import InvalidStateError
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,12 +194,14 @@ class Decoding:
 
     def _answer(self, live: LiveRow) -> None:
         try:
-            result = live.decoder.close()
-        except Exception as error:  # noqa: BLE001 - the row's own failure (its sampling, its client)
-            live.job.future.set_exception(error)
-            result = None
-        if result is not None:
-            live.job.future.set_result(result)
+            result, error = live.decoder.close(), None
+        except Exception as failure:  # noqa: BLE001 - the row's own failure (its sampling, its client)
+            result, error = None, failure
+        with suppress(InvalidStateError):  # answered already: a shutdown past its deadline failed it
+            if error is None:
+                live.job.future.set_result(result)
+            else:
+                live.job.future.set_exception(error)
         if live.job.adapter is not None:
             self.holding[live.job.adapter] -= 1
             if not self.holding[live.job.adapter]:

@@ -4,9 +4,11 @@ and generation (completions, and `/v1/predict` on other tasks).
 
 Rows of different adapters share one forward pass (`MixedAdapterModel`): scoring flattens every
 (row, label word) pair into one batch, so adapters of different tasks, with different label words, mix
-too. Generation runs one `generate` call per batch; each row stops on its own (end token, its stop
-strings, its max_tokens, or its client going away) and its text is decoded as it grows, so a streamed
-answer and a whole one are the same text.
+too. Generation of a causal model runs a step at a time (`decoding.Decoding`, driven by the batcher:
+rows leave as they end and join between steps); otherwise one `generate` call per batch (`generate`
+here). Either way each row stops on its own (end token, its stop strings, its max_tokens, or its client
+going away) and its text is decoded as it grows (`RowDecoder`), so a streamed answer and a whole one are
+the same text.
 """
 
 from __future__ import annotations

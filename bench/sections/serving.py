@@ -140,3 +140,43 @@ def serve_vllm_section(data: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def serve_many_section(data: dict[str, Any]) -> list[str]:
+    """bench/serve_many.py: N adapters served from a folder, requests spread over all of them."""
+    settings, results = data["settings"], data["results"]
+    sizes = settings["sizes"].split(",")
+    lines = ["## Serving: a thousand adapters from one folder (`adept serve --serve-dir`)", ""]
+    lines += provenance(data)
+    lines += [
+        f"- Model {settings['model']}; N ADePT adapters with random distinct weights (the SST-2 recipe's sizes: "
+        f"l = {settings['prompt_len']}, r = {settings['rank']}), read on their first request; "
+        f"{settings['clients']} closed-loop clients, {settings['requests']} completions per pass, each naming an "
+        "adapter drawn uniformly from all N, the varied load (1-32 tokens, greedy or seeded sampling, a third "
+        f"streamed), --max-batch-size {settings['max_batch_size']}; medians of {settings['rounds']} rounds after "
+        "a first pass that reads the adapters, the configurations taking turns. In-process (no HTTP).",
+        "",
+        "| adapters | requests / s | p50 latency (ms) | p95 latency (ms) | vs N = 1 | vs the bare base "
+        "| first pass requests / s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label in ["base", *sizes]:
+        row, first = results[label], data["first_pass"][label]
+        name = "bare base (no adapter)" if label == "base" else label
+        lines.append(
+            f"| {name} | {row['requests_per_s']:.2f} | {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | "
+            f"{row['throughput_vs_smallest_n']:.2f} | {row['throughput_vs_base']:.2f} | {first['requests_per_s']:.2f} |"
+        )
+    largest = results[sizes[-1]]["throughput_vs_smallest_n"]
+    memory = data["memory_per_adapter"]
+    lines += [
+        "",
+        f"- At N = {sizes[-1]}, at least 0.9x the throughput of N = {sizes[0]}: "
+        + verdict(largest >= 0.9, f"{largest:.2f}x"),
+        f"- Memory per adapter in memory: {memory['engine_count_bytes'] / 1024:.0f} KiB by the engine's count (weights "
+        f"and the prompt's keys and values), {memory['process_growth_bytes'] / 1024:.0f} KiB of process memory growth; "
+        f"the startup check of {data['served']} adapters (config, checksum, shapes, values) took "
+        f"{data['startup_check_seconds']:.1f} s.",
+        "",
+    ]
+    return lines
