@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import sst2_examples, write_results  # noqa: E402
-from serve import VARIED_SAMPLINGS, model_for  # noqa: E402
+from serve import VARIED_SAMPLINGS, model_for, run_load  # noqa: E402
 
 PROMPT_LEN, RANK = 10, 44  # recipes/cpu/smollm2-sst2.yaml
 
@@ -59,50 +59,27 @@ def resident_bytes() -> int:
     return 0
 
 
-def run_load(engine: Any, encoder: Any, sources: list[str], adapters: list[str | None], args: Any) -> dict[str, Any]:
-    """The varied load from `args.clients` closed-loop clients, each request naming an adapter drawn
-    uniformly from `adapters`."""
+def varied_load(engine: Any, encoder: Any, sources: list[str], adapters: list[str | None], args: Any) -> dict:
+    """`bench/serve.py`'s varied load from `args.clients` closed-loop clients, each request naming an
+    adapter drawn uniformly from `adapters`."""
     import threading
 
     from adept_cli.serving.protocol import GenerationRow, Job, Sampling
 
     numbers, pick, lock = itertools.count(), random.Random(len(adapters)), threading.Lock()
-    latencies: list[float] = []
-    together = threading.Barrier(args.clients)
 
-    def one() -> float:
+    def submit(_: int, source: str) -> Any:
         with lock:
             k, name = next(numbers), pick.choice(adapters)
         temperature, top_p = VARIED_SAMPLINGS[k % len(VARIED_SAMPLINGS)]
         tokens = 1 + (7 * k) % 32
         sampling = Sampling(temperature, top_p, seed=None if temperature == 0 else k, min_tokens=tokens)
-        row = GenerationRow(name, encoder.source_ids(sources[k % len(sources)]), tokens)
-        row.on_text = (lambda text: None) if k % 3 == 0 else None
-        start = time.perf_counter()
-        engine.submit(Job(name, generation=row, sampling=sampling)).result()
-        return time.perf_counter() - start
+        row = GenerationRow(
+            name, encoder.source_ids(source), tokens, on_text=(lambda text: None) if k % 3 == 0 else None
+        )
+        return engine.submit(Job(name, generation=row, sampling=sampling))
 
-    def client(count: int) -> None:
-        together.wait()
-        mine = [one() for _ in range(count)]
-        with lock:
-            latencies.extend(mine)
-
-    per_client = max(1, args.requests // args.clients)
-    threads = [threading.Thread(target=client, args=(per_client,)) for _ in range(args.clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - start
-    latencies.sort()
-    return {
-        "requests_per_s": len(latencies) / seconds,
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p95_ms": 1000 * latencies[int(len(latencies) * 0.95) - 1],
-        "seconds": seconds,
-    }
+    return run_load(submit, sources, args.clients, args.requests, single=False)
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,7 +103,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         try:
             first_pass, memory = {}, {}
             for label, adapters in configurations.items():  # reads every adapter of the configuration
-                first_pass[label] = run_load(engine, encoder, sources, adapters, args)
+                first_pass[label] = varied_load(engine, encoder, sources, adapters, args)
                 snapshot = engine.metrics.snapshot()
                 memory[label] = {
                     "adapters_resident": snapshot["adapters_resident"],
@@ -139,7 +116,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 order = list(configurations)
                 order = order[round_ % len(order) :] + order[: round_ % len(order)]
                 for label in order:
-                    rounds[label].append(run_load(engine, encoder, sources, configurations[label], args))
+                    rounds[label].append(varied_load(engine, encoder, sources, configurations[label], args))
                     print(label, {k: round(v, 2) for k, v in rounds[label][-1].items()})
         finally:
             engine.stop()

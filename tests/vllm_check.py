@@ -90,7 +90,7 @@ def folder_of_adapters(paths: dict[str, Path], work: Path) -> Path:
     for name in ("pt", "adept"):
         shutil.copytree(paths[name], folder / f"lazy-{name}")
     shutil.copytree(paths["adept"], folder / "broken")
-    weights = folder / "broken" / "trainable.safetensors"
+    weights = folder / "broken" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-7] + b"damaged")
     return folder
 

@@ -13,13 +13,14 @@ from .protocol import AdapterOutsideFolders, RequestError
 
 
 class AdapterFolders:
-    def __init__(self, folders: list[str | os.PathLike]):
+    def __init__(self, folders: list[str | os.PathLike], option: str = "--adapter-dir"):
         self.folders: list[Path] = []
         for folder in folders:
             real = Path(folder).resolve()
             if not real.is_dir():
-                raise AdeptError(f"--adapter-dir {folder}: not a directory")
-            self.folders.append(real)
+                raise AdeptError(f"{option} {folder}: not a directory")
+            if real not in self.folders:
+                self.folders.append(real)
 
     def __bool__(self) -> bool:
         return bool(self.folders)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import AdeptError
 from ..prompt.adapter_files import ADAPTER_CONFIG, is_merged_export
+from .adapter_folders import AdapterFolders
 from .protocol import ADAPTER_NAME, RequestError
 
 
@@ -32,18 +33,12 @@ class Scan:
     clashes: dict[str, list[Path]] = field(default_factory=dict)  # a name two folders give -> both
 
 
-class AdapterLibrary:
-    def __init__(self, folders: list[str | os.PathLike]):
-        self.folders: list[Path] = []
-        for folder in folders:
-            real = Path(folder).resolve()
-            if not real.is_dir():
-                raise AdeptError(f"--serve-dir {folder}: not a directory")
-            if real not in self.folders:
-                self.folders.append(real)
+class AdapterLibrary(AdapterFolders):
+    """The folders of --serve-dir; `allows` (every file an entry is read from must lie inside one of them,
+    links followed) as for --adapter-dir."""
 
-    def __bool__(self) -> bool:
-        return bool(self.folders)
+    def __init__(self, folders: list[str | os.PathLike]):
+        super().__init__(folders, "--serve-dir")
 
     def scan(self) -> Scan:
         scan = Scan()
@@ -78,15 +73,6 @@ class AdapterLibrary:
         if len(matches) > 1:
             raise NameClash(clash_message(name, matches))
         return matches[0] if matches else None
-
-    def allows(self, path: Path) -> bool:
-        """Whether `path`, its links followed, lies inside one of the folders (every file an entry is read
-        from must: a link inside a folder may point anywhere)."""
-        try:
-            real = path.resolve(strict=True)
-        except (OSError, RuntimeError, ValueError):
-            return False
-        return any(real == folder or real.is_relative_to(folder) for folder in self.folders)
 
 
 def holds_adapter(path: Path) -> bool:
