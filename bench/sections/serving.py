@@ -122,7 +122,24 @@ def serve_vllm_section(data: dict[str, Any]) -> list[str]:
         lines.append(
             "- Mixed adapters on vLLM within 10% of vLLM's bare base: " + verdict(ratio >= 0.9, f"{ratio:.2f}x")
         )
-    if "builtin" in results and "vllm-mixed" in results:
+    for name in ("vllm-mixed", "vllm-base"):
+        ratio = results.get(f"{name.replace('-', '_')}_over_plain_throughput")
+        if ratio is not None:
+            lines.append(
+                f"- {settings['servers'][name]} against plain vLLM's bare base, at least 0.9x: "
+                + verdict(ratio >= 0.9, f"{ratio:.2f}x")
+            )
+    whole = results.get("builtin_whole_over_builtin_p50")
+    if whole is not None:
+        before, after = results["builtin-whole"], results["builtin"]
+        detail = (
+            f"{whole:.1f}x lower ({after['p50_ms']:.0f} vs {before['p50_ms']:.0f} ms), throughput "
+            f"{after['requests_per_s'] / before['requests_per_s']:.2f}x"
+        )
+        lines.append(
+            f"- Rows leaving early on the built-in engine, p50 latency at least 3x lower: {verdict(whole >= 3, detail)}"
+        )
+    if "builtin" in results and "vllm-mixed" in results and "builtin-whole" not in results:
         speedup = results["vllm-mixed"]["requests_per_s"] / results["builtin"]["requests_per_s"]
         lines.append(
             f"- vLLM serves this load at {speedup:.1f}x the built-in engine's throughput: continuous batching "
