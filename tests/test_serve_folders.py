@@ -7,6 +7,7 @@ distinct weights."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from collections import Counter
@@ -276,3 +277,22 @@ def test_metrics_an_engine_cannot_see_are_null_and_left_out_of_prometheus() -> N
     assert snapshot["tokens_per_second"] == 5.0
     text = metrics.prometheus()
     assert "adept_batches" not in text and "adept_tokens_per_second 5.0" in text
+
+
+def test_work_folders_of_killed_vllm_servers_are_removed_by_the_next(tmp_path) -> None:
+    """A server killed with -9 cannot remove its LoRA files; the next one removes them, and only them."""
+    import subprocess
+    import sys
+
+    from adept_cli.serving.vllm_engine import OWNER_FILE, WORK_PREFIX, remove_abandoned_work
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed, alive, foreign = tmp_path / f"{WORK_PREFIX}a", tmp_path / f"{WORK_PREFIX}b", tmp_path / f"{WORK_PREFIX}c"
+    for folder, owner in ((killed, gone.pid), (alive, os.getpid()), (foreign, None)):
+        folder.mkdir()
+        (folder / "lora.safetensors").write_bytes(b"x")
+        if owner is not None:
+            (folder / OWNER_FILE).write_text(str(owner))
+    assert remove_abandoned_work(tmp_path) == [killed]
+    assert not killed.exists() and alive.exists() and foreign.exists()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import shlex
 import shutil
 import tempfile
@@ -50,6 +51,8 @@ from .protocol import Generated, GenerationRow, Job
 ZERO_LORA = "adept-zero"  # the LoRA of rows that need no offsets (see the module docstring)
 MAX_LORA_SLOTS = 16  # LoRAs in one vLLM batch, at most, unless --vllm-args names --max-loras
 OFFSET_METHODS = ("adept",)  # methods served with a LoRA (PT needs none; DePT is refused)
+WORK_PREFIX = "adept-vllm-"  # a server's temporary folder of LoRA files
+OWNER_FILE = "owner.pid"
 CPU_KV_CACHE_BYTES = 1 << 30  # vLLM's CPU default reserves 92% of the machine's memory
 
 
@@ -73,8 +76,11 @@ class VllmEngine(AdapterCatalog):
         self.table_name, self.table = _input_table(self.folder, config)
         self.args = _engine_args(self.folder, vllm_args, self.table_name, plain)
         self.plain = plain
-        self.work = Path(tempfile.mkdtemp(prefix="adept-vllm-"))  # the LoRA files of loaded adapters
-        # removed when the server stops, and at exit should it end otherwise (a killed process leaves it)
+        remove_abandoned_work(Path(tempfile.gettempdir()))  # what servers killed before us left behind
+        self.work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX))  # the LoRA files of loaded adapters
+        (self.work / OWNER_FILE).write_text(str(os.getpid()), encoding="ascii")
+        # removed when the server stops, and at exit should it end otherwise (a killed process leaves it: the
+        # next server removes it, its owner gone)
         atexit.register(shutil.rmtree, self.work, True)
         self.lora_folders: dict[str, Path] = {}
         self.prompts: dict[str, torch.Tensor] = {}
@@ -326,6 +332,26 @@ class VllmEngine(AdapterCatalog):
             outputs = await asyncio.gather(*futures)
             scores.append(sum(_sampled_log_prob(output) for output in outputs))
         return scores
+
+
+def remove_abandoned_work(temporary: Path) -> list[Path]:
+    """Remove the work folders of vLLM servers that ended without removing them (killed): those whose
+    owner file names a process that no longer runs. Folders without one are not adept's to remove."""
+    removed = []
+    for folder in temporary.glob(f"{WORK_PREFIX}*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(owner, 0)
+            continue  # still running (or not ours to signal): its folder stays
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:
+            continue
+    return removed
 
 
 async def _last(run: Any) -> Any:
