@@ -12,7 +12,23 @@ from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..errors import AdeptWarning
-from . import analysis, budget, env, eval, export, lm_eval, plan, plot, predict, report, serve, sweep, tasks, train
+from . import (
+    analysis,
+    budget,
+    env,
+    eval,
+    export,
+    lm_eval,
+    plan,
+    plot,
+    predict,
+    recipes,
+    report,
+    serve,
+    sweep,
+    tasks,
+    train,
+)
 from .common import warn
 
 
@@ -111,6 +127,7 @@ def show_adept_warnings() -> None:
 app.command("budget", cls=AdeptCommand, epilog=budget.EXAMPLES)(budget.budget)
 app.command("plan", cls=AdeptCommand, epilog=plan.EXAMPLES)(plan.plan_command)
 app.command("tasks", cls=AdeptCommand, epilog=tasks.EXAMPLES)(tasks.tasks)
+app.command("recipes", cls=AdeptCommand, epilog=recipes.EXAMPLES)(recipes.recipes_command)
 app.command("train", cls=AdeptCommand, epilog=train.EXAMPLES)(train.train)
 app.command("eval", cls=AdeptCommand, epilog=eval.EXAMPLES)(eval.eval_command)
 app.command("predict", cls=AdeptCommand, epilog=predict.EXAMPLES)(predict.predict_command)

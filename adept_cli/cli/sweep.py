@@ -29,7 +29,10 @@ EXAMPLES = examples(
 @user_errors
 def sweep_command(
     overrides: Annotated[list[str] | None, typer.Argument(help="Settings for every run, as key=value.")] = None,
-    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="YAML recipe every run starts from.")] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option("--recipe", "-r", help="YAML recipe every run starts from (a path or a name: adept recipes)."),
+    ] = None,
     task: Annotated[str | None, typer.Option("--task", "-t", help="Task for every run.")] = None,
     method: Annotated[str | None, typer.Option("--method", help="Method for every run.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Base model for every run.")] = None,
@@ -64,8 +67,10 @@ def sweep_command(
         fail(f"--launcher must be one of {', '.join(LAUNCHERS)}; got {launcher!r}")
     settings = list(overrides or [])
     settings += [f"{key}={value}" for key, value in (("task", task), ("method", method), ("model", model)) if value]
-    if recipe is not None and not recipe.is_file():
-        fail(f"--recipe {recipe}: no such file")
+    if recipe is not None:
+        from ..training.recipes import recipe_file
+
+        recipe = recipe_file(recipe)  # a path, or a name of the recipe catalogue
     parsed_grid, parsed_seeds = sweeps.parse_grid(grid or []), sweeps.parse_seeds(seeds)
     if output is None:
         from ..training.config import build_config

@@ -36,7 +36,10 @@ def train(
         str | None, typer.Option("--task", "-t", help="Task name or task YAML file; a,b,c trains on a mixture.")
     ] = None,
     method: Annotated[str | None, typer.Option("--method", help=f"{' | '.join(training_method_names())}.")] = None,
-    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="YAML recipe (see recipes/).")] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option("--recipe", "-r", help="YAML recipe: a path, or a name of the catalogue (adept recipes)."),
+    ] = None,
     output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     data_dir: Annotated[
         str | None, typer.Option("--data-dir", help="Folder with <task>/<split> files; hub: read from the hub only.")

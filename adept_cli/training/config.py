@@ -426,6 +426,9 @@ def build_config(
     problems: list[str] = []
     layers = []
     if recipe is not None:
+        from .recipes import recipe_file
+
+        recipe = recipe_file(recipe)  # a path, or a name of the recipe catalogue
         layers.append((str(recipe), read_recipe(recipe)))
     layers.append(("command-line option", {k: v for k, v in (options or {}).items() if v is not None}))
     layers.append(("override", parse_overrides(overrides or [])))
