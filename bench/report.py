@@ -18,7 +18,13 @@ from sections.quality import (  # noqa: E402
     quality_section,
 )
 from sections.results import BENCH, load  # noqa: E402
-from sections.serving import serve_many_section, serve_section, serve_varied_section, serve_vllm_section  # noqa: E402
+from sections.serving import (  # noqa: E402
+    serve_many_section,
+    serve_section,
+    serve_varied_section,
+    serve_vllm_section,
+    vllm_overhead_section,
+)
 from sections.speed import (  # noqa: E402
     gpu_section,
     inference_section,
@@ -70,6 +76,9 @@ def main() -> None:
     vllm = load("serve_vllm")
     if vllm:
         lines += serve_vllm_section(vllm)
+    overhead = load("vllm_overhead")
+    if overhead:
+        lines += vllm_overhead_section(overhead)
     lines += gpu_section(load("gpu_check"))
     notes = BENCH / "NOTES.md"
     if notes.is_file():

@@ -18,6 +18,7 @@ from . import (
     env,
     eval,
     export,
+    inspecting,
     lm_eval,
     plan,
     plot,
@@ -137,6 +138,7 @@ app.command("report", cls=AdeptCommand, epilog=report.EXAMPLES)(report.report_co
 app.command("plot", cls=AdeptCommand, epilog=plot.EXAMPLES)(plot.plot_command)
 app.command("shift-probe", cls=AdeptCommand, epilog=analysis.SHIFT_EXAMPLES)(analysis.shift_probe)
 app.command("offsets", cls=AdeptCommand, epilog=analysis.OFFSET_EXAMPLES)(analysis.offsets)
+app.command("inspect", cls=AdeptCommand, epilog=inspecting.EXAMPLES)(inspecting.inspect_command)
 app.command("export", cls=AdeptCommand, epilog=export.EXAMPLES)(export.export_command)
 app.command("env", cls=AdeptCommand, epilog=env.EXAMPLES)(env.env_command)
 app.command(  # every argument, --help included, goes to lm-eval's own parser

@@ -197,3 +197,31 @@ def serve_many_section(data: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def vllm_overhead_section(data: dict[str, Any]) -> list[str]:
+    """bench/vllm_overhead.py: what each feature adept's adapters need costs vLLM on the bare base's load."""
+    settings, results = data["settings"], data["results"]
+    lines = ["## vLLM: what serving adapters costs, feature by feature", ""]
+    lines += provenance(data)
+    lines += [
+        f"- Model {settings['model']}; the bare base's load of the section above ({settings['requests']} requests, "
+        f"{settings['clients']} closed-loop clients; half label scores, half completions of 1-64 tokens), each "
+        f"engine started with one set of features, one at a time; medians of {settings['rounds']} round(s).",
+        "",
+        "| engine | requests / s | p50 latency (ms) | p95 latency (ms) | vs plain |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    names = {
+        "plain": "plain vLLM (no LoRA, no prompt embeddings)",
+        "prompt-embeds": "prompt embeddings on",
+        "lora": "LoRA on, every row with the zero LoRA",
+        "lora-none": "LoRA on, base rows without a LoRA",
+        "both": "both (as adept serve --engine vllm)",
+    }
+    for name, row in results.items():
+        lines.append(
+            f"| {names.get(name, name)} | {row['requests_per_s']:.2f} | {row['p50_ms']:.0f} | {row['p95_ms']:.0f} | "
+            f"{row['vs_plain']:.2f} |"
+        )
+    return [*lines, ""]
