@@ -26,6 +26,8 @@ SUBCOMMANDS = (
     "tasks",
     "shift-probe",
     "offsets",
+    "inspect",
+    "recipes",
     "export",
 )
 
@@ -149,7 +151,7 @@ def test_budget_reads_only_the_config_of_a_local_model(tmp_path) -> None:
 
 
 def test_json_is_a_flag_in_help() -> None:
-    for command in ("train", "eval", "budget", "tasks", "shift-probe", "offsets", "export"):
+    for command in ("train", "eval", "budget", "tasks", "recipes", "shift-probe", "offsets", "inspect", "export"):
         text = runner.invoke(app, [command, "--help"], terminal_width=200).output
         assert re.search(r"--json\s", text) and "--no-json" not in text, command
 
@@ -182,6 +184,8 @@ def _broken_lines(text: str) -> list[str]:
         if inner[column - 1] != " " or inner[column] == " ":  # not the same text column
             continue
         if line.startswith("│") and column <= 1:  # a table's next row (names start at its left edge)
+            continue
+        if len(words) > 1 and words[1].startswith("<") and words[1].endswith(">"):  # an argument's row: NAME <type>
             continue
         width = len(inner) if line.startswith("│") else int(os.environ.get("COLUMNS", "80"))
         used = len(inner.rstrip())

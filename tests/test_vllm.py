@@ -86,7 +86,8 @@ def test_adapters_served_from_a_folder_are_read_on_request_dropped_and_read_agai
     adept's own engine; a damaged one is refused (4xx, naming it) while the others serve; /metrics counts
     what vLLM's engine can see and leaves out what only adept's batcher counts."""
     expected, served = check["expected"]["completions"], check["served"]
-    for key, text in served["lazy_completions"].items():
+    assert len(served["lazy_completions"]) == 2 * 4 + 3
+    for key, text in served["lazy_completions"]:
         assert text == expected[key], key
     assert served["broken"]["status"] == 422 and "broken" in served["broken"]["message"]
     metrics = served["metrics"]

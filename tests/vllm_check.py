@@ -155,8 +155,11 @@ def served(server: Server, paths: dict[str, Path]) -> dict:
         for name in paths
     }
     lazy = [(name, prompt) for name in ("lazy-pt", "lazy-adept") for prompt in PROMPTS]
-    with ThreadPoolExecutor(8) as pool:  # two folder adapters, one in memory: read, dropped, read again
-        lazy_completions = list(pool.map(complete, lazy * 2))
+    with ThreadPoolExecutor(8) as pool:  # two folder adapters, one in memory, mixed in vLLM's batches
+        lazy_completions = list(pool.map(complete, lazy))
+    # then one after the other: each request reads its adapter, dropping the other, and reads it again
+    lazy_completions += [complete(row) for row in lazy[:1] + lazy[len(PROMPTS) : len(PROMPTS) + 1] + lazy[1:2]]
+    lazy += lazy[:1] + lazy[len(PROMPTS) : len(PROMPTS) + 1] + lazy[1:2]
     broken = client.post("/v1/completions", json={"model": "broken", "prompt": "x", "max_tokens": 2})
     metrics = client.get("/metrics", params={"format": "json"}).json()
     models = [card["id"] for card in client.get("/v1/models").json()["data"]]
@@ -170,7 +173,7 @@ def served(server: Server, paths: dict[str, Path]) -> dict:
         "models": models,
         "removed": removed,
         "after_removal": after,
-        "lazy_completions": {f"{a.removeprefix('lazy-')}|{p}": t for (a, p), t in zip(lazy * 2, lazy_completions)},
+        "lazy_completions": [[f"{a.removeprefix('lazy-')}|{p}", t] for (a, p), t in zip(lazy, lazy_completions)],
         "broken": {"status": broken.status_code, "message": broken.json()["error"]["message"]},
         "metrics": metrics,
     }
