@@ -19,6 +19,7 @@ SUBCOMMANDS = (
     "train",
     "eval",
     "predict",
+    "chat",
     "serve",
     "sweep",
     "report",

@@ -15,6 +15,7 @@ from ..errors import AdeptWarning
 from . import (
     analysis,
     budget,
+    chat,
     env,
     eval,
     export,
@@ -133,6 +134,7 @@ app.command("train", cls=AdeptCommand, epilog=train.EXAMPLES)(train.train)
 app.command("eval", cls=AdeptCommand, epilog=eval.EXAMPLES)(eval.eval_command)
 app.command("predict", cls=AdeptCommand, epilog=predict.EXAMPLES)(predict.predict_command)
 app.command("serve", cls=AdeptCommand, epilog=serve.EXAMPLES)(serve.serve_command)
+app.command("chat", cls=AdeptCommand, epilog=chat.EXAMPLES)(chat.chat_command)
 app.command("sweep", cls=AdeptCommand, epilog=sweep.EXAMPLES)(sweep.sweep_command)
 app.command("report", cls=AdeptCommand, epilog=report.EXAMPLES)(report.report_command)
 app.command("plot", cls=AdeptCommand, epilog=plot.EXAMPLES)(plot.plot_command)
