@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import AdeptError
 from ..prompt.adapter_files import ADAPTER_CONFIG, is_merged_export
 from .adapter_folders import AdapterFolders
-from .protocol import ADAPTER_NAME, RequestError
+from .protocol import ADAPTER_NAME
 
 
 class NameClash(AdeptError, ValueError):
@@ -89,7 +89,3 @@ def clash_message(name: str, paths: list[Path]) -> str:
         f"two folders are both named {name!r}: {' and '.join(map(str, paths))}; rename one (an adapter is "
         "served by its folder name)"
     )
-
-
-def clash_error(name: str, paths: list[Path]) -> RequestError:
-    return RequestError(clash_message(name, paths), "adapter_name_clash", 409)

@@ -29,7 +29,7 @@ from ..prompt.methods import config_from_dict
 from ..prompt.model import AdapterNotFound
 from ..tasks.example import Example, RowError
 from ..trained import DEFAULT_TARGET_LENGTH, checked_evaluation
-from .adapter_library import AdapterLibrary, NameClash, clash_error
+from .adapter_library import AdapterLibrary, NameClash, clash_message
 from .metrics import Metrics
 from .protocol import AdapterOutsideFolders, GenerationRow, RequestError, ServedAdapter
 from .residency import BYTES_PER_NUMBER, Residency, available_memory
@@ -192,7 +192,7 @@ class AdapterCatalog:
         if served is None:
             refused = self.unusable.get(name)
             if refused is not None:
-                raise RequestError(f"adapter {name!r} cannot be served: {refused.reason}", "adapter_unusable", 422)
+                raise _unusable_error(name, refused.reason)
             loaded = ", ".join(list(self.adapters)[:20]) + (" ..." if len(self.adapters) > 20 else "") or "none"
             raise AdapterNotFound(
                 f"no adapter named {name!r} (loaded: {loaded}; the base model is {self.model_name!r})"
@@ -218,7 +218,7 @@ class AdapterCatalog:
         holds, are one AdeptError before the server listens."""
         scan = library.scan()
         if scan.clashes:
-            raise NameClash("; ".join(clash_error(name, paths).args[0] for name, paths in scan.clashes.items()))
+            raise NameClash("; ".join(clash_message(name, paths) for name, paths in scan.clashes.items()))
         self.library, self.residency.limit = library, max_resident
         report = FolderReport(0, passed_over=scan.passed_over)
         largest = 0
@@ -253,15 +253,18 @@ class AdapterCatalog:
                     self._forget(name)
             for name in [name for name in self.unusable if name not in scan.found]:
                 del self.unusable[name]
-        for name in scan.found:
+        for name, path in scan.found.items():
             if name not in self.adapters and name != self.model_name:
-                self._discover(name)
+                self._discover(name, path)
 
-    def _discover(self, name: str) -> None:
-        try:
-            path = self.library.find(name)
-        except NameClash as clash:
-            raise RequestError(str(clash), "adapter_name_clash", 409) from None
+    def _discover(self, name: str, path: Path | None = None) -> None:
+        """Serve `name` from its folder (`path`, else looked for in the served folders) if it is there and
+        usable; a refusal is kept, with the files it was made on."""
+        if path is None:
+            try:
+                path = self.library.find(name)
+            except NameClash as clash:
+                raise RequestError(str(clash), "adapter_name_clash", 409) from None
         if path is None:
             return
         refused = self.unusable.get(name)
@@ -339,7 +342,7 @@ class AdapterCatalog:
         source = self.adapters[name].source
         self._forget(name)
         self.unusable[name] = Unusable(str(error), _files(Path(source)))
-        return RequestError(f"adapter {name!r} cannot be served: {error}", "adapter_unusable", 422)
+        return _unusable_error(name, str(error))
 
     def _checked_numbers(self, name: str) -> int:
         """Check a folder adapter's files as a read will (checksum, shapes, values); its size in numbers."""
@@ -427,6 +430,10 @@ class AdapterCatalog:
         with self.text_lock:
             ids, new_tokens = served.encoder.prompt_ids(query), max_new_tokens(served.task, served.encoder)
         return GenerationRow(adapter, ids, new_tokens)
+
+
+def _unusable_error(name: str, reason: str) -> RequestError:
+    return RequestError(f"adapter {name!r} cannot be served: {reason}", "adapter_unusable", 422)
 
 
 def described_prompt_len(source: AdapterSource) -> int:

@@ -138,8 +138,7 @@ class Decoding:
         self._stack(logits, cache, mask)
         for job in jobs:
             sampling = job.sampling or Sampling()
-            seed = sampling.seed if sampling.seed is not None else job.generation.private_seed
-            generator = None if sampling.greedy else torch.Generator(device=self.engine.device).manual_seed(seed)
+            generator = sampling.stream(job.generation.private_seed, self.engine.device)
             self.rows.append(LiveRow(job, self.make_decoder(job.generation), sampling, generator))
 
     def step(self) -> int:
@@ -179,15 +178,10 @@ class Decoding:
     # -- one row's token --------------------------------------------------------------------------------
 
     def _choose(self, live: LiveRow, logits: torch.Tensor) -> int | None:
-        """The row's next token as a whole-batch `generate` chooses it (`engine._RowSampling`, then greedy)."""
-        scores = logits.clone()
-        end_ids = sorted(self.engine.end_ids)
-        if live.steps < live.sampling.min_tokens and end_ids:
-            scores[end_ids] = float("-inf")
-        if live.sampling.greedy:
-            return int(scores.argmax())
+        """The row's next token as a whole-batch `generate` chooses it (`engine._RowSampling`); None when
+        its sampling failed (the row then ends, alone)."""
         try:
-            return live.sampling.sample(scores, live.generator)
+            return live.sampling.next_token(logits, live.steps, sorted(self.engine.end_ids), live.generator)
         except Exception as error:  # noqa: BLE001 - e.g. logits that are not numbers: this row only
             live.decoder.fail(error)
             return None

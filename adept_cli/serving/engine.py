@@ -140,10 +140,7 @@ class _RowSampling:
     def __init__(self, samplings: Sequence[Sampling], decoders: list[RowDecoder], end_ids: set[int], device: Any):
         self.samplings, self.decoders = samplings, decoders
         self.end_ids = sorted(end_ids)
-        self.generators = [
-            None if s.greedy else torch.Generator(device=device).manual_seed(_seed(s, d.row))
-            for s, d in zip(samplings, decoders)
-        ]
+        self.generators = [s.stream(d.row.private_seed, device) for s, d in zip(samplings, decoders)]
         self.steps = 0  # tokens generated so far (every row has as many, finished rows padded)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -151,22 +148,15 @@ class _RowSampling:
         for row, (sampling, generator) in enumerate(zip(self.samplings, self.generators)):
             if self.decoders[row].finished:
                 continue
-            if self.steps < sampling.min_tokens and self.end_ids:
-                scores[row, self.end_ids] = float("-inf")
-            if not sampling.greedy:
-                try:
-                    token = sampling.sample(scores[row], generator)
-                except Exception as error:  # noqa: BLE001 - e.g. logits that are not numbers: this row only
-                    self.decoders[row].fail(error)
-                    continue
-                scores[row] = float("-inf")
-                scores[row, token] = 0.0
+            try:
+                token = sampling.next_token(scores[row], self.steps, self.end_ids, generator)
+            except Exception as error:  # noqa: BLE001 - e.g. logits that are not numbers: this row only
+                self.decoders[row].fail(error)
+                continue
+            scores[row] = float("-inf")
+            scores[row, token] = 0.0
         self.steps += 1
         return scores
-
-
-def _seed(sampling: Sampling, row: GenerationRow) -> int:
-    return sampling.seed if sampling.seed is not None else row.private_seed
 
 
 class _RowsDone:

@@ -213,6 +213,22 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    def stream(self, private_seed: int, device: Any) -> torch.Generator | None:
+        """The random stream a sampled row draws from: its seed, else the row's private one (None: greedy)."""
+        if self.greedy:
+            return None
+        return torch.Generator(device=device).manual_seed(self.seed if self.seed is not None else private_seed)
+
+    def next_token(
+        self, scores: torch.Tensor, steps: int, end_ids: Sequence[int], generator: torch.Generator | None
+    ) -> int:
+        """A row's next token from its vocabulary scores after `steps` tokens: no end token before
+        `min_tokens`, then the largest score (greedy) or a draw (`sample`)."""
+        if steps < self.min_tokens and end_ids:
+            scores = scores.clone()
+            scores[list(end_ids)] = float("-inf")
+        return int(scores.argmax()) if self.greedy else self.sample(scores, generator)
+
     def sample(self, logits: torch.Tensor, generator: torch.Generator | None) -> int:
         """A sampled row's next token from its logits, as transformers samples (temperature, then nucleus
         over the sorted probabilities keeping at least one token; no top-k, which OpenAI's sampling lacks)."""

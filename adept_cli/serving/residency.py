@@ -51,7 +51,7 @@ class Residency:
     def surplus(self, extra: int = 0) -> list[str]:
         """The adapters to drop, least recently used first, to stay within the bound with `extra` more
         read in (those in use stay)."""
-        over = len(self.order) + extra - (self.limit if self.limit is not None else len(self.order) + extra)
+        over = 0 if self.limit is None else len(self.order) + extra - self.limit
         if over <= 0:
             return []
         idle = [name for name in self.order if not self.pins[name]]

@@ -202,11 +202,12 @@ class VllmEngine(AdapterCatalog):
             ) from None
 
     def _size_lora_slots(self) -> None:
-        if self.plain:
-            return
         """vLLM's LoRA slots from the adapters served (unless --vllm-args names them): one per ADePT adapter
         and one for the zero LoRA of the other rows, at most MAX_LORA_SLOTS in a batch (rows of more wait
-        for a slot), and every ADePT adapter that may be in memory at once in vLLM's CPU cache."""
+        for a slot), and every ADePT adapter that may be in memory at once in vLLM's CPU cache. A plain
+        engine has none."""
+        if self.plain:
+            return
         kept = sum(1 for served in self.adapters.values() if served.method in OFFSET_METHODS and not served.lazy)
         lazy = sum(1 for served in self.adapters.values() if served.method in OFFSET_METHODS and served.lazy)
         resident = kept + (lazy if self.residency.limit is None else min(lazy, self.residency.limit))
