@@ -64,18 +64,13 @@ class Conversation:
     def reply(self, message: str, on_text: Callable[[str], None], stop: threading.Event) -> Reply:
         """Generate the answer to `message`, each new piece of text to `on_text`; setting `stop` ends it
         at the next token (the text so far is the reply). The turn is kept in the conversation."""
-        from .serving.protocol import GenerationRow
+        from .serving.protocol import GenerationRow, RequestError
 
         text = self.prompt_text(message)
-        with self.engine.text_lock:
-            ids = self.engine.tokenizer(text, add_special_tokens=self.template() is None)["input_ids"]
-        limit = self.engine.context - (0 if self.engine.is_seq2seq else self.max_tokens)
-        slots = 0 if self.adapter is None else self.engine.get(self.adapter).prompt_len
-        if len(ids) + slots > limit:
-            raise AdeptError(
-                f"the conversation is {len(ids)} tokens, over the {limit - slots} this model leaves with "
-                f"max_tokens {self.max_tokens}: /reset starts a new one"
-            )
+        try:  # the context check every request gets (the conversation's tokens, its prompt, max_tokens)
+            ids = self.engine.prompt_ids(self.adapter, text, self.max_tokens, special_tokens=self.template() is None)
+        except RequestError as error:
+            raise AdeptError(f"{error}; /reset starts a new conversation") from None
         row = GenerationRow(self.adapter, ids, self.max_tokens, on_text=on_text, cancelled=stop.is_set)
         result = self.engine.generate([row], self.sampling)[0]
         if not self.multi_turn:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .errors import AdeptError
+from .prompt.adapter import text_prompt_ids
 
 CHUNK = 8192  # vocabulary rows per pass when every token's offset is computed
 
@@ -24,10 +25,11 @@ def inspect_prompt(model: Any, tokenizer: Any, top_k: int = 5) -> dict[str, Any]
         raise AdeptError(f"--top-k must be at least 1; got {top_k}")
     adapter = model.adapter
     table = model.adapted_embedding.embedding.weight.detach().float()
+    table_norms = table.norm(dim=1)
     prompt = adapter.prompt_rows().detach().float()
+    unit_prompt = torch.nn.functional.normalize(prompt, dim=1)
     k = min(top_k, table.shape[0])
-    cosine = torch.nn.functional.normalize(prompt, dim=1) @ torch.nn.functional.normalize(table, dim=1).T
-    nearest_cosine = cosine.topk(k, dim=1)
+    nearest_cosine = (unit_prompt @ (table / table_norms.clamp_min(1e-12).unsqueeze(1)).T).topk(k, dim=1)
     euclid_ids, euclid_distances = _nearest_by_distance(prompt, table, k)
     vectors = []
     for slot in range(prompt.shape[0]):
@@ -46,13 +48,11 @@ def inspect_prompt(model: Any, tokenizer: Any, top_k: int = 5) -> dict[str, Any]
         "prompt_len": prompt.shape[0],
         "dim": prompt.shape[1],
         "vocab_size": table.shape[0],
-        "embedding_norm_median": float(table.norm(dim=1).median()),
+        "embedding_norm_median": float(table_norms.median()),
         "vectors": vectors,
-        "prompt_similarity": (
-            torch.nn.functional.normalize(prompt, dim=1) @ torch.nn.functional.normalize(prompt, dim=1).T
-        ).tolist(),
+        "prompt_similarity": (unit_prompt @ unit_prompt.T).tolist(),
         "moved": _moved(adapter, prompt, table, tokenizer),
-        "offsets": _offsets(adapter, table, tokenizer, k),
+        "offsets": _offsets(adapter, table, table_norms, tokenizer, k),
     }
 
 
@@ -83,9 +83,7 @@ def _moved(adapter: Any, prompt: torch.Tensor, table: torch.Tensor, tokenizer: A
             "known": False,
             "why": f"its start ({getattr(config, 'prompt_init', 'unknown')} values) is not recorded",
         }
-    ids = tokenizer(config.prompt_init_text, add_special_tokens=False)["input_ids"]
-    ids = (ids * (prompt.shape[0] // max(len(ids), 1) + 1))[: prompt.shape[0]]
-    start = table[torch.tensor(ids)]
+    start = table[torch.tensor(text_prompt_ids(tokenizer, config.prompt_init_text, prompt.shape[0]))]
     change = (prompt - start).norm(dim=1)
     return {
         "known": True,
@@ -95,17 +93,18 @@ def _moved(adapter: Any, prompt: torch.Tensor, table: torch.Tensor, tokenizer: A
     }
 
 
-def _offsets(adapter: Any, table: torch.Tensor, tokenizer: Any, k: int) -> dict[str, Any] | None:
+def _offsets(
+    adapter: Any, table: torch.Tensor, table_norms: torch.Tensor, tokenizer: Any, k: int
+) -> dict[str, Any] | None:
     method = adapter.method
-    if adapter.uses_positions:
+    if method.offsets_follow is None:
+        return None
+    if method.offsets_follow == "positions":
         count = method.position_count(adapter)
         positions = torch.arange(count).unsqueeze(0)
         zeros = torch.zeros((1, count, table.shape[1]))
         norms = adapter.offsets(torch.zeros_like(positions), zeros, positions)[0].float().norm(dim=1)
         return {"kind": "position", "norm_per_position": norms.tolist(), "largest_position": int(norms.argmax())}
-    probe = adapter.offsets(torch.zeros((1, 1), dtype=torch.long), table[:1].unsqueeze(0), None)
-    if probe is None:
-        return None
     norms = torch.cat(
         [
             adapter.offsets(torch.arange(start, min(start + CHUNK, table.shape[0])).unsqueeze(0),
@@ -113,7 +112,7 @@ def _offsets(adapter: Any, table: torch.Tensor, tokenizer: Any, k: int) -> dict[
             for start in range(0, table.shape[0], CHUNK)
         ]
     )  # fmt: skip
-    ratio = norms / table.norm(dim=1).clamp_min(1e-12)
+    ratio = norms / table_norms.clamp_min(1e-12)
     largest = norms.topk(k)
     return {
         "kind": "token",

@@ -213,13 +213,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     print(workload, "peft-serial", {k: round(v, 3) for k, v in measured.items()})
             peft.stop()
     return {
-        workload: {server: _summary(runs) for server, runs in servers.items() if runs}
+        workload: {server: median_summary(runs) for server, runs in servers.items() if runs}
         for workload, servers in results.items()
     }
 
 
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over rounds, and the rounds themselves."""
+def median_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds (of every number a round measured), and the rounds themselves."""
     keys = [key for key, value in runs[0].items() if isinstance(value, (int, float))]
     return {**{key: statistics.median(run[key] for run in runs) for key in keys}, "rounds": runs}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import sst2_examples, write_results  # noqa: E402
-from serve import VARIED_SAMPLINGS, model_for, run_load  # noqa: E402
+from serve import VARIED_SAMPLINGS, median_summary, model_for, run_load  # noqa: E402
 
 PROMPT_LEN, RANK = 10, 44  # recipes/cpu/smollm2-sst2.yaml
 
@@ -120,7 +119,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     print(label, {k: round(v, 2) for k, v in rounds[label][-1].items()})
         finally:
             engine.stop()
-    results = {label: _summary(runs) for label, runs in rounds.items()}
+    results = {label: median_summary(runs) for label, runs in rounds.items()}
     one = results[str(sizes[0])]["requests_per_s"]
     for result in results.values():
         result["throughput_vs_base"] = result["requests_per_s"] / results["base"]["requests_per_s"]
@@ -140,10 +139,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "startup_check_seconds": checked,
         "served": report.served,
     }
-
-
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {**{key: statistics.median(run[key] for run in runs) for key in runs[0]}, "rounds": runs}
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ process).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from concurrent.futures import Future
@@ -37,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import sst2_examples, write_results  # noqa: E402
-from serve import PROMPT_LEN, run_load, save_adapters  # noqa: E402
+from serve import PROMPT_LEN, median_summary, run_load, save_adapters  # noqa: E402
 from serve_baselines import whole_batches  # noqa: E402
 
 MODEL = "smollm2-135m"
@@ -131,7 +130,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             vllm.stop()
             if plain is not None:
                 plain.stop()
-    summary = {server: _summary(rounds) for server, rounds in runs.items()}
+    summary = {server: median_summary(rounds) for server, rounds in runs.items()}
     if "vllm-mixed" in summary and "vllm-base" in summary:
         summary["vllm_mixed_over_base_throughput"] = (
             summary["vllm-mixed"]["requests_per_s"] / summary["vllm-base"]["requests_per_s"]
@@ -143,11 +142,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if "builtin" in summary and "builtin-whole" in summary:
         summary["builtin_whole_over_builtin_p50"] = summary["builtin-whole"]["p50_ms"] / summary["builtin"]["p50_ms"]
     return summary
-
-
-def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over rounds, and the rounds themselves."""
-    return {**{key: statistics.median(run[key] for run in rounds) for key in rounds[0]}, "rounds": rounds}
 
 
 def main() -> None:

@@ -17,14 +17,13 @@ Each engine answers a warm-up pass, then `--rounds` measured passes; requests/s 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import sst2_examples, write_results  # noqa: E402
-from serve import run_load  # noqa: E402
+from serve import median_summary, run_load  # noqa: E402
 from serve_vllm import MODEL, WORDS, requests_of  # noqa: E402
 
 VARIANTS = ("plain", "prompt-embeds", "lora", "lora-none", "both")
@@ -78,8 +77,7 @@ def main() -> None:
             rounds = [run_load(submit, load, args.clients, len(load), single=False) for _ in range(args.rounds)]
         finally:
             engine.stop()
-        results[variant] = {key: statistics.median(run[key] for run in rounds) for key in rounds[0]}
-        results[variant]["rounds"] = rounds
+        results[variant] = median_summary(rounds)
         print(variant, {k: round(v, 3) for k, v in results[variant].items() if k != "rounds"}, flush=True)
     for variant in VARIANTS:
         results[variant]["vs_plain"] = results[variant]["requests_per_s"] / results["plain"]["requests_per_s"]

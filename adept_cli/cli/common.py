@@ -120,3 +120,39 @@ def print_metrics(metrics: dict[str, float]) -> None:
     for name, value in metrics.items():
         table.add_row(*format_metric(name, value))
     console.print(table)
+
+
+def check_run_or_adapter(run: Path | None, adapter: Path | None, model: str | None) -> None:
+    """`--run RUN` or `--adapter DIR`, one of them (`--model` only beside `--adapter`), checked before
+    anything loads."""
+    from ..run_dir import RunDir
+
+    if (run is None) == (adapter is None):
+        fail("give --run RUN or --adapter DIR (one of them)")
+    if model is not None and adapter is None:
+        fail("--model goes with --adapter (a run records its base)")
+    if run is not None and not RunDir(run).holds_a_run():
+        fail(f"--run {run} is not a run directory (no config.yaml)")
+    if adapter is not None and not adapter.is_dir():
+        fail(f"--adapter {adapter}: not a directory")
+
+
+def load_run_or_adapter(
+    run: Path | None, adapter: Path | None, model: str | None, refusal: Callable[[Path, str], str]
+) -> tuple[Any, Any, Path]:
+    """The prompt-tuned model of a run's best adapter or of an adapter directory (adept's own, or a PEFT
+    prompt read as PT), its tokenizer, and the folder the adapter was read from. A run of a method
+    without a soft prompt fails with `refusal(run, method)`."""
+    from ..hf import load_tokenizer
+    from ..prompt.io import load_adapter
+    from ..prompt.model import PromptTunedModel
+    from ..run_dir import RunDir
+    from ..trained import load_from_run
+
+    if adapter is not None:
+        trained = load_adapter(adapter, base_model_name=model)
+        return trained, load_tokenizer(trained.base_model_name), adapter
+    loaded = load_from_run(run)
+    if not isinstance(loaded.model, PromptTunedModel):
+        fail(refusal(run, loaded.method))
+    return loaded.model, loaded.tokenizer, RunDir(run).best

@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 
 from ..prompt.methods import formats_help
-from .common import console, examples, fail, print_json, user_errors, warn, writable_problem
+from .common import (
+    check_run_or_adapter,
+    console,
+    examples,
+    fail,
+    load_run_or_adapter,
+    print_json,
+    user_errors,
+    warn,
+    writable_problem,
+)
 
 EXAMPLES = examples(
     (
@@ -64,8 +74,6 @@ def export_command(
     """Export the best adapter of a run (or an adapter directory). Each export is reloaded and checked
     against the adept runtime's logits before it is kept; a format that would change the model's outputs
     is refused."""
-    from ..run_dir import RunDir
-
     if output is None:
         fail("--output DIR is required")
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
@@ -73,20 +81,18 @@ def export_command(
     problem = writable_problem(output)
     if problem:
         fail(f"--output {output}: {problem}")
-    if (run is None) == (adapter is None):
-        fail("give --run RUN or --adapter DIR (one of them)")
-    if model is not None and adapter is None:
-        fail("--model goes with --adapter (a run records its base)")
-    if run is not None and not RunDir(run).holds_a_run():
-        fail(f"--run {run} is not a run directory (no config.yaml)")
-    if adapter is not None and not adapter.is_dir():
-        fail(f"--adapter {adapter}: not a directory")
+    check_run_or_adapter(run, adapter, model)
     from ..export import FORMATS, export
     from ..export import push_to_hub as push
+    from ..prompt.adapter_files import read_evaluation_settings
+    from ..prompt.methods import get_method
 
     if format not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
-    trained, tokenizer, evaluation = _exported(run, adapter, model, format)
+    trained, tokenizer, folder = load_run_or_adapter(
+        run, adapter, model, lambda run, method: f"{run}: {get_method(method).export_refusal(format)}"
+    )
+    evaluation = read_evaluation_settings(folder)
     kernel_log = logging.getLogger("bitsandbytes.backends.cpu.ops")  # its optional CPU kernel, on import
     level = kernel_log.level
     kernel_log.setLevel(logging.ERROR)
@@ -116,22 +122,3 @@ def export_command(
             highlight=False,
             soft_wrap=True,  # paths whole, also when piped
         )
-
-
-def _exported(run: Path | None, adapter: Path | None, model: str | None, format: str):
-    """The prompt-tuned model to export, its tokenizer and its recorded evaluation settings."""
-    from ..hf import load_tokenizer
-    from ..prompt.adapter_files import read_evaluation_settings
-    from ..prompt.io import load_adapter
-    from ..prompt.methods import get_method
-    from ..prompt.model import PromptTunedModel
-    from ..run_dir import RunDir
-    from ..trained import load_from_run
-
-    if adapter is not None:
-        trained = load_adapter(adapter, base_model_name=model)
-        return trained, load_tokenizer(trained.base_model_name), read_evaluation_settings(adapter)
-    loaded = load_from_run(run)
-    if not isinstance(loaded.model, PromptTunedModel):
-        fail(f"{run}: {get_method(loaded.method).export_refusal(format)}")
-    return loaded.model, loaded.tokenizer, read_evaluation_settings(RunDir(run).best)

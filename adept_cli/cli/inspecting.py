@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .common import console, examples, fail, print_json, user_errors
+from .common import check_run_or_adapter, console, examples, fail, load_run_or_adapter, print_json, user_errors
 
 EXAMPLES = examples(
     ("Each prompt vector's nearest tokens, and the offsets", "adept inspect --run runs/sst2-adept"),
@@ -36,15 +36,19 @@ def inspect_command(
     Nearest tokens approximate what a vector encodes: the distances say how closely."""
     from ..inspection import inspect_prompt, plot_inspection
 
-    if (run is None) == (adapter is None):
-        fail("give --run RUN or --adapter DIR (one of them)")
-    if model is not None and adapter is None:
-        fail("--model goes with --adapter (a run records its base)")
+    check_run_or_adapter(run, adapter, model)
     if top_k < 1:
         fail(f"--top-k must be at least 1; got {top_k}")
     if plot is not None and plot.suffix.lower() != ".png":
         fail(f"--plot {plot}: the figure is a PNG; name a .png file")
-    trained, tokenizer = _loaded(run, adapter, model)
+    from ..prompt.methods import get_method
+
+    trained, tokenizer, _ = load_run_or_adapter(
+        run,
+        adapter,
+        model,
+        lambda run, method: f"{run} trained {method}: {get_method(method).title} has no soft prompt to inspect",
+    )
     report = inspect_prompt(trained, tokenizer, top_k)
     if plot is not None:
         report["plot"] = str(plot_inspection(report, plot))
@@ -52,24 +56,6 @@ def inspect_command(
         print_json(report)
         return
     _show(report)
-
-
-def _loaded(run: Path | None, adapter: Path | None, model: str | None) -> tuple[Any, Any]:
-    from ..hf import load_tokenizer
-    from ..prompt.io import load_adapter
-    from ..prompt.methods import get_method
-    from ..prompt.model import PromptTunedModel
-    from ..trained import load_from_run
-
-    if adapter is not None:
-        if not adapter.is_dir():
-            fail(f"--adapter {adapter}: not a directory")
-        trained = load_adapter(adapter, base_model_name=model)
-        return trained, load_tokenizer(trained.base_model_name)
-    loaded = load_from_run(run)
-    if not isinstance(loaded.model, PromptTunedModel):
-        fail(f"{run} trained {loaded.method}: {get_method(loaded.method).title} has no soft prompt to inspect")
-    return loaded.model, loaded.tokenizer
 
 
 def _show(report: dict[str, Any]) -> None:

@@ -64,12 +64,17 @@ def initialise_prompt(adapter: PromptAdapter, embedding: nn.Module, vocab_size: 
         if config.prompt_init == "text":
             if tokenizer is None:
                 raise ValueError("prompt_init='text' needs the tokenizer; pass tokenizer= when wrapping the model")
-            ids = tokenizer(config.prompt_init_text, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise ValueError(f"prompt_init_text {config.prompt_init_text!r} tokenises to nothing")
-            ids = torch.tensor((ids * (prompt_len // len(ids) + 1))[:prompt_len], device=device)
+            ids = torch.tensor(text_prompt_ids(tokenizer, config.prompt_init_text, prompt_len), device=device)
         elif prompt_len <= pool:
             ids = torch.randperm(pool, device=device)[:prompt_len]
         else:
             ids = torch.randint(pool, (prompt_len,), device=device)
         adapter.prompt.copy_(embedding(ids).float())
+
+
+def text_prompt_ids(tokenizer: Any, text: str, prompt_len: int) -> list[int]:
+    """The token ids a prompt initialised from `text` starts at: the text's tokens, repeated to fill it."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"prompt_init_text {text!r} tokenises to nothing")
+    return (ids * (prompt_len // len(ids) + 1))[:prompt_len]

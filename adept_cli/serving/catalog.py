@@ -377,12 +377,13 @@ class AdapterCatalog:
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    def prompt_ids(self, adapter: str | None, text: str, max_tokens: int) -> list[int]:
-        """A completion prompt's token ids, refused when it and the new tokens exceed the model's context."""
+    def prompt_ids(self, adapter: str | None, text: str, max_tokens: int, special_tokens: bool = True) -> list[int]:
+        """A completion prompt's token ids, refused when it and the new tokens exceed the model's context.
+        `special_tokens`: add the tokenizer's own (a text a chat template rendered has them already)."""
         if max_tokens > self.context:
             raise RequestError(f"max_tokens may be at most {self.context} (the model's positions)", "max_tokens")
         with self.text_lock:
-            ids = self.tokenizer(text)["input_ids"]
+            ids = self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
         slots = self.get(adapter).prompt_len if adapter is not None else 0
         if not ids and not slots:
             raise RequestError("the prompt is empty (no tokens)", "empty_prompt")

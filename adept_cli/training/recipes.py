@@ -9,9 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from ..errors import AdeptError
+from ..files import read_yaml
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "recipes"
 LAUNCHER_FOLDER = "accelerate"  # accelerate's launch configs, not training recipes
@@ -50,9 +49,9 @@ def catalogue() -> list[Recipe]:
         relative = path.relative_to(CATALOGUE)
         if relative.parts[0] == LAUNCHER_FOLDER:
             continue
-        text = path.read_text(encoding="utf-8")
-        settings = yaml.safe_load(text) or {}
-        comments = [line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")]
+        settings = read_yaml(path, AdeptError, "recipe") or {}
+        lines = path.read_text(encoding="utf-8").splitlines()
+        comments = [line.lstrip("# ").strip() for line in lines if line.startswith("#")]
         device = "cpu" if relative.parts[0] == "cpu" else "gpu"
         recipes.append(
             Recipe(
