@@ -12,7 +12,8 @@ from typing import Any
 
 from .errors import AdeptError
 from .run_dir import RunDir
-from .sweep import SWEEP_FILE, chosen_runs
+from .search import chosen_runs
+from .sweep import SWEEP_FILE
 
 
 class ReportError(AdeptError, ValueError):

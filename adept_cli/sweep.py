@@ -184,16 +184,21 @@ def run_local(sweep: Sweep, on_run: Callable[[SweepRun, str], None] | None = Non
     """Every run in this process, one after another; finished runs skipped, started ones resumed. The runs
     read the base model once (each trains its own copy)."""
     from .hf import reuse_loaded_models
-    from .training import train
 
     with reuse_loaded_models():
         for run, config in zip(sweep.runs(), sweep.configs()):
-            status = run.status()
             if on_run is not None:
-                on_run(run, status)
-            if status == "finished":
-                continue
-            train(config, resume="auto" if status == "started" else None)
+                on_run(run, run.status())
+            run_one(run, config)
+
+
+def run_one(run: SweepRun, config: Any) -> None:
+    """One run of a sweep: skipped when finished, resumed from its newest checkpoint when started."""
+    from .training import train
+
+    status = run.status()
+    if status != "finished":
+        train(config, resume="auto" if status == "started" else None)
 
 
 def write_commands(sweep: Sweep) -> tuple[Path, Path]:
@@ -229,7 +234,7 @@ def write_commands(sweep: Sweep) -> tuple[Path, Path]:
 # -- collecting -------------------------------------------------------------------------------------
 
 
-def _stats(values: list[float]) -> dict[str, float | int | None]:
+def stats(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"mean": None, "std": None, "n": 0}
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -248,22 +253,14 @@ def collect(sweep: Sweep) -> dict[str, Any]:
             if results is None:
                 continue
             metric, task, method = results["main_metric"], results["task"], results["method"]
-            seeds.append(
-                {
-                    "seed": run.seed,
-                    "run": str(run.path),
-                    "validation": results["validation"][metric],
-                    "test": results["test"][metric],
-                    "trainable_params": results.get("trainable_params"),
-                }
-            )
+            seeds.append(run_row(results, run.path, run.seed))
         rows.append(
             {
                 "point": dict(point),
                 "finished": len(seeds),
                 "seeds": seeds,
-                "validation": _stats([s["validation"] for s in seeds]),
-                "test": _stats([s["test"] for s in seeds]),
+                "validation": stats([s["validation"] for s in seeds]),
+                "test": stats([s["test"] for s in seeds]),
             }
         )
     complete = [row for row in rows if row["finished"] == len(sweep.seeds)]
@@ -280,6 +277,18 @@ def collect(sweep: Sweep) -> dict[str, Any]:
         "chosen_complete": bool(complete),
         "runs_finished": sum(row["finished"] for row in rows),
         "runs_total": len(runs),
+    }
+
+
+def run_row(results: dict[str, Any], folder: Path, seed: int) -> dict[str, Any]:
+    """A finished run as a row of a sweep's table: its seed, best validation and test main metric."""
+    metric = results["main_metric"]
+    return {
+        "seed": seed,
+        "run": str(folder),
+        "validation": results["validation"][metric],
+        "test": results["test"][metric],
+        "trainable_params": results.get("trainable_params"),
     }
 
 
@@ -330,7 +339,8 @@ def plot(table: dict[str, Any], path: Path) -> None:
             color = "tab:red" if row["point"] == table["chosen"] else "tab:blue"
             axes.errorbar(x, stats["mean"], yerr=stats["std"], fmt="o", color=color, capsize=4, zorder=3)
     axes.set_xticks(range(len(rows)))
-    axes.set_xticklabels([point_label(row["point"]).replace(", ", "\n") for row in rows], fontsize=8)
+    labels = [row.get("label") or point_label(row["point"]).replace(", ", "\n") for row in rows]
+    axes.set_xticklabels(labels, fontsize=8)
     axes.set_ylabel(f"validation {table['main_metric']}")
     axes.set_title(f"{table['method']} on {table['task']}: mean ± std over seeds (red: chosen)", fontsize=9)
     axes.grid(axis="y", alpha=0.3)
@@ -339,21 +349,13 @@ def plot(table: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write_table(sweep: Sweep) -> dict[str, Any]:
+def write_table(directory: Path, table: dict[str, Any], markdown: str) -> dict[str, Any]:
     """results.md, results.json and validation.png in the sweep folder; returns the table."""
-    table = collect(sweep)
-    write_text_atomic(sweep.directory / TABLE_MD, table_markdown(table))
-    write_json_atomic(sweep.directory / TABLE_JSON, table)
+    write_text_atomic(directory / TABLE_MD, markdown)
+    write_json_atomic(directory / TABLE_JSON, table)
     if table["runs_finished"]:
-        plot(table, sweep.directory / PLOT)
+        plot(table, directory / PLOT)
     return table
-
-
-def chosen_runs(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A sweep's table and the finished runs of its chosen point (for `adept report`)."""
-    table = collect(load(directory))
-    rows = [row for row in table["points"] if row["point"] == table["chosen"]]
-    return table, rows[0]["seeds"] if rows else []
 
 
 def describe_plan(sweep: Sweep) -> str:

@@ -90,3 +90,66 @@ def test_bad_options_are_one_line() -> None:
     ):
         result = CliRunner().invoke(app, args)
         assert result.exit_code != 0 and words in result.output and "Traceback" not in result.output
+
+
+def test_a_conversation_in_a_real_terminal(tmp_path) -> None:
+    """Through a pseudo-terminal, as a person types: prompt-toolkit reads the line, the reply streams
+    (equal to the engine's greedy generation), Ctrl-C at the prompt gives a new prompt and not the end,
+    Ctrl-D quits cleanly."""
+    import os
+    import pty
+    import re
+    import select
+    import sys
+
+    from .helpers import STORIES, model_path, wait_until
+
+    path = adapter(tmp_path / "a")
+    expected = expected_reply(path, "a", [], "Once upon a time", 24)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: adept chat on the terminal's other end
+        os.environ["PROMPT_TOOLKIT_NO_CPR"] = "1"  # no cursor-position query that nothing here would answer
+        os.execv(sys.executable, [sys.executable, "-m", "adept_cli", "chat", "--adapter", f"a={path}", "--model",
+                                  model_path(STORIES), "--temperature", "0", "--max-tokens", "24"])  # fmt: skip
+    seen = bytearray()
+
+    def read_some() -> bytes:
+        if select.select([terminal], [], [], 0.05)[0]:
+            try:
+                seen.extend(os.read(terminal, 65536))
+            except OSError:  # the child has gone
+                pass
+        return bytes(seen)
+
+    def prompts() -> int:  # prompt-toolkit turns bracketed paste on as each prompt starts
+        return read_some().count(b"\x1b[?2004h")
+
+    try:
+        wait_until(lambda: prompts() >= 1, "the first prompt", timeout=120)
+        os.write(terminal, b"Once upon a time\r")
+        wait_until(lambda: prompts() >= 2, "the reply and the next prompt", timeout=120)
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", bytes(seen).decode(errors="replace")).replace("\r", "")
+        assert expected.strip() and expected in text
+        os.write(terminal, b"\x03")  # Ctrl-C at the prompt
+        wait_until(lambda: prompts() >= 3, "a new prompt after Ctrl-C", timeout=60)
+        os.write(terminal, b"\x04")  # Ctrl-D
+        ended = []
+
+        def child_ended() -> bool:
+            read_some()  # keep the terminal drained so the child never blocks on a write
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                ended.append(status)
+            return bool(ended)
+
+        wait_until(child_ended, "the chat to end", timeout=60)
+        assert os.waitstatus_to_exitcode(ended[0]) == 0
+    except BaseException:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):  # already reaped
+            pass
+        raise
+    finally:
+        os.close(terminal)

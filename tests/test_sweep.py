@@ -131,7 +131,7 @@ def test_the_commands_launcher_writes_lines_that_run(tmp_path) -> None:
         (["--grid", "lr_promt=1,2"], "unknown key 'lr_promt' (did you mean 'lr_prompt'?)"),
         (["--grid", "steps=0,2"], "steps must be >= 1"),
         (["--seeds", "1,x"], "expected integers"),
-        (["--launcher", "slurm"], "--launcher must be one of"),
+        (["--launcher", "pbs"], "--launcher must be one of"),
     ],
 )
 def test_bad_sweeps_are_one_line_before_any_run(args, message, tmp_path) -> None:

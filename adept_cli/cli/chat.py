@@ -70,9 +70,10 @@ def _talk(conversation: Any) -> None:
         console.print("a seq2seq model: each message is answered on its own", highlight=False)
     if conversation.template() is None:
         console.print("no chat template: turns are written as plain 'User:' / 'Assistant:' lines", highlight=False)
+    read_line = _line_reader()
     while True:
         try:
-            line = input("> " if sys.stdin.isatty() else "")
+            line = read_line()
         except EOFError:
             console.print()
             return
@@ -87,6 +88,21 @@ def _talk(conversation: Any) -> None:
                 return
             continue
         _answer(conversation, line)
+
+
+def _line_reader() -> Any:
+    """prompt-toolkit's line editing and history at a terminal (the [chat] extra), else plain lines."""
+    if not sys.stdin.isatty():
+        return lambda: input("")
+    try:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import InMemoryHistory
+    except ImportError:
+        console.print("line editing: the terminal's own (pip install 'adept-cli[chat]' for editing and history)",
+                      highlight=False)  # fmt: skip
+        return lambda: input("> ")
+    session: Any = PromptSession(history=InMemoryHistory())
+    return lambda: session.prompt("> ")
 
 
 def _who(conversation: Any) -> str:

@@ -15,6 +15,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,13 +184,22 @@ class Run:
     eval_settings: dict[str, Any]
     state: LoopState = field(default_factory=LoopState)
     window: dict[str, Any] = field(default_factory=dict)  # what the next metrics line averages (fit sets it)
+    # told (step, validation metric) after each evaluation once its checkpoint is written; a search's pruner
+    # stops the run by raising from it
+    on_validation: Callable[[int, float], None] | None = None
 
 
 # -- the loop --------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, resume: str | None = None, console: Any = None) -> dict[str, Any]:
-    """Train, evaluate, keep the best, test it; returns (and writes) results.json."""
+def train(
+    config: TrainConfig,
+    resume: str | None = None,
+    console: Any = None,
+    on_validation: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate, keep the best, test it; returns (and writes) results.json. `on_validation(step,
+    metric)` hears each validation once the step's checkpoint is written."""
     from accelerate.utils import set_seed
 
     run_dir = RunDir(config.resolved_output_dir())
@@ -225,6 +235,7 @@ def train(config: TrainConfig, resume: str | None = None, console: Any = None) -
             optimizer=optimizer,
             scheduler=scheduler,
             eval_settings=evaluation_settings(config, parts, trainable.chat_template),
+            on_validation=on_validation,
         )
         if accelerator.is_main_process:
             write_run_start(run_dir, config, run_environment(trainable.model))
@@ -342,10 +353,15 @@ def fit(run: Run) -> None:
             if state.step % config.log_every == 0 or state.step == config.steps:
                 log_training(run, window)
             run.reporter.advance(state.step)
+            validated = None
             if state.step % config.eval_every == 0 or state.step == config.steps:
-                validate_and_keep_best(run)
+                validated = validate_and_keep_best(run)
             if state.step % checkpoint_every == 0 or state.step == config.steps:
                 save_checkpoint(run)
+            if validated is not None and run.on_validation is not None:
+                if not run.dir.checkpoint(state.step).exists():  # a stopped run can continue from here
+                    save_checkpoint(run)
+                run.on_validation(state.step, validated)
             if interrupt.requested:
                 if not run.dir.checkpoint(state.step).exists():
                     save_checkpoint(run)
@@ -450,7 +466,8 @@ def log_parts(run: Run, split: str, results: list[Any], best: bool) -> None:
     run.reporter.mean_log(step, split, selection_metric(results), best=best)
 
 
-def validate_and_keep_best(run: Run) -> None:
+def validate_and_keep_best(run: Run) -> float:
+    """The validation metric now (the selection metric); the best checkpoint kept when it improved."""
     state = run.state
     results = evaluate_parts(run, "validation")
     main = selection_metric(results)
@@ -465,6 +482,7 @@ def validate_and_keep_best(run: Run) -> None:
         run.accelerator.wait_for_everyone()
     log_parts(run, "validation", results, best=improved)
     run.model.train()
+    return main
 
 
 def save_checkpoint(run: Run) -> None:
