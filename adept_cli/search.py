@@ -47,6 +47,17 @@ from .sweep import (
 from .sweep_file import STUDY_FILE, SearchSpec, setting
 
 STUDY_NAME = "adept"
+
+
+def _optuna() -> Any:
+    """Optuna, or a clear line when the [search] extra is not installed."""
+    try:
+        import optuna
+    except ImportError:
+        raise SweepError("a search (search: optuna) needs optuna: pip install 'adept-cli[search]'") from None
+    return optuna
+
+
 # A trial's process beats every HEARTBEAT_S; one silent for GRACE_S is taken as gone (another host's kill -9).
 HEARTBEAT_S, GRACE_S = 30, 120
 
@@ -111,7 +122,7 @@ class Search:
         return self.spec.storage is not None or (self.directory / STUDY_FILE).is_file()
 
     def storage(self) -> Any:
-        import optuna
+        optuna = _optuna()
 
         try:
             with (
@@ -130,7 +141,7 @@ class Search:
         return re.sub(r"//[^/@]*@", "//", self.storage_url)
 
     def study(self, storage: Any = None) -> Any:
-        import optuna
+        optuna = _optuna()
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # adept says what happens to each trial
         sampler = (
@@ -251,7 +262,7 @@ def run_trials(
 ) -> None:
     """Trials in this process until the study has its total (or `count` of them have run here); interrupted
     trials first, each from its checkpoint."""
-    import optuna
+    optuna = _optuna()
 
     from .hf import reuse_loaded_models
     from .training import train
@@ -361,10 +372,11 @@ def describe_search(search: Search) -> str:
 def search_markdown(table: dict[str, Any]) -> str:
     metric = table["main_metric"] or "metric"
     states = ", ".join(f"{count} {state}" for state, count in sorted(table["states"].items())) or "none started"
+    done = table["states"].get("complete", 0) + table["states"].get("pruned", 0)
     lines = [
         f"# Search: {table['method']} on {table['task']}",
         "",
-        f"{len(table['points'])} of {table['runs_total']} trials ({states}); {metric}: best validation of each "
+        f"{done} of {table['runs_total']} trials done ({states}); {metric}: best validation of each "
         "finished trial, and test at that checkpoint; the last validation reported for a pruned one.",
         "",
         f"| trial | settings | state | validation {metric} | test {metric} | chosen |",

@@ -99,3 +99,19 @@ def test_the_recipes_ship_inside_the_wheel(tmp_path) -> None:
         check=True,
     ).stdout
     assert eval(listed) == shipped()  # noqa: S307 - the list this test's own child printed
+
+
+def test_an_error_prints_brackets_as_written(monkeypatch) -> None:
+    """Messages are text, not markup: an extra's name in brackets (or a user value with brackets) survives."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from adept_cli.cli import app
+
+    result = CliRunner().invoke(app, ["recipes", "frobnicate"])
+    assert result.exit_code == 2
+    assert "adept recipes [list | show NAME | copy NAME [PATH]]" in result.output, result.output
+    monkeypatch.setitem(sys.modules, "lm_eval.__main__", None)  # as if the extra were not installed
+    result = CliRunner().invoke(app, ["lm-eval", "ls"])
+    assert result.exit_code == 2 and "pip install 'adept-cli[lm-eval]'" in result.output, result.output

@@ -78,7 +78,7 @@ def test_a_search_finds_the_better_learning_rate_and_prunes_the_worse(tmp_path) 
     collected = runner.invoke(app, ["sweep", "--collect", str(folder), "--json"])
     assert collected.exit_code == 0 and json.loads(collected.output)["chosen_trial"] == table["chosen_trial"]
     markdown = (folder / "results.md").read_text()
-    assert "4 of 4 trials" in markdown and "pruned" in markdown and "**yes**" in markdown
+    assert "4 of 4 trials done" in markdown and "pruned" in markdown and "**yes**" in markdown
     # the same command again: the study has its 4 trials, nothing runs
     again = runner.invoke(app, ["sweep", "--file", str(sweep_file(tmp_path)), "-o", str(folder)])
     assert again.exit_code == 0 and "starting" not in again.output and len(trials_of(folder)) == 4
@@ -275,3 +275,24 @@ def test_a_damaged_study_and_a_search_for_the_commands_launcher_are_one_line(tmp
             result.output
         ), result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_without_the_extras_each_part_says_which_to_install(tmp_path, monkeypatch) -> None:
+    from adept_cli.search import plan_search
+    from adept_cli.sweep_file import read_sweep_file
+
+    file = sweep_file(tmp_path)
+    planned = read_sweep_file(file)
+    plan_search(tmp_path / "s", SMOKE, planned["search"], [*planned["settings"], "seed=42"]).study()  # its study.db
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    cases = [
+        (["sweep", "-f", str(file), "-o", str(tmp_path / "s")], "pip install 'adept-cli[search]'"),
+        (["sweep", "--collect", str(tmp_path / "s")], "pip install 'adept-cli[search]'"),
+        (["report", str(tmp_path / "s")], "pip install 'adept-cli[search]'"),
+        (["sweep", "--recipe", str(SMOKE), "-o", str(tmp_path / "g"), "--launcher", "local"],
+         "pip install 'adept-cli[cluster]'"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)

@@ -80,7 +80,9 @@ def sweep_command(
     collect: Annotated[
         Path | None, typer.Option("--collect", help="Build the table of the sweep in this folder from finished runs.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the table (slurm: the jobs submitted) as JSON on stdout.")
+    ] = False,
 ) -> None:
     """One ordinary run directory per grid point and seed, or per trial of an Optuna search; an interrupted
     sweep continues where it stopped (finished runs skipped, a half-finished run resumed from its
@@ -165,9 +167,11 @@ def sweep_command(
 
 
 def _needs(module: str, extra: str, what: str) -> None:
-    import importlib.util
+    import importlib
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
         fail(f"{what} needs {module}: pip install 'adept-cli[{extra}]'")
 
 
