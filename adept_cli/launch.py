@@ -48,6 +48,11 @@ class JobSettings:
                 raise SweepError(f"{where}: {key} must be a whole number >= 0; got {value!r}")
         if values.get("time") == 0 or values.get("parallel") == 0:
             raise SweepError(f"{where}: time and parallel must be >= 1")
+        if (values.get("gpus") or 0) > 1:  # a job trains in its one process: more GPUs would sit idle
+            raise SweepError(
+                f"{where}: gpus {values['gpus']}: each job trains one run in one process (one GPU); "
+                "for runs on several GPUs write the commands (--launcher commands: accelerate launch)"
+            )
         mem = values.get("mem_gb")
         if mem is not None and (not isinstance(mem, (int, float)) or isinstance(mem, bool) or mem <= 0):
             raise SweepError(f"{where}: mem_gb must be a number > 0")

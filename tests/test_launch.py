@@ -127,6 +127,7 @@ def test_slurm_gets_one_job_array_with_the_settings_asked(tmp_path, fake_slurm) 
     "slurm,message",
     [
         ({"gpus": -1}, "gpus must be a whole number >= 0"),
+        ({"gpus": 4}, "each job trains one run in one process (one GPU)"),
         ({"time": 0}, "time and parallel must be >= 1"),
         ({"mem_gb": "lots"}, "mem_gb must be a number > 0"),
         ({"queue": "x"}, "slurm takes partition, gpus"),
@@ -174,9 +175,14 @@ def test_ctrl_c_stops_the_local_jobs_it_started_and_the_sweep_continues(tmp_path
     file = grid_file(tmp_path, settings=settings, grid={"lr_prompt": [0.3]})
     folder = tmp_path / "sweep"
     command = [sys.executable, "-m", "adept_cli", "sweep", "-f", str(file), "-o", str(folder), "--launcher", "local"]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )  # fmt: skip  (a signal to the parent alone)
+
+    # its own session, so the signal reaches the sweep alone; SIGINT handled as a terminal's Ctrl-C is (a
+    # pytest-xdist worker ignores SIGINT, and a child would inherit that)
+    def as_at_a_terminal() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, preexec_fn=as_at_a_terminal)  # fmt: skip
     started = process.stdout.readline()
     while "job" not in started and started:
         started = process.stdout.readline()

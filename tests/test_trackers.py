@@ -58,3 +58,31 @@ def test_a_tracker_without_its_package_or_unknown_is_one_line(tmp_path, monkeypa
     with pytest.raises(TrainConfigError, match="report_to wandb needs the wandb package: pip install wandb"):
         train(stories_config(tmp_path, "steps=2", "report_to=wandb"))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_stopped_mid_way_ends_its_tracker_run_and_the_next_run_starts_its_own(tmp_path, monkeypatch) -> None:
+    """A search prunes trials by raising from the validation hook and goes on in the same process: the
+    stopped run's MLflow run is ended, and the next run gets a run of its own (MLflow refuses a second
+    active run)."""
+    import_or_missing("mlflow", "trackers")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+
+    class Stop(Exception):
+        pass
+
+    def stop(step: int, metric: float) -> None:
+        raise Stop
+
+    settings = ["steps=4", "log_every=2", "eval_every=2", "report_to=mlflow", "tracker_project=adept-test"]
+    with pytest.raises(Stop):
+        train(stories_config(tmp_path / "a", *settings), on_validation=stop)
+    train(stories_config(tmp_path / "b", *settings))
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("adept-test")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
+    stopped = next(run for run in runs if "test/accuracy" not in run.data.metrics)
+    assert [m.step for m in client.get_metric_history(stopped.info.run_id, "train/loss")] == [2]

@@ -246,7 +246,13 @@ def train(
             reporter.note(f"started from the prompt and offsets of {config.init_from}")
         accelerator.wait_for_everyone()
         restore(run, saved)
-        fit(run)
+        try:
+            fit(run)
+        except BaseException:
+            # a stopped run (Ctrl-C, a pruned trial) ends its tracker runs: a search goes on to its next
+            # trial in this process, whose tracker run must not find this one still open
+            close_trackers(accelerator, tracker_names(config))
+            raise
         return finish(run)
 
 
