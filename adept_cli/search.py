@@ -125,9 +125,8 @@ class Search:
         optuna = _optuna()
 
         try:
-            with (
-                warnings.catch_warnings()
-            ):  # heartbeats are marked experimental; adept tests them (tests/test_search.py)
+            # Optuna marks heartbeats experimental; tests/test_search.py covers what adept relies on
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     self.storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
@@ -240,8 +239,10 @@ def recover(search: Search, study: Any, storage: Any) -> list[int]:
     running trial of a process gone from this host is failed first. Returns the trial numbers queued."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
-    for trial in trials:
+    with warnings.catch_warnings():  # experimental in Optuna, as heartbeats are
+        warnings.simplefilter("ignore", _optuna().exceptions.ExperimentalWarning)
+        _optuna().storages.fail_stale_trials(study)  # silent past the grace period: its host is gone
+    for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.RUNNING and _process_gone(trial):
             storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
@@ -308,7 +309,9 @@ def run_trials(
         if search.remaining(study.get_trials(deepcopy=False)) == 0:
             study.stop()
 
-    with reuse_loaded_models():
+    with reuse_loaded_models(), warnings.catch_warnings():
+        # Optuna 4 warns that its stale-trial check (heartbeats) is experimental, once per trial
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(objective, n_trials=to_run, callbacks=[stop_at_total])
 
 

@@ -149,6 +149,7 @@ def test_a_running_trial_of_another_host_is_left_to_its_heartbeat(tmp_path) -> N
     """A trial whose process is gone from this host is failed and queued at once; one running on another
     host (or alive here) is not touched: only its heartbeat going stale fails it."""
     import socket
+    import sqlite3
 
     from optuna.trial import TrialState
 
@@ -160,19 +161,27 @@ def test_a_running_trial_of_another_host_is_left_to_its_heartbeat(tmp_path) -> N
     storage = search.storage()
     study = search.study(storage)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    owners = [("elsewhere.example", 1), (socket.gethostname(), os.getpid()), (socket.gethostname(), int(gone.stdout))]
+    owners = [("elsewhere.example", 1), (socket.gethostname(), os.getpid()), (socket.gethostname(), int(gone.stdout)),
+              ("lost.example", 1)]  # fmt: skip
+    ids = []
     for number, (host, pid) in enumerate(owners):
         trial = study.ask()
+        ids.append(trial._trial_id)
         trial.suggest_categorical("lr_prompt", [0.1, 0.2])
         trial.set_user_attr("host", host)
         trial.set_user_attr("pid", pid)
+        storage.record_heartbeat(trial._trial_id)
         checkpoint = tmp_path / "runs" / f"trial-{number:04d}" / "checkpoints" / "step_2"
         checkpoint.mkdir(parents=True)
+    # the lost host's last heartbeat long ago (as a clock would have it after its machine went away)
+    with sqlite3.connect(tmp_path / "study.db") as database:
+        database.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00' WHERE trial_id = ?", (ids[3],))
     queued = recover(search, study, storage)
     states = [t.state for t in study.get_trials()]
-    assert queued == [2]
-    assert states[:3] == [TrialState.RUNNING, TrialState.RUNNING, TrialState.FAIL]
-    assert states[3] == TrialState.WAITING and study.get_trials()[3].user_attrs["folder_of"] == 2
+    assert queued == [2, 3]
+    assert states[:4] == [TrialState.RUNNING, TrialState.RUNNING, TrialState.FAIL, TrialState.FAIL]
+    assert states[4:] == [TrialState.WAITING] * 2
+    assert [t.user_attrs["folder_of"] for t in study.get_trials()[4:]] == [2, 3]
     assert recover(search, study, storage) == []  # queued once, not again
 
 
