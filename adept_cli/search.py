@@ -282,6 +282,13 @@ def run_trials(
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         values = {param.name: param.suggest(trial) for param in search.spec.params}
+        # a queued trial's values come from the study, which can come from elsewhere: Optuna only warns
+        outside = [f"{p.name}={values[p.name]!r}" for p in search.spec.params if not p.contains(values[p.name])]
+        if outside:
+            raise SweepError(
+                f"trial {trial.number} of {search.shown_url()} asks for {', '.join(outside)}, outside the search's "
+                "distributions: it is failed unrun, and the same command goes on with trials of its own drawing"
+            )
         status = RunDir(folder).status()
         if announce is not None:
             announce(trial.number, folder, "resuming" if status == "started" else "starting", values)

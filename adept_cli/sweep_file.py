@@ -62,6 +62,11 @@ class Param:
             return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
+    def contains(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
     def extremes(self) -> list[Any]:
         """The values a plan checks: every choice, or both bounds."""
         return list(self.choices) if self.choices is not None else [self.low, self.high]

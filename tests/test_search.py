@@ -305,3 +305,20 @@ def test_without_the_extras_each_part_says_which_to_install(tmp_path, monkeypatc
     for args, message in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+@pytest.mark.filterwarnings("ignore:Fixed parameter")
+def test_a_queued_trial_outside_the_distributions_is_refused(tmp_path) -> None:
+    """Optuna runs a queued trial's values even outside the distribution (with a warning): adept refuses."""
+    from adept_cli.search import Search, run_trials
+    from adept_cli.sweep import SweepError
+    from adept_cli.sweep_file import SearchSpec
+
+    spec = SearchSpec.parse({"trials": 1, "params": {"lr_prompt": {"low": 0.1, "high": 0.2}}}, "test")
+    search = Search(tmp_path, str(SMOKE), (f"model={model_path(STORIES)}",), spec)
+    search.study().enqueue_trial({"lr_prompt": 50.0})
+    with pytest.raises(SweepError, match=r"asks for lr_prompt=50.0, outside the search's distributions"):
+        run_trials(search)
+    assert not (tmp_path / "runs").exists()  # nothing trained
+    assert [t.state.name for t in search.trials()] == ["FAIL"]  # so the next run draws its own trial instead
+    assert search.remaining(search.trials()) == 1
