@@ -10,6 +10,7 @@ job that runs twice on one run folder is refused by the run's lock, not run twic
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .search import Search, open_sweep, recover, run_trials
 from .sweep import Sweep, SweepError, run_one
 
 JOBS_DIR, JOBS_FILE = "jobs", "jobs.json"
+SUBMITIT_LOG_VARIABLE = "SUBMITIT_LOG_LEVEL"
 DEFAULT_MINUTES = 24 * 60
 
 
@@ -128,9 +130,27 @@ def jobs_folder(sweep: Sweep | Search) -> Path:
     return sweep.directory.resolve() / JOBS_DIR / f"{stamp}-{secrets.token_hex(3)}"
 
 
-def executor(launcher: str, folder: Path, settings: JobSettings, name: str) -> Any:
-    import submitit
+def import_submitit() -> Any:
+    """submitit, imported without its logging set-up: on import it calls `logging.config.dictConfig`,
+    which closes every logging handler the host process has (a program using adept as a library, or
+    pytest's own capture). Its jobs, processes of their own, configure their logging as usual."""
+    before = os.environ.get(SUBMITIT_LOG_VARIABLE)
+    os.environ[SUBMITIT_LOG_VARIABLE] = "NOCONFIG"
+    try:
+        import submitit
+        import submitit.helpers
+    except ImportError:
+        raise SweepError("--launcher local and slurm need submitit: pip install 'adept-cli[cluster]'") from None
+    finally:
+        if before is None:
+            os.environ.pop(SUBMITIT_LOG_VARIABLE)
+        else:
+            os.environ[SUBMITIT_LOG_VARIABLE] = before
+    return submitit
 
+
+def executor(launcher: str, folder: Path, settings: JobSettings, name: str) -> Any:
+    submitit = import_submitit()
     executor = submitit.AutoExecutor(folder=folder, cluster=launcher)
     shared: dict[str, Any] = {"timeout_min": settings.time, "gpus_per_node": settings.gpus, "name": name}
     if settings.cpus is not None:
@@ -178,8 +198,7 @@ def run_local_jobs(
 ) -> list[str]:
     """Every unit as a local process (at most `parallel` at once), waited for; returns what failed, each
     with the log that says why (one failure does not stop the others)."""
-    from submitit.helpers import as_completed
-
+    as_completed = import_submitit().helpers.as_completed
     todo = units(sweep)
     local = executor("local", jobs_folder(sweep) / "%j", settings, f"adept-{sweep.directory.resolve().name}")
     at_once = settings.parallel or 1

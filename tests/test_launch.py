@@ -206,3 +206,23 @@ def test_ctrl_c_stops_the_local_jobs_it_started_and_the_sweep_continues(tmp_path
     resumed = runner.invoke(app, ["sweep", "-f", str(file), "-o", str(folder)])
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output and (run / "results.json").is_file()
+
+
+def test_importing_submitit_leaves_the_host_process_logging_alone(tmp_path) -> None:
+    """submitit configures logging on import (dictConfig), closing every handler the process has; adept
+    imports it without that, so a program using adept (or pytest's own log capture) keeps its handlers."""
+    import subprocess
+    import sys
+
+    script = f"""
+import logging
+handler = logging.FileHandler({str(tmp_path / "log.txt")!r}, mode="w")
+logging.getLogger().addHandler(handler)
+from adept_cli.launch import import_submitit
+import_submitit()
+logging.getLogger().warning("still written after submitit")
+handler.flush()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "still written after submitit" in (tmp_path / "log.txt").read_text()

@@ -113,7 +113,9 @@ def sweep_command(
     if spec is not None:
         _needs("optuna", "search", "a search (search: optuna)")
     if launcher in ("local", "slurm"):
-        _needs("submitit", "cluster", f"--launcher {launcher}")
+        from ..launch import import_submitit
+
+        import_submitit()  # one line when the [cluster] extra is missing
     if spec is not None:
         if launcher == "commands":
             fail("--launcher commands writes grid runs; a search runs as `adept sweep --file ... -o ...` on each "
