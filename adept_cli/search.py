@@ -37,6 +37,7 @@ from .sweep import (
     Sweep,
     SweepError,
     collect,
+    is_chosen,
     load,
     point_label,
     run_row,
@@ -398,7 +399,7 @@ def search_markdown(table: dict[str, Any]) -> str:
         lines.append(
             f"| {row['trial']} | {point_label(row['point'])} | {row['state']} | "
             f"{'-' if validation is None else f'{validation:.2f}'} | {'-' if test is None else f'{test:.2f}'} | "
-            f"{'**yes**' if row['trial'] == table['chosen_trial'] else ''} |"
+            f"{'**yes**' if is_chosen(row, table) else ''} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -422,5 +423,5 @@ def write_results(sweep: Sweep | Search) -> tuple[dict[str, Any], str]:
 def chosen_runs(directory: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A sweep's table and the finished runs of its chosen point or trial (for `adept report`)."""
     table, _ = collect_any(open_sweep(directory))
-    rows = [row for row in table["points"] if row["point"] == table["chosen"]]
+    rows = [row for row in table["points"] if is_chosen(row, table)]
     return table, rows[0]["seeds"] if rows else []

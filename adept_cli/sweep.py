@@ -280,6 +280,12 @@ def collect(sweep: Sweep) -> dict[str, Any]:
     }
 
 
+def is_chosen(row: dict[str, Any], table: dict[str, Any]) -> bool:
+    """The chosen row of a sweep's table: its grid point, or (in a search, where two trials may draw the same
+    settings) its trial."""
+    return row["point"] == table["chosen"] and row.get("trial") == table.get("chosen_trial")
+
+
 def run_row(results: dict[str, Any], folder: Path, seed: int) -> dict[str, Any]:
     """A finished run as a row of a sweep's table: its seed, best validation and test main metric."""
     metric = results["main_metric"]
@@ -312,7 +318,7 @@ def table_markdown(table: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | :---: |",
     ]
     for row in table["points"]:
-        chosen = "**yes**" if row["point"] == table["chosen"] else ""
+        chosen = "**yes**" if is_chosen(row, table) else ""
         lines.append(
             f"| {point_label(row['point'])} | {row['finished']} / {len(table['seeds'])} | "
             f"{_cell(row['validation'])} | {_cell(row['test'])} | {chosen} |"
@@ -336,7 +342,7 @@ def plot(table: dict[str, Any], path: Path) -> None:
         axes.scatter([x] * len(values), values, color="tab:gray", s=16, zorder=2)
         if values:
             stats = row["validation"]
-            color = "tab:red" if row["point"] == table["chosen"] else "tab:blue"
+            color = "tab:red" if is_chosen(row, table) else "tab:blue"
             axes.errorbar(x, stats["mean"], yerr=stats["std"], fmt="o", color=color, capsize=4, zorder=3)
     axes.set_xticks(range(len(rows)))
     labels = [row.get("label") or point_label(row["point"]).replace(", ", "\n") for row in rows]

@@ -322,3 +322,15 @@ def test_a_queued_trial_outside_the_distributions_is_refused(tmp_path) -> None:
     assert not (tmp_path / "runs").exists()  # nothing trained
     assert [t.state.name for t in search.trials()] == ["FAIL"]  # so the next run draws its own trial instead
     assert search.remaining(search.trials()) == 1
+
+
+def test_of_two_trials_with_the_same_settings_only_the_chosen_one_is_chosen() -> None:
+    """Trials can draw equal settings (choices repeat): the table, plot and report mark the chosen trial,
+    not every row sharing its settings; a grid table still chooses by point."""
+    from adept_cli.sweep import is_chosen
+
+    rows = [{"point": {"lr_prompt": "3.0"}, "trial": number} for number in (0, 2)]
+    search_table = {"chosen": {"lr_prompt": "3.0"}, "chosen_trial": 2}
+    assert [is_chosen(row, search_table) for row in rows] == [False, True]
+    grid_rows = [{"point": {"lr_prompt": "3.0"}}, {"point": {"lr_prompt": "0.3"}}]
+    assert [is_chosen(row, {"chosen": {"lr_prompt": "3.0"}}) for row in grid_rows] == [True, False]
