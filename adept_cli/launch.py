@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_json_atomic
-from .search import Search, open_sweep, recover, run_trials
+from .search import Search, open_sweep, run_trials
 from .sweep import Sweep, SweepError, run_one
+from .sweep_file import is_number, is_whole
 
 JOBS_DIR, JOBS_FILE = "jobs", "jobs.json"
 SUBMITIT_LOG_VARIABLE = "SUBMITIT_LOG_LEVEL"
@@ -46,7 +47,7 @@ class JobSettings:
         values = {**section, **{key: value for key, value in flags.items() if value is not None}}
         for key in ("gpus", "time", "cpus", "parallel"):
             value = values.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            if value is not None and (not is_whole(value) or value < 0):
                 raise SweepError(f"{where}: {key} must be a whole number >= 0; got {value!r}")
         if values.get("time") == 0 or values.get("parallel") == 0:
             raise SweepError(f"{where}: time and parallel must be >= 1")
@@ -56,7 +57,7 @@ class JobSettings:
                 "for runs on several GPUs write the commands (--launcher commands: accelerate launch)"
             )
         mem = values.get("mem_gb")
-        if mem is not None and (not isinstance(mem, (int, float)) or isinstance(mem, bool) or mem <= 0):
+        if mem is not None and (not is_number(mem) or mem <= 0):
             raise SweepError(f"{where}: mem_gb must be a number > 0")
         setup = values.get("setup", [])
         if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
@@ -82,10 +83,10 @@ def grid_job(directory: str, folder_name: str) -> str:
 
     sweep = open_sweep(directory)
     assert isinstance(sweep, Sweep)
-    for run, config in zip(sweep.runs(), sweep.configs()):
+    for run in sweep.runs():
         if run.path.name == folder_name:
             with reuse_loaded_models():
-                run_one(run, config)
+                run_one(run, sweep.config_of(run))
             return run.status()
     raise SweepError(f"{directory}: the sweep has no run {folder_name}")
 
@@ -113,10 +114,7 @@ def units(sweep: Sweep | Search) -> list[Unit]:
     ones queued to continue first)."""
     directory = str(sweep.directory.resolve())
     if isinstance(sweep, Search):
-        storage = sweep.storage()
-        study = sweep.study(storage)
-        recover(sweep, study, storage)
-        left = sweep.remaining(study.get_trials(deepcopy=False))
+        _, left = sweep.open_study()
         return [Unit(f"trial {k + 1} of {left}", trial_job, (directory,)) for k in range(left)]
     return [
         Unit(run.path.name, grid_job, (directory, run.path.name)) for run in sweep.runs() if run.status() != "finished"

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import read_json_object, write_json_atomic
 from .run_dir import RunDir
 from .sweep import (
     RUNS_DIR,
@@ -40,17 +39,19 @@ from .sweep import (
     is_chosen,
     load,
     point_label,
+    read_plan,
     run_row,
+    save_plan,
     stats,
     table_markdown,
     write_table,
 )
-from .sweep_file import STUDY_FILE, SearchSpec, setting
+from .sweep_file import STUDY_FILE, SearchSpec, is_whole, setting
 
 STUDY_NAME = "adept"
 
 
-def _optuna() -> Any:
+def import_optuna() -> Any:
     """Optuna, or a clear line when the [search] extra is not installed."""
     try:
         import optuna
@@ -89,7 +90,7 @@ class Search:
         """The trial whose run folder this trial uses: its own, or the one it continues (checked: a study is
         a file that can come from elsewhere, and its trials must not name folders outside this sweep)."""
         first = trial.user_attrs.get("folder_of", trial.number)
-        if not isinstance(first, int) or isinstance(first, bool) or not 0 <= first <= trial.number:
+        if not is_whole(first) or not 0 <= first <= trial.number:
             raise SweepError(f"{self.shown_url()}: trial {trial.number} continues {first!r}, which is no earlier "
                              "trial of this study")  # fmt: skip
         return first
@@ -123,7 +124,7 @@ class Search:
         return self.spec.storage is not None or (self.directory / STUDY_FILE).is_file()
 
     def storage(self) -> Any:
-        optuna = _optuna()
+        optuna = import_optuna()
 
         try:
             # Optuna marks heartbeats experimental; tests/test_search.py covers what adept relies on
@@ -141,7 +142,7 @@ class Search:
         return re.sub(r"//[^/@]*@", "//", self.storage_url)
 
     def study(self, storage: Any = None) -> Any:
-        optuna = _optuna()
+        optuna = import_optuna()
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # adept says what happens to each trial
         sampler = (
@@ -171,6 +172,14 @@ class Search:
             return []
         return self.study().get_trials(deepcopy=False)
 
+    def open_study(self) -> tuple[Any, int]:
+        """The study, its interrupted trials queued to continue (`recover`), and how many trials are still to
+        start."""
+        storage = self.storage()
+        study = self.study(storage)
+        recover(self, study, storage)
+        return study, self.remaining(study.get_trials(deepcopy=False))
+
     def remaining(self, trials: list[Any]) -> int:
         """Trials still to start: the total less the finished and the running (another process's)."""
         from optuna.trial import TrialState
@@ -185,32 +194,21 @@ def plan_search(directory: str | Path, recipe: str | Path | None, spec: SearchSp
     recipe_path = str(Path(recipe).resolve()) if recipe is not None else None
     search = Search(directory, recipe_path, tuple(overrides), spec)
     search.check()
-    saved = directory / SWEEP_FILE
-    if saved.is_file():
-        before = read_json_object(saved, SweepError, "a sweep plan")
 
-        def without_total(plan: dict[str, Any]) -> dict[str, Any]:  # the total may grow or shrink
-            return plan | {"search": {k: v for k, v in (plan.get("search") or {}).items() if k != "trials"}}
+    def without_total(plan: dict[str, Any]) -> dict[str, Any]:  # the total may grow or shrink
+        return plan | {"search": {k: v for k, v in (plan.get("search") or {}).items() if k != "trials"}}
 
-        if without_total(before) != without_total(search.to_dict()):
-            raise SweepError(f"{directory} holds another sweep (its {SWEEP_FILE} differs); continue it with the same "
-                             "sweep file and settings (trials may change), or choose another -o")  # fmt: skip
-    elif directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise SweepError(f"{directory} is a file or a folder holding no {SWEEP_FILE}; choose another -o")
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(saved, search.to_dict())
+    save_plan(directory, search.to_dict(), without_total, "sweep file and settings (trials may change)")
     return search
 
 
 def open_sweep(directory: str | Path) -> Sweep | Search:
     """The grid sweep or search planned in `directory`."""
     directory = Path(directory)
+    data = read_plan(directory)
+    if "search" not in data:
+        return load(directory, data)
     path = directory / SWEEP_FILE
-    data = read_json_object(path, SweepError, "a sweep plan") if path.is_file() else None
-    if data is None or "search" not in data:
-        return load(directory)
-    if not isinstance(data.get("format_version"), int) or data["format_version"] > SWEEP_FORMAT_VERSION:
-        raise SweepError(f"{path}: format_version {data.get('format_version')!r} is newer than this adept reads")
     try:
         spec = SearchSpec.parse(data["search"], str(path))
         return Search(directory, data["recipe"], tuple(data["overrides"]), spec)
@@ -238,11 +236,12 @@ def _process_gone(trial: Any) -> bool:
 def recover(search: Search, study: Any, storage: Any) -> list[int]:
     """Trials that stopped before their end, queued to continue from their checkpoints (once each); a
     running trial of a process gone from this host is failed first. Returns the trial numbers queued."""
+    optuna = import_optuna()
     from optuna.trial import TrialState
 
     with warnings.catch_warnings():  # experimental in Optuna, as heartbeats are
-        warnings.simplefilter("ignore", _optuna().exceptions.ExperimentalWarning)
-        _optuna().storages.fail_stale_trials(study)  # silent past the grace period: its host is gone
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # silent past the grace period: its host is gone
     for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.RUNNING and _process_gone(trial):
             storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
@@ -264,15 +263,12 @@ def run_trials(
 ) -> None:
     """Trials in this process until the study has its total (or `count` of them have run here); interrupted
     trials first, each from its checkpoint."""
-    optuna = _optuna()
+    optuna = import_optuna()
 
     from .hf import reuse_loaded_models
     from .training import train
 
-    storage = search.storage()
-    study = search.study(storage)
-    recover(search, study, storage)
-    to_run = search.remaining(study.get_trials(deepcopy=False))
+    study, to_run = search.open_study()
     if count is not None:
         to_run = min(to_run, count)
     if to_run == 0:
@@ -331,6 +327,7 @@ def collect_search(search: Search) -> dict[str, Any]:
     a grid sweep's table: the chosen trial is the finished one with the best validation metric."""
     trials = search.trials()
     continued = {t.user_attrs.get("resumes") for t in trials}
+    seed = search.config({}, search.directory).seed  # every trial's: a search never searches the seed
     rows, metric, task, method = [], None, None, None
     for trial in trials:
         if trial.number in continued:
@@ -340,7 +337,7 @@ def collect_search(search: Search) -> dict[str, Any]:
         seeds = []
         if results is not None:
             metric, task, method = results["main_metric"], results["task"], results["method"]
-            seeds.append(run_row(results, folder, search.config(trial.params, folder).seed))
+            seeds.append(run_row(results, folder, seed))
         rows.append(
             {
                 "point": {name: setting(value) for name, value in trial.params.items()},

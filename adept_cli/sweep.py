@@ -122,15 +122,19 @@ class Sweep:
             "runs": [str(run.path.relative_to(self.directory)) for run in self.runs()],
         }
 
+    def config_of(self, run: SweepRun) -> Any:
+        from .training import build_config
+
+        return build_config(self.recipe, None, [*self.overrides, *run.settings, f"output_dir={run.path}"])
+
     def configs(self) -> list[Any]:
         """Every run's validated config (a bad setting fails the sweep before any run starts)."""
-        from .training import TrainConfigError, build_config
+        from .training import TrainConfigError
 
         configs, problems = [], []
         for run in self.runs():
-            overrides = [*self.overrides, *run.settings, f"output_dir={run.path}"]
             try:
-                configs.append(build_config(self.recipe, None, overrides))
+                configs.append(self.config_of(run))
             except TrainConfigError as error:
                 problems.append(f"{run.path.name}: {error}")
         if problems:
@@ -146,27 +150,30 @@ def plan(
     recipe_path = str(Path(recipe).resolve()) if recipe is not None else None
     sweep = Sweep(directory, recipe_path, tuple(overrides), grid, tuple(seeds))
     sweep.configs()
+    kept = ("recipe", "overrides", "grid", "seeds")
+    what = "recipe, grid, seeds and settings"
+    save_plan(directory, sweep.to_dict(), lambda plan: {k: plan.get(k) for k in kept}, what)
+    return sweep
+
+
+def save_plan(directory: Path, plan: dict[str, Any], kept: Callable[[dict], Any], what: str) -> None:
+    """Write `plan` as the folder's sweep.json: into a new or empty folder, or over the same plan (`kept`
+    picks what must not change between the two; `what` names it for the user)."""
     saved = directory / SWEEP_FILE
     if saved.is_file():
-        before = read_json_object(saved, SweepError, "a sweep plan")
-        if {k: before.get(k) for k in ("recipe", "overrides", "grid", "seeds")} != {
-            k: sweep.to_dict()[k] for k in ("recipe", "overrides", "grid", "seeds")
-        }:
-            raise SweepError(
-                f"{directory} holds another sweep (its {SWEEP_FILE} differs); continue it with the same "
-                "recipe, grid, seeds and settings, or choose another -o"
-            )
+        if kept(read_json_object(saved, SweepError, "a sweep plan")) != kept(plan):
+            raise SweepError(f"{directory} holds another sweep (its {SWEEP_FILE} differs); continue it with the same "
+                             f"{what}, or choose another -o")  # fmt: skip
     elif directory.exists() and not directory.is_dir():
         raise SweepError(f"{directory} is a file; -o takes a folder")
     elif directory.exists() and any(directory.iterdir()):
         raise SweepError(f"{directory} is not empty and holds no {SWEEP_FILE}; choose another -o")
     directory.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(saved, sweep.to_dict())
-    return sweep
+    write_json_atomic(saved, plan)
 
 
-def load(directory: str | Path) -> Sweep:
-    directory = Path(directory)
+def read_plan(directory: Path) -> dict[str, Any]:
+    """The folder's sweep.json (a grid sweep's or a search's), of a format this adept reads."""
     path = directory / SWEEP_FILE
     if not path.is_file():
         raise SweepError(f"{directory} is not a sweep (no {SWEEP_FILE})")
@@ -174,10 +181,17 @@ def load(directory: str | Path) -> Sweep:
     version = data.get("format_version")
     if not isinstance(version, int) or version > SWEEP_FORMAT_VERSION:
         raise SweepError(f"{path}: format_version {version!r} is newer than this adept reads; upgrade adept-cli")
+    return data
+
+
+def load(directory: str | Path, data: dict[str, Any] | None = None) -> Sweep:
+    """The grid sweep planned in `directory` (from its sweep.json, or from `data` already read from it)."""
+    directory = Path(directory)
+    data = read_plan(directory) if data is None else data
     try:
         return Sweep(directory, data["recipe"], tuple(data["overrides"]), data["grid"], tuple(data["seeds"]))
     except (KeyError, TypeError):
-        raise SweepError(f"{path}: not a sweep plan written by adept") from None
+        raise SweepError(f"{directory / SWEEP_FILE}: not a sweep plan written by adept") from None
 
 
 def run_local(sweep: Sweep, on_run: Callable[[SweepRun, str], None] | None = None) -> None:

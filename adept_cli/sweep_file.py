@@ -65,7 +65,7 @@ class Param:
     def contains(self, value: Any) -> bool:
         if self.choices is not None:
             return value in self.choices
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+        return is_number(value) and self.low <= value <= self.high
 
     def extremes(self) -> list[Any]:
         """The values a plan checks: every choice, or both bounds."""
@@ -99,7 +99,7 @@ class Param:
             raise SweepError(f"{where}: unknown key {unknown[0]!r} (expected low, high, log, step)")
         low, high, log, step = raw.get("low"), raw.get("high"), raw.get("log", False), raw.get("step")
         numbers = [v for v in (low, high, step) if v is not None]
-        if low is None or high is None or not all(_is_number(v) for v in numbers):
+        if low is None or high is None or not all(is_number(v) for v in numbers):
             raise SweepError(f"{where}: low and high must be numbers (step too, when given)")
         if not low < high:
             raise SweepError(f"{where}: low ({low}) must be below high ({high})")
@@ -112,8 +112,13 @@ class Param:
         return cls(name, low=low, high=high, log=log, step=step)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float (YAML's true/false are not numbers here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def setting(value: Any) -> str:
@@ -151,13 +156,13 @@ class SearchSpec:
         if not isinstance(params, dict) or not params:
             raise SweepError(f"{where}: a search needs params: one distribution per setting to search")
         trials = data.get("trials")
-        if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        if not is_whole(trials) or trials < 1:
             raise SweepError(f"{where}: trials must be a whole number >= 1 (how many trials the study runs)")
         sampler = data.get("sampler", "tpe")
         if sampler not in SAMPLERS:
             raise SweepError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
         seed = data.get("seed")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        if seed is not None and not is_whole(seed):
             raise SweepError(f"{where}: seed (the sampler's) must be an integer")
         pruner = data.get("pruner", "median")
         options = pruner if isinstance(pruner, dict) else {"name": pruner}
@@ -168,7 +173,7 @@ class SearchSpec:
             )
         counts = {key: options.get(key, default) for key, default in (("startup_trials", 5), ("warmup_steps", 0))}
         for key, value in counts.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not is_whole(value) or value < 0:
                 raise SweepError(f"{where}: pruner.{key} must be a whole number >= 0")
         storage = data.get("storage")
         if storage is not None and (not isinstance(storage, str) or "://" not in storage):

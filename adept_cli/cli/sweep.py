@@ -94,10 +94,7 @@ def sweep_command(
     out = err_console if as_json else console  # with --json, stdout holds the JSON alone
 
     if collect is not None:
-        planned_sweep = searches.open_sweep(collect)
-        if isinstance(planned_sweep, searches.Search):
-            _needs("optuna", "search", "the table of a search")
-        table, markdown = searches.write_results(planned_sweep)
+        table, markdown = searches.write_results(searches.open_sweep(collect))
         _show(table, markdown, collect, as_json)
         return
     if launcher not in LAUNCHERS:
@@ -111,7 +108,7 @@ def sweep_command(
     seed_list = sweeps.parse_seeds(seeds) if seeds is not None else planned.get("seeds") or [42]
     spec = planned.get("search")
     if spec is not None:
-        _needs("optuna", "search", "a search (search: optuna)")
+        searches.import_optuna()  # one line, before anything is planned, when the [search] extra is missing
     if launcher in ("local", "slurm"):
         from ..launch import import_submitit
 
@@ -166,15 +163,6 @@ def sweep_command(
         fail(f"interrupted; the same command continues the sweep ({output})", code=130)
     table, markdown = searches.write_results(sweep)
     _show(table, markdown, output, as_json)
-
-
-def _needs(module: str, extra: str, what: str) -> None:
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        fail(f"{what} needs {module}: pip install 'adept-cli[{extra}]'")
 
 
 def _recipe(flag: Path | None, from_file: str | None, file: Path | None) -> Path | None:
